@@ -1,0 +1,3 @@
+from opencdp.cli import main
+
+main()

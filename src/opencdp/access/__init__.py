@@ -1,0 +1,1 @@
+"""Who may do what: source write keys and admin API keys."""

@@ -1,0 +1,78 @@
+"""The admin API under /api: sources and the event log. Every route needs an admin key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from opencdp.access.keys import ApiKey, list_sources
+from opencdp.api.auth import admin_key
+from opencdp.log.reader import EventQuery, read_events
+from opencdp.system import OpenCDP
+
+router = APIRouter(prefix="/api", tags=["admin"])
+
+
+class SourceOut(BaseModel):
+    id: int
+    name: str
+    enabled: bool
+    created_at: datetime
+
+
+class EventOut(BaseModel):
+    id: int
+    source: str
+    message_id: str
+    type: str
+    event: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    received_at: datetime
+    sent_at: datetime | None
+    original_timestamp: datetime | None
+    timestamp: datetime
+    payload: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_after_id: int | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: str
+
+
+@router.get("/health", response_model=Health, summary="Liveness and database engine")
+def health(request: Request) -> dict[str, Any]:
+    cdp: OpenCDP = request.app.state.cdp
+    return {"status": "ok", "database": cdp.engine.dialect.name}
+
+
+@router.get("/sources", response_model=list[SourceOut], summary="List sources")
+def get_sources(request: Request, _key: ApiKey = Depends(admin_key)) -> list[Any]:
+    return list_sources(request.app.state.cdp.engine)
+
+
+@router.get("/events", response_model=EventPage, summary="Read the event log in order")
+def get_events(
+    request: Request,
+    _key: ApiKey = Depends(admin_key),
+    source: str | None = Query(None, description="Source name"),
+    type: str | None = Query(None, description="Call type: identify, track, …"),
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    message_id: str | None = None,
+    after_id: int = Query(0, ge=0, description="Return events with a larger id (the cursor)"),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    rows = read_events(
+        request.app.state.cdp.engine,
+        EventQuery(source, type, user_id, anonymous_id, message_id, after_id, limit),
+    )
+    return {"events": rows, "next_after_id": rows[-1]["id"] if len(rows) == limit else None}

@@ -1,0 +1,58 @@
+"""The ASGI application: collection API, admin API, OpenAPI schema at /openapi.json."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from opencdp import __version__
+from opencdp.api import admin, collect
+from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
+from opencdp.api.responses import FastJSONResponse
+from opencdp.api.schemas import DOCUMENTED_MODELS
+from opencdp.system import OpenCDP
+
+
+def create_app(cdp: OpenCDP) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        cdp.start()
+        try:
+            yield
+        finally:
+            cdp.stop()
+
+    app = FastAPI(
+        title="opencdp",
+        version=__version__,
+        description="Segment-compatible collection API (/v1) and admin API (/api) of opencdp.",
+        lifespan=lifespan,
+        default_response_class=FastJSONResponse,
+    )
+    app.state.cdp = cdp
+    app.include_router(collect.router)
+    app.include_router(admin.router)
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in DOCUMENTED_MODELS:
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

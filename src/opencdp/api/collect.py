@@ -1,0 +1,87 @@
+"""The Segment HTTP Tracking API: /v1/identify, track, page, screen, group, alias, batch, import."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+
+from opencdp.api.auth import source_for, write_key_from_header
+from opencdp.api.errors import ApiError
+from opencdp.api.http_body import parse_json_object, read_body
+from opencdp.api.responses import FastJSONResponse
+from opencdp.api.schemas import batch_request, call_request, error_responses
+from opencdp.collect.messages import CALL_TYPES, Envelope, InvalidMessage, normalise, normalise_batch
+from opencdp.collect.writer import WriterClosed
+from opencdp.system import OpenCDP
+
+router = APIRouter(prefix="/v1", tags=["collect"])
+
+_SUCCESS = FastJSONResponse({"success": True})
+
+
+async def _ingest(request: Request, call_type: str | None) -> FastJSONResponse:
+    cdp: OpenCDP = request.app.state.cdp
+    received_at = datetime.now(UTC)
+    header_key = write_key_from_header(request)
+    if header_key:  # authenticate before reading a byte of the body
+        source = source_for(cdp, header_key)
+    body = parse_json_object(await read_body(request, cdp.settings.max_batch_bytes))
+    if not header_key:
+        key = body.get("writeKey")
+        source = source_for(cdp, key if isinstance(key, str) else None)
+
+    if call_type is None:
+        rows, problems = normalise_batch(body, source.id, cdp.limits, received_at)
+        if problems:
+            first = problems[0]
+            where = f"message {first.index}: " if first.index is not None else ""
+            raise ApiError(
+                400, "invalid_batch",
+                f"{where}{first.field} {first.problem}"
+                + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
+                + "; nothing in this batch was stored",
+                [p.as_json() for p in problems],
+            )
+    else:
+        try:
+            rows = [normalise(body, Envelope(received_at), source.id, cdp.limits, call_type)]
+        except InvalidMessage as exc:
+            raise ApiError(413 if exc.too_large else 400, "invalid_message", f"{exc.field} {exc.problem}",
+                           [{"field": exc.field, "problem": exc.problem}]) from None
+    try:
+        await asyncio.wrap_future(cdp.writer.submit(rows))
+    except WriterClosed:
+        raise ApiError(503, "unavailable", "the server is shutting down; retry", headers={"Retry-After": "1"}) from None
+    except Exception:
+        raise ApiError(503, "unavailable", "the events could not be stored; nothing was written, retry",
+                       headers={"Retry-After": "1"}) from None
+    return _SUCCESS
+
+
+def _call_route(call_type: str) -> None:
+    async def endpoint(request: Request) -> FastJSONResponse:
+        return await _ingest(request, call_type)
+
+    endpoint.__name__ = call_type
+    router.add_api_route(
+        f"/{call_type}", endpoint, methods=["POST"], summary=f"Record one {call_type} call",
+        openapi_extra=call_request(call_type), responses=error_responses(),
+    )
+
+
+for _type in CALL_TYPES:
+    _call_route(_type)
+
+
+@router.post("/batch", summary="Record up to 500 KB of calls at once",
+             openapi_extra=batch_request(), responses=error_responses())
+async def batch(request: Request) -> FastJSONResponse:
+    """All-or-nothing: either every message is stored, or none is and the 400 lists each bad one."""
+    return await _ingest(request, None)
+
+
+@router.post("/import", summary="Alias of /v1/batch", openapi_extra=batch_request(), responses=error_responses())
+async def import_(request: Request) -> FastJSONResponse:
+    return await _ingest(request, None)

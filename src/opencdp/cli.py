@@ -1,0 +1,173 @@
+"""The `opencdp` command line. Every command has --help; errors are one clear line, exit code 1."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import orjson
+
+from opencdp import __version__, logs
+from opencdp.access import keys
+from opencdp.config import ConfigError, Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _engine() -> Any:
+    from opencdp.store.database import open_database
+
+    return open_database(_settings())
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected failures into one readable line instead of a traceback."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except keys.AccessError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="opencdp")
+def main() -> None:
+    """opencdp: collect customer events, resolve identities, build one profile per customer.
+
+    Configuration comes from environment variables: OPENCDP_DATABASE_URL (default: SQLite in
+    OPENCDP_DATA_DIR), OPENCDP_DATA_DIR, OPENCDP_LOG_LEVEL, OPENCDP_LOG_FORMAT (console|json).
+    """
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on [default: OPENCDP_HOST or 127.0.0.1]")
+@click.option("--port", default=None, type=int, help="Port [default: OPENCDP_PORT or 8000]")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the HTTP server: collection API (/v1), admin API (/api), OpenAPI at /openapi.json."""
+    import uvicorn
+
+    from opencdp.api.app import create_app
+    from opencdp.system import OpenCDP
+
+    settings = _settings()
+    cdp = OpenCDP(settings)
+    log = logs.get("opencdp.serve")
+    log.info("starting", database=cdp.engine.url.render_as_string(hide_password=True))
+    uvicorn.run(
+        create_app(cdp), host=host or settings.host, port=port or settings.port,
+        log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=10,
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema to the latest version (serve does this too)."""
+    engine = _engine()
+    click.echo(f"database schema is up to date ({engine.dialect.name})")
+
+
+@main.group()
+def sources() -> None:
+    """Sources: where events come from (a website, an app, a CRM). Each has a write key."""
+
+
+@sources.command("create")
+@click.argument("name")
+@_friendly
+def sources_create(name: str) -> None:
+    """Create a source and print its write key (shown only this once)."""
+    source, write_key = keys.create_source(_engine(), name)
+    click.echo(write_key)
+    click.echo(f"source {source.name!r} created (id {source.id}); the write key above is shown only once",
+               err=True)
+
+
+@sources.command("list")
+def sources_list() -> None:
+    """List sources."""
+    for source in keys.list_sources(_engine()):
+        state = "enabled" if source.enabled else "disabled"
+        click.echo(f"{source.id}\t{source.name}\t{state}\t{source.created_at.isoformat()}")
+
+
+@sources.command("disable")
+@click.argument("name")
+@_friendly
+def sources_disable(name: str) -> None:
+    """Disable a source: its write key is refused with 401 from now on."""
+    keys.set_source_enabled(_engine(), name, False)
+    click.echo(f"source {name!r} disabled")
+
+
+@sources.command("enable")
+@click.argument("name")
+@_friendly
+def sources_enable(name: str) -> None:
+    """Enable a disabled source again."""
+    keys.set_source_enabled(_engine(), name, True)
+    click.echo(f"source {name!r} enabled")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """API keys for the admin API (/api)."""
+
+
+@keys_group.command("create")
+@click.option("--role", type=click.Choice(keys.ROLES), default="admin", show_default=True)
+@click.option("--name", default="", help="A label to recognise the key by")
+@_friendly
+def keys_create(role: str, name: str) -> None:
+    """Create an API key and print its secret (shown only this once)."""
+    key, secret = keys.create_api_key(_engine(), role, name)
+    click.echo(secret)
+    click.echo(f"{role} key {key.id} created; the secret above is shown only once", err=True)
+
+
+@keys_group.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    for key in keys.list_api_keys(_engine()):
+        state = "enabled" if key.enabled else "disabled"
+        click.echo(f"{key.id}\t{key.role}\t{key.name}\t{state}\t{key.created_at.isoformat()}")
+
+
+@keys_group.command("disable")
+@click.argument("key_id", type=int)
+@_friendly
+def keys_disable(key_id: int) -> None:
+    """Disable an API key by its id."""
+    keys.set_api_key_enabled(_engine(), key_id, False)
+    click.echo(f"key {key_id} disabled")
+
+
+@main.command()
+@click.option("--source", default=None, help="Only this source")
+@click.option("--type", "call_type", default=None, help="Only this call type")
+@click.option("--limit", default=20, show_default=True, help="How many, oldest first after --after")
+@click.option("--after", default=0, help="Start after this event id")
+@click.option("--count", is_flag=True, help="Print only how many events the log holds")
+def events(source: str | None, call_type: str | None, limit: int, after: int, count: bool) -> None:
+    """Show the event log, one JSON object per line."""
+    from opencdp.log.reader import EventQuery, count_events, read_events
+
+    engine = _engine()
+    if count:
+        click.echo(count_events(engine, source))
+        return
+    for row in read_events(engine, EventQuery(source=source, type=call_type, after_id=after, limit=limit)):
+        sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")

@@ -1,0 +1,1 @@
+"""Collection: the Segment-compatible HTTP tracking API and the writer that makes events durable."""

@@ -1,0 +1,106 @@
+"""One writer thread that commits events in groups.
+
+SQLite allows one writer at a time, and every commit costs an fsync. Requests hand their rows
+to this thread; it takes whatever has queued up, writes it in one transaction, commits once and
+only then releases the waiting requests. Throughput scales with load (group commit) while no
+request is answered before its events are durable. PostgreSQL gains the same way.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import sqlalchemy as sa
+
+from opencdp import logs
+from opencdp.store.dialect import insert_ignoring_duplicates
+from opencdp.store.schema import events
+
+log = logs.get("opencdp.writer")
+
+_STOP = object()
+
+
+class WriterClosed(RuntimeError):
+    """The writer is shutting down and accepts nothing more."""
+
+
+class LogWriter:
+    def __init__(self, engine: sa.Engine, max_rows_per_commit: int = 5000) -> None:
+        self._engine = engine
+        self._max_rows = max_rows_per_commit
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._insert = insert_ignoring_duplicates(engine.dialect.name, events, ["source_id", "message_id"])
+        self._thread = threading.Thread(target=self._run, name="opencdp-log-writer", daemon=True)
+        self._closed = False
+        self.commits = 0
+        self.rows_written = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, rows: list[dict[str, Any]]) -> Future[None]:
+        """Queue rows; the future completes once they are committed (or fails, with nothing written)."""
+        if self._closed:
+            raise WriterClosed("the event log writer is shutting down")
+        future: Future[None] = Future()
+        self._queue.put((rows, future))
+        return future
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish what was queued, then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            group = [item]
+            rows = len(item[0])
+            while rows < self._max_rows:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                group.append(item)
+                rows += len(item[0])
+            self._write_group(group)
+
+    def _write_group(self, group: list[tuple[list[dict[str, Any]], Future[None]]]) -> None:
+        try:
+            self._write([row for rows, _ in group for row in rows])
+        except Exception:
+            if len(group) == 1:
+                log.exception("event write failed")
+                group[0][1].set_exception(RuntimeError("the event log could not be written"))
+                return
+            # One request's rows broke the transaction: retry each alone so the others still land.
+            for rows, future in group:
+                try:
+                    self._write(rows)
+                except Exception as exc:
+                    log.exception("event write failed", rows=len(rows))
+                    future.set_exception(exc)
+                else:
+                    future.set_result(None)
+            return
+        for _, future in group:
+            future.set_result(None)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(self._insert, rows)
+        self.commits += 1
+        self.rows_written += len(rows)

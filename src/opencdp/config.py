@@ -1,0 +1,71 @@
+"""Settings, read once from environment variables so that every entry point agrees."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob opencdp has. Documented in the README's configuration table."""
+
+    data_dir: Path
+    database_url: str
+    log_level: str = "INFO"
+    log_format: str = "console"  # or "json"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # SQLite durability: FULL fsyncs the WAL on every commit (survives power loss);
+    # NORMAL survives a killed process but not a power cut.
+    sqlite_synchronous: str = "FULL"
+    key_cache_seconds: int = 2
+    max_event_bytes: int = 32 * 1024
+    max_batch_bytes: int = 500 * 1024
+    max_nesting_depth: int = 32
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(os.environ.get("OPENCDP_DATA_DIR") or platformdirs.user_data_dir("opencdp"))
+        url = os.environ.get("OPENCDP_DATABASE_URL") or f"sqlite:///{data_dir / 'opencdp.db'}"
+        sync = os.environ.get("OPENCDP_SQLITE_SYNCHRONOUS", "FULL").upper()
+        if sync not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ConfigError(f"OPENCDP_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA, got {sync!r}")
+        log_format = os.environ.get("OPENCDP_LOG_FORMAT", "console").lower()
+        if log_format not in {"console", "json"}:
+            raise ConfigError(f"OPENCDP_LOG_FORMAT must be console or json, got {log_format!r}")
+        return cls(
+            data_dir=data_dir,
+            database_url=url,
+            log_level=os.environ.get("OPENCDP_LOG_LEVEL", "INFO").upper(),
+            log_format=log_format,
+            host=os.environ.get("OPENCDP_HOST", "127.0.0.1"),
+            port=_int("OPENCDP_PORT", 8000),
+            sqlite_synchronous=sync,
+            key_cache_seconds=_int("OPENCDP_KEY_CACHE_SECONDS", 2),
+            max_event_bytes=_int("OPENCDP_MAX_EVENT_BYTES", 32 * 1024),
+            max_batch_bytes=_int("OPENCDP_MAX_BATCH_BYTES", 500 * 1024),
+            max_nesting_depth=_int("OPENCDP_MAX_NESTING_DEPTH", 32),
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""Storage: one schema, one code path, SQLite or PostgreSQL through SQLAlchemy Core."""

@@ -1,0 +1,97 @@
+"""The few places where SQLite and PostgreSQL differ, kept together so nothing else has to ask.
+
+Everything else in opencdp uses plain SQLAlchemy Core and never checks which engine it runs on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.dml import Insert
+
+#: An auto-incrementing 64-bit key (on SQLite it must be INTEGER to alias the rowid).
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+#: Free-form JSON: JSONB on PostgreSQL (indexable), JSON text on SQLite (JSON1 functions).
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class RawJSON:
+    """A value already serialised to JSON text, so a payload is not encoded twice on the hot path."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def json_serializer(value: Any) -> str:
+    if isinstance(value, RawJSON):
+        return value.text
+    return orjson.dumps(value).decode()
+
+
+def json_deserializer(text: str | bytes) -> Any:
+    return orjson.loads(text)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timestamps always stored in UTC and always read back timezone-aware, on both engines.
+
+    SQLite has no time zone type: we store naive UTC text, which sorts correctly as a string.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def insert_ignoring_duplicates(dialect_name: str, table: sa.Table, unique_columns: Sequence[str]) -> Insert:
+    """INSERT that silently skips rows whose unique key is already stored (idempotent retries)."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(unique_columns))
+    if dialect_name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(unique_columns))
+    raise NotImplementedError(f"unsupported database engine {dialect_name!r}")
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "json_serializer": json_serializer,
+        "json_deserializer": json_deserializer,
+    }
+    if url.startswith("sqlite"):
+        # Connections are used by the writer thread and by reader threads.
+        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        options["pool_pre_ping"] = True
+        options["pool_size"] = 10
+    return options
+
+
+def on_connect(dbapi_connection: Any, synchronous: str) -> None:
+    """Per-connection setup for SQLite: WAL for concurrent readers, durable commits, foreign keys."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")  # validated in config: FULL/NORMAL/EXTRA
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
