@@ -103,9 +103,10 @@ def _nul_path(value: Any, path: str) -> str | None:
         return path if "\x00" in value else None
     if isinstance(value, dict):
         for key, child in value.items():
+            child_path = f"{path}.{key}" if path else key
             if "\x00" in key:
-                return f"{path}.{key!r}"
-            found = _nul_path(child, f"{path}.{key}")
+                return child_path.replace("\x00", "\\u0000")
+            found = _nul_path(child, child_path)
             if found:
                 return found
     if isinstance(value, list):
@@ -210,7 +211,7 @@ def normalise(
             too_large=True,
         )
     if b"\\u0000" in payload:
-        raise InvalidMessage(_nul_path(message, prefix.rstrip(".") or "$") or "body", "contains a NUL character")
+        raise InvalidMessage(_nul_path(message, prefix.rstrip(".")) or "body", "contains a NUL character")
 
     name = message.get("event") if call_type == "track" else message.get("name")
     return {

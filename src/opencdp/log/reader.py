@@ -39,7 +39,9 @@ def read_events(engine: sa.Engine, query: EventQuery) -> list[dict[str, Any]]:
         if value is not None:
             stmt = stmt.where(column == value)
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(stmt)]
+        result = conn.execute(stmt)
+        names = [str(name) for name in result.keys()]  # plain str: SQLAlchemy's names subclass it
+        return [dict(zip(names, row, strict=True)) for row in result]
 
 
 def count_events(engine: sa.Engine, source: str | None = None) -> int:

@@ -1,0 +1,119 @@
+"""Fixtures: every storage test runs on SQLite and on PostgreSQL.
+
+PostgreSQL tests use OPENCDP_TEST_POSTGRES_URL (default: the local server's `test` database)
+and are skipped, with the reason, only when no server answers there. Each test session works in
+its own freshly created database so that runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from opencdp.access.keys import create_api_key, create_source
+from opencdp.api.app import create_app
+from opencdp.config import Settings
+from opencdp.store.database import create_engine, migrate
+from opencdp.store.schema import metadata
+from opencdp.system import OpenCDP
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "OPENCDP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_reason() -> str | None:
+    try:
+        engine = sa.create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:
+        return f"no PostgreSQL server reachable at {POSTGRES_ADMIN_URL} ({type(exc).__name__})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated once, dropped at the end."""
+    reason = _postgres_reason()
+    if reason:
+        pytest.skip(reason)
+    name = f"opencdp_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(Settings(data_dir=Path("/nonexistent"), database_url=url))
+    migrate(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_all(url: str) -> None:
+    engine = sa.create_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'opencdp.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=database_url, key_cache_seconds=0)
+
+
+@pytest.fixture
+def cdp(settings: Settings) -> Iterator[OpenCDP]:
+    system = OpenCDP(settings)
+    system.start()
+    yield system
+    system.stop()
+    system.engine.dispose()
+
+
+@pytest.fixture
+def client(cdp: OpenCDP) -> Iterator[TestClient]:
+    with TestClient(create_app(cdp)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def write_key(cdp: OpenCDP) -> str:
+    return create_source(cdp.engine, "web")[1]
+
+
+@pytest.fixture
+def admin_key(cdp: OpenCDP) -> str:
+    return create_api_key(cdp.engine, "admin")[1]
+
+
+@pytest.fixture
+def env_for(settings: Settings) -> dict[str, str]:
+    """Environment for a subprocess (CLI or server) pointed at this test's database."""
+    env = dict(os.environ)
+    env.update(
+        OPENCDP_DATABASE_URL=settings.database_url,
+        OPENCDP_DATA_DIR=str(settings.data_dir),
+        OPENCDP_KEY_CACHE_SECONDS="0",
+        OPENCDP_LOG_LEVEL="WARNING",
+    )
+    return env
