@@ -27,7 +27,11 @@ def stored(cdp: OpenCDP) -> list[dict[str, Any]]:
 
 CALLS = {
     "identify": {"userId": "u1", "traits": {"email": "Ann@Example.com", "plan": {"tier": "gold"}}},
-    "track": {"anonymousId": "a1", "event": "Order Completed", "properties": {"revenue": 12.5, "items": [1, 2]}},
+    "track": {
+        "anonymousId": "a1",
+        "event": "Order Completed",
+        "properties": {"revenue": 12.5, "items": [1, 2]},
+    },
     "page": {"anonymousId": "a1", "name": "Home", "properties": {"url": "https://shop.example/"}},
     "screen": {"userId": "u1", "name": "Cart"},
     "group": {"userId": "u1", "groupId": "acme", "traits": {"employees": 40}},
@@ -36,9 +40,15 @@ CALLS = {
 
 
 @pytest.mark.parametrize("call_type", sorted(CALLS))
-def test_every_call_type_is_stored_whole(client: TestClient, cdp: OpenCDP, write_key: str, call_type: str) -> None:
-    message = {**CALLS[call_type], "context": {"ip": "1.2.3.4", "library": {"name": "x"}}, "integrations": {"All": False},
-               "custom_field": {"kept": True}}
+def test_every_call_type_is_stored_whole(
+    client: TestClient, cdp: OpenCDP, write_key: str, call_type: str
+) -> None:
+    message = {
+        **CALLS[call_type],
+        "context": {"ip": "1.2.3.4", "library": {"name": "x"}},
+        "integrations": {"All": False},
+        "custom_field": {"kept": True},
+    }
     response = client.post(f"/v1/{call_type}", json=message, headers=basic(write_key))
     assert response.status_code == 200, response.text
     assert response.json() == {"success": True}
@@ -65,8 +75,12 @@ def test_write_key_in_body_and_never_stored(client: TestClient, cdp: OpenCDP, wr
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Basic " + base64.b64encode(b"wk_nope:").decode()}, {"Authorization": "Bearer x"},
-     {"Authorization": "Basic !!!notbase64"}],
+    [
+        {},
+        {"Authorization": "Basic " + base64.b64encode(b"wk_nope:").decode()},
+        {"Authorization": "Bearer x"},
+        {"Authorization": "Basic !!!notbase64"},
+    ],
 )
 def test_missing_or_unknown_key_is_401(client: TestClient, cdp: OpenCDP, headers: dict[str, str]) -> None:
     response = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=headers)
@@ -76,7 +90,10 @@ def test_missing_or_unknown_key_is_401(client: TestClient, cdp: OpenCDP, headers
 
 
 def test_disabled_source_is_401(client: TestClient, cdp: OpenCDP, write_key: str) -> None:
-    assert client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=basic(write_key)).status_code == 200
+    assert (
+        client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=basic(write_key)).status_code
+        == 200
+    )
     set_source_enabled(cdp.engine, "web", False)
     response = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=basic(write_key))
     assert response.status_code == 401
@@ -87,7 +104,8 @@ def test_disabled_source_is_401(client: TestClient, cdp: OpenCDP, write_key: str
 def test_gzip_batch(client: TestClient, cdp: OpenCDP, write_key: str) -> None:
     body = {"batch": [{"type": "track", "userId": f"u{i}", "event": "E"} for i in range(50)]}
     response = client.post(
-        "/v1/batch", content=gzip.compress(orjson.dumps(body)),
+        "/v1/batch",
+        content=gzip.compress(orjson.dumps(body)),
         headers={**basic(write_key), "Content-Encoding": "gzip", "Content-Type": "application/json"},
     )
     assert response.status_code == 200, response.text
@@ -101,7 +119,9 @@ def test_import_is_an_alias_of_batch(client: TestClient, cdp: OpenCDP, write_key
 
 
 def test_retries_are_stored_once(client: TestClient, cdp: OpenCDP, write_key: str) -> None:
-    batch = {"batch": [{"type": "track", "userId": "u", "event": "E", "messageId": f"m{i}"} for i in range(10)]}
+    batch = {
+        "batch": [{"type": "track", "userId": "u", "event": "E", "messageId": f"m{i}"} for i in range(10)]
+    }
     for _ in range(3):
         assert client.post("/v1/batch", json=batch, headers=basic(write_key)).status_code == 200
     # the same id twice in one batch, and again as a single call
@@ -112,7 +132,9 @@ def test_retries_are_stored_once(client: TestClient, cdp: OpenCDP, write_key: st
     assert sorted(r["message_id"] for r in rows) == sorted(f"m{i}" for i in range(10))
 
 
-def test_same_message_id_in_two_sources_is_two_events(client: TestClient, cdp: OpenCDP, write_key: str) -> None:
+def test_same_message_id_in_two_sources_is_two_events(
+    client: TestClient, cdp: OpenCDP, write_key: str
+) -> None:
     from opencdp.access.keys import create_source
 
     other = create_source(cdp.engine, "app")[1]
@@ -124,12 +146,20 @@ def test_same_message_id_in_two_sources_is_two_events(client: TestClient, cdp: O
 
 def test_clock_skew_is_corrected(client: TestClient, cdp: OpenCDP, write_key: str) -> None:
     # The client's clock is 1 hour fast: it says it sent at 13:00:10 an event from 13:00:00.
-    body = {"sentAt": "2026-03-01T13:00:10Z", "batch": [
-        {"type": "track", "userId": "u", "event": "E", "timestamp": "2026-03-01T13:00:00Z"},
-        {"type": "track", "userId": "u", "event": "NoTime"},
-        {"type": "track", "userId": "u", "event": "OwnSentAt", "timestamp": "2026-03-01T13:00:00+01:00",
-         "sentAt": "2026-03-01T12:00:30Z"},
-    ]}
+    body = {
+        "sentAt": "2026-03-01T13:00:10Z",
+        "batch": [
+            {"type": "track", "userId": "u", "event": "E", "timestamp": "2026-03-01T13:00:00Z"},
+            {"type": "track", "userId": "u", "event": "NoTime"},
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "OwnSentAt",
+                "timestamp": "2026-03-01T13:00:00+01:00",
+                "sentAt": "2026-03-01T12:00:30Z",
+            },
+        ],
+    }
     before = datetime.now(UTC)
     assert client.post("/v1/batch", json=body, headers=basic(write_key)).status_code == 200
     after = datetime.now(UTC)
@@ -206,8 +236,12 @@ def test_bad_single_call_names_the_field(
         (b'{"userId": "u", "event": "E", "properties": {"s": "\\ud800"}}', "invalid_json"),
     ],
 )
-def test_malformed_bodies(client: TestClient, cdp: OpenCDP, write_key: str, content: bytes, error: str) -> None:
-    response = client.post("/v1/track", content=content, headers={**basic(write_key), "Content-Type": "application/json"})
+def test_malformed_bodies(
+    client: TestClient, cdp: OpenCDP, write_key: str, content: bytes, error: str
+) -> None:
+    response = client.post(
+        "/v1/track", content=content, headers={**basic(write_key), "Content-Type": "application/json"}
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"] == error
     assert count_events(cdp.engine) == 0
@@ -217,7 +251,9 @@ def test_deep_nesting_is_rejected(client: TestClient, cdp: OpenCDP, write_key: s
     deep: Any = "bottom"
     for _ in range(40):
         deep = {"d": deep}
-    response = client.post("/v1/track", json={"userId": "u", "event": "E", "properties": deep}, headers=basic(write_key))
+    response = client.post(
+        "/v1/track", json={"userId": "u", "event": "E", "properties": deep}, headers=basic(write_key)
+    )
     assert response.status_code == 400
     assert "deeper" in response.json()["message"]
     assert count_events(cdp.engine) == 0
@@ -243,31 +279,43 @@ def test_batch_over_500kb_is_413(client: TestClient, cdp: OpenCDP, write_key: st
 
 def test_gzip_bomb_stops_at_the_limit(client: TestClient, cdp: OpenCDP, write_key: str) -> None:
     bomb = gzip.compress(b'{"batch": [' + b" " * (50 * 1024 * 1024) + b"]}")
-    response = client.post("/v1/batch", content=bomb, headers={**basic(write_key), "Content-Encoding": "gzip"})
+    response = client.post(
+        "/v1/batch", content=bomb, headers={**basic(write_key), "Content-Encoding": "gzip"}
+    )
     assert response.status_code == 413
 
 
 @pytest.mark.parametrize(("encoding", "content", "status"), [("gzip", b"not gzip", 400), ("br", b"{}", 415)])
-def test_bad_encodings(client: TestClient, write_key: str, encoding: str, content: bytes, status: int) -> None:
-    response = client.post("/v1/batch", content=content, headers={**basic(write_key), "Content-Encoding": encoding})
+def test_bad_encodings(
+    client: TestClient, write_key: str, encoding: str, content: bytes, status: int
+) -> None:
+    response = client.post(
+        "/v1/batch", content=content, headers={**basic(write_key), "Content-Encoding": encoding}
+    )
     assert response.status_code == status
     assert response.json()["success"] is False
 
 
-def test_a_batch_with_one_bad_message_stores_nothing(client: TestClient, cdp: OpenCDP, write_key: str) -> None:
-    batch = {"batch": [
-        {"type": "track", "userId": "u", "event": "Good"},
-        {"type": "launch", "userId": "u"},
-        {"type": "identify", "userId": "u", "traits": {"ok": True}},
-        {"type": "track", "userId": "u", "messageId": "m-bad"},
-        "not an object",
-    ]}
+def test_a_batch_with_one_bad_message_stores_nothing(
+    client: TestClient, cdp: OpenCDP, write_key: str
+) -> None:
+    batch = {
+        "batch": [
+            {"type": "track", "userId": "u", "event": "Good"},
+            {"type": "launch", "userId": "u"},
+            {"type": "identify", "userId": "u", "traits": {"ok": True}},
+            {"type": "track", "userId": "u", "messageId": "m-bad"},
+            "not an object",
+        ]
+    }
     response = client.post("/v1/batch", json=batch, headers=basic(write_key))
     assert response.status_code == 400
     body = response.json()
     assert body["error"] == "invalid_batch"
     assert [(e["index"], e["field"]) for e in body["errors"]] == [
-        (1, "batch[1].type"), (3, "batch[3].event"), (4, "batch[4]"),
+        (1, "batch[1].type"),
+        (3, "batch[3].event"),
+        (4, "batch[4]"),
     ]
     assert body["errors"][1]["messageId"] == "m-bad"
     assert "nothing in this batch was stored" in body["message"]
@@ -276,10 +324,14 @@ def test_a_batch_with_one_bad_message_stores_nothing(client: TestClient, cdp: Op
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({}, "batch"), ({"batch": []}, "batch"), ({"batch": {"a": 1}}, "batch"),
-     ({"batch": [{"userId": "u", "event": "E"}]}, "batch[0].type"),
-     ({"batch": [{"type": "track", "userId": "u", "event": "E"}], "sentAt": "later"}, "sentAt"),
-     ({"batch": [{"type": "track", "userId": "u", "event": "E"}], "context": "web"}, "context")],
+    [
+        ({}, "batch"),
+        ({"batch": []}, "batch"),
+        ({"batch": {"a": 1}}, "batch"),
+        ({"batch": [{"userId": "u", "event": "E"}]}, "batch[0].type"),
+        ({"batch": [{"type": "track", "userId": "u", "event": "E"}], "sentAt": "later"}, "sentAt"),
+        ({"batch": [{"type": "track", "userId": "u", "event": "E"}], "context": "web"}, "context"),
+    ],
 )
 def test_bad_batch_envelopes(client: TestClient, cdp: OpenCDP, write_key: str, body: Any, field: str) -> None:
     response = client.post("/v1/batch", json=body, headers=basic(write_key))
@@ -288,10 +340,13 @@ def test_bad_batch_envelopes(client: TestClient, cdp: OpenCDP, write_key: str, b
 
 
 def test_batch_context_applies_to_every_message(client: TestClient, cdp: OpenCDP, write_key: str) -> None:
-    body = {"context": {"library": {"name": "lib"}, "app": "a"}, "batch": [
-        {"type": "track", "userId": "u", "event": "E", "context": {"app": "own"}},
-        {"type": "track", "userId": "u", "event": "E"},
-    ]}
+    body = {
+        "context": {"library": {"name": "lib"}, "app": "a"},
+        "batch": [
+            {"type": "track", "userId": "u", "event": "E", "context": {"app": "own"}},
+            {"type": "track", "userId": "u", "event": "E"},
+        ],
+    }
     assert client.post("/v1/batch", json=body, headers=basic(write_key)).status_code == 200
     first, second = stored(cdp)
     assert first["payload"]["context"] == {"library": {"name": "lib"}, "app": "own"}
@@ -300,8 +355,18 @@ def test_batch_context_applies_to_every_message(client: TestClient, cdp: OpenCDP
 
 def test_openapi_schema_documents_the_api(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
-    for path in ["/v1/identify", "/v1/track", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias", "/v1/batch",
-                 "/v1/import", "/api/events", "/api/sources"]:
+    for path in [
+        "/v1/identify",
+        "/v1/track",
+        "/v1/page",
+        "/v1/screen",
+        "/v1/group",
+        "/v1/alias",
+        "/v1/batch",
+        "/v1/import",
+        "/api/events",
+        "/api/sources",
+    ]:
         assert path in schema["paths"], path
     assert "Track" in schema["components"]["schemas"]
     ref = schema["paths"]["/v1/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
@@ -319,8 +384,11 @@ def test_admin_events_paginate_in_log_order(client: TestClient, write_key: str, 
     assert client.post("/v1/batch", json=batch, headers=basic(write_key)).status_code == 200
     seen, after = [], 0
     while True:
-        page = client.get("/api/events", params={"limit": 10, "after_id": after},
-                          headers={"Authorization": f"Bearer {admin_key}"}).json()
+        page = client.get(
+            "/api/events",
+            params={"limit": 10, "after_id": after},
+            headers={"Authorization": f"Bearer {admin_key}"},
+        ).json()
         seen += [e["event"] for e in page["events"]]
         if page["next_after_id"] is None:
             break

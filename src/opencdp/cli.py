@@ -68,8 +68,12 @@ def serve(host: str | None, port: int | None) -> None:
     log = logs.get("opencdp.serve")
     log.info("starting", database=cdp.engine.url.render_as_string(hide_password=True))
     uvicorn.run(
-        create_app(cdp), host=host or settings.host, port=port or settings.port,
-        log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=10,
+        create_app(cdp),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
     )
 
 
@@ -92,8 +96,9 @@ def sources_create(name: str) -> None:
     """Create a source and print its write key (shown only this once)."""
     source, write_key = keys.create_source(_engine(), name)
     click.echo(write_key)
-    click.echo(f"source {source.name!r} created (id {source.id}); the write key above is shown only once",
-               err=True)
+    click.echo(
+        f"source {source.name!r} created (id {source.id}); the write key above is shown only once", err=True
+    )
 
 
 @sources.command("list")
@@ -171,3 +176,29 @@ def events(source: str | None, call_type: str | None, limit: int, after: int, co
         return
     for row in read_events(engine, EventQuery(source=source, type=call_type, after_id=after, limit=limit)):
         sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
+
+
+@main.command()
+@click.option("--customers", default=2000, show_default=True, help="How many synthetic customers")
+@click.option("--seed", default=42, show_default=True, help="Same seed, same events (re-running adds nothing)")
+@click.option("--url", default=None, help="Send to a running opencdp server instead of starting one")
+def demo(customers: int, seed: int, url: str | None) -> None:
+    """Generate a realistic shop (browsing, sign-ups, logins, orders, e-mails) and send it through
+    the real HTTP API, then show what opencdp made of it."""
+    from opencdp.demo.runner import demo_source_keys, running_server, send_shop
+    from opencdp.demo.shop import ShopGenerator
+    from opencdp.log.reader import count_events
+    from opencdp.system import OpenCDP
+
+    if customers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--customers")
+    cdp = OpenCDP(_settings())
+    keys_by_source = demo_source_keys(cdp)
+    generator = ShopGenerator(customers=customers, seed=seed)
+    if url:
+        sent = send_shop(url, keys_by_source, generator)
+    else:
+        with running_server(cdp) as local_url:
+            sent = send_shop(local_url, keys_by_source, generator)
+    click.echo(f"sent {sent} events from {customers} customers; the event log now holds "
+               f"{count_events(cdp.engine)} events ({cdp.engine.url.render_as_string(hide_password=True)})")

@@ -65,7 +65,7 @@ def create_source(engine: sa.Engine, name: str) -> tuple[Source, str]:
             sources.insert().values(
                 name=name, write_key_hash=hash_secret(write_key), enabled=True, created_at=now
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
     return Source(source_id, name, True, now), write_key
 
 
@@ -86,6 +86,18 @@ def set_source_enabled(engine: sa.Engine, name: str, enabled: bool) -> None:
             raise AccessError(f"no source named {name!r}")
 
 
+def rotate_write_key(engine: sa.Engine, name: str) -> str:
+    """Give a source a new write key; the old one stops working (after the key cache's few seconds)."""
+    write_key = new_secret(WRITE_KEY_PREFIX)
+    with engine.begin() as conn:
+        result = conn.execute(
+            sources.update().where(sources.c.name == name).values(write_key_hash=hash_secret(write_key))
+        )
+        if result.rowcount == 0:
+            raise AccessError(f"no source named {name!r}")
+    return write_key
+
+
 def create_api_key(engine: sa.Engine, role: str, name: str = "") -> tuple[ApiKey, str]:
     if role not in ROLES:
         raise AccessError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
@@ -97,7 +109,7 @@ def create_api_key(engine: sa.Engine, role: str, name: str = "") -> tuple[ApiKey
             api_keys.insert().values(
                 name=name, role=role, key_hash=hash_secret(secret), enabled=True, created_at=now
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
     return ApiKey(key_id, name, role, True, now), secret
 
 
@@ -151,7 +163,10 @@ class KeyRing:
             with self._engine.connect() as conn:
                 row = conn.execute(
                     sa.select(
-                        sources.c.id, sources.c.name, sources.c.enabled, sources.c.created_at,
+                        sources.c.id,
+                        sources.c.name,
+                        sources.c.enabled,
+                        sources.c.created_at,
                         sources.c.write_key_hash,
                     ).where(sources.c.write_key_hash == digest)
                 ).first()
@@ -166,8 +181,12 @@ class KeyRing:
             with self._engine.connect() as conn:
                 row = conn.execute(
                     sa.select(
-                        api_keys.c.id, api_keys.c.name, api_keys.c.role, api_keys.c.enabled,
-                        api_keys.c.created_at, api_keys.c.key_hash,
+                        api_keys.c.id,
+                        api_keys.c.name,
+                        api_keys.c.role,
+                        api_keys.c.enabled,
+                        api_keys.c.created_at,
+                        api_keys.c.key_hash,
                     ).where(api_keys.c.key_hash == digest)
                 ).first()
             value = ApiKey(*row[:5]) if row and hmac.compare_digest(row[5], digest) else None

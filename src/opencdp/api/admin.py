@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
@@ -14,6 +14,8 @@ from opencdp.log.reader import EventQuery, read_events
 from opencdp.system import OpenCDP
 
 router = APIRouter(prefix="/api", tags=["admin"])
+
+AdminKey = Annotated[ApiKey, Depends(admin_key)]
 
 
 class SourceOut(BaseModel):
@@ -55,21 +57,21 @@ def health(request: Request) -> dict[str, Any]:
 
 
 @router.get("/sources", response_model=list[SourceOut], summary="List sources")
-def get_sources(request: Request, _key: ApiKey = Depends(admin_key)) -> list[Any]:
+def get_sources(request: Request, _key: AdminKey) -> list[Any]:
     return list_sources(request.app.state.cdp.engine)
 
 
 @router.get("/events", response_model=EventPage, summary="Read the event log in order")
 def get_events(
     request: Request,
-    _key: ApiKey = Depends(admin_key),
-    source: str | None = Query(None, description="Source name"),
-    type: str | None = Query(None, description="Call type: identify, track, …"),
+    _key: AdminKey,
+    source: Annotated[str | None, Query(description="Source name")] = None,
+    type: Annotated[str | None, Query(description="Call type: identify, track, …")] = None,
     user_id: str | None = None,
     anonymous_id: str | None = None,
     message_id: str | None = None,
-    after_id: int = Query(0, ge=0, description="Return events with a larger id (the cursor)"),
-    limit: int = Query(100, ge=1, le=1000),
+    after_id: Annotated[int, Query(ge=0, description="Return events with a larger id (the cursor)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     rows = read_events(
         request.app.state.cdp.engine,

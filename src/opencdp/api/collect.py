@@ -38,7 +38,8 @@ async def _ingest(request: Request, call_type: str | None) -> FastJSONResponse:
             first = problems[0]
             where = f"message {first.index}: " if first.index is not None else ""
             raise ApiError(
-                400, "invalid_batch",
+                400,
+                "invalid_batch",
                 f"{where}{first.field} {first.problem}"
                 + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
                 + "; nothing in this batch was stored",
@@ -48,15 +49,25 @@ async def _ingest(request: Request, call_type: str | None) -> FastJSONResponse:
         try:
             rows = [normalise(body, Envelope(received_at), source.id, cdp.limits, call_type)]
         except InvalidMessage as exc:
-            raise ApiError(413 if exc.too_large else 400, "invalid_message", f"{exc.field} {exc.problem}",
-                           [{"field": exc.field, "problem": exc.problem}]) from None
+            raise ApiError(
+                413 if exc.too_large else 400,
+                "invalid_message",
+                f"{exc.field} {exc.problem}",
+                [{"field": exc.field, "problem": exc.problem}],
+            ) from None
     try:
         await asyncio.wrap_future(cdp.writer.submit(rows))
     except WriterClosed:
-        raise ApiError(503, "unavailable", "the server is shutting down; retry", headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            503, "unavailable", "the server is shutting down; retry", headers={"Retry-After": "1"}
+        ) from None
     except Exception:
-        raise ApiError(503, "unavailable", "the events could not be stored; nothing was written, retry",
-                       headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            503,
+            "unavailable",
+            "the events could not be stored; nothing was written, retry",
+            headers={"Retry-After": "1"},
+        ) from None
     return _SUCCESS
 
 
@@ -66,8 +77,12 @@ def _call_route(call_type: str) -> None:
 
     endpoint.__name__ = call_type
     router.add_api_route(
-        f"/{call_type}", endpoint, methods=["POST"], summary=f"Record one {call_type} call",
-        openapi_extra=call_request(call_type), responses=error_responses(),
+        f"/{call_type}",
+        endpoint,
+        methods=["POST"],
+        summary=f"Record one {call_type} call",
+        openapi_extra=call_request(call_type),
+        responses=error_responses(),
     )
 
 
@@ -75,13 +90,19 @@ for _type in CALL_TYPES:
     _call_route(_type)
 
 
-@router.post("/batch", summary="Record up to 500 KB of calls at once",
-             openapi_extra=batch_request(), responses=error_responses())
+@router.post(
+    "/batch",
+    summary="Record up to 500 KB of calls at once",
+    openapi_extra=batch_request(),
+    responses=error_responses(),
+)
 async def batch(request: Request) -> FastJSONResponse:
     """All-or-nothing: either every message is stored, or none is and the 400 lists each bad one."""
     return await _ingest(request, None)
 
 
-@router.post("/import", summary="Alias of /v1/batch", openapi_extra=batch_request(), responses=error_responses())
+@router.post(
+    "/import", summary="Alias of /v1/batch", openapi_extra=batch_request(), responses=error_responses()
+)
 async def import_(request: Request) -> FastJSONResponse:
     return await _ingest(request, None)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from opencdp.api.responses import FastJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from opencdp.api.responses import FastJSONResponse
 
 
 class ApiError(Exception):
@@ -17,7 +19,7 @@ class ApiError(Exception):
         error: str,
         message: str,
         errors: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -47,8 +49,10 @@ async def http_error_handler(_request: Request, exc: Exception) -> FastJSONRespo
 async def validation_error_handler(_request: Request, exc: Exception) -> FastJSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"field": ".".join(str(p) for p in err["loc"] if p not in ("query", "path", "body")) or "body",
-         "problem": err["msg"]}
+        {
+            "field": ".".join(str(p) for p in err["loc"] if p not in ("query", "path", "body")) or "body",
+            "problem": err["msg"],
+        }
         for err in exc.errors()
     ]
     error = ApiError(400, "invalid_request", errors[0]["field"] + ": " + errors[0]["problem"], errors)

@@ -32,7 +32,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding != "gzip":
-        raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip")
+        raise ApiError(
+            415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip"
+        )
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(body, limit + 1)
@@ -54,7 +56,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as utf:
-            raise ApiError(400, "invalid_encoding", f"the body is not valid UTF-8 (byte {utf.start})") from None
+            raise ApiError(
+                400, "invalid_encoding", f"the body is not valid UTF-8 (byte {utf.start})"
+            ) from None
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_json", f"the body must be a JSON object, got {type(doc).__name__}")

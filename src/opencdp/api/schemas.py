@@ -11,10 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="allow")
-    userId: str | int | None = Field(None, description="Your id for the user; userId or anonymousId is required")
-    anonymousId: str | int | None = Field(None, description="A device or cookie id for a visitor not yet known")
-    messageId: str | None = Field(None, max_length=256, description="Unique per source; generated when missing. "
-                                  "A retry with the same messageId is stored once.")
+    userId: str | int | None = Field(
+        None, description="Your id for the user; userId or anonymousId is required"
+    )
+    anonymousId: str | int | None = Field(
+        None, description="A device or cookie id for a visitor not yet known"
+    )
+    messageId: str | None = Field(
+        None,
+        max_length=256,
+        description="Unique per source; generated when missing. "
+        "A retry with the same messageId is stored once.",
+    )
     timestamp: datetime | None = Field(None, description="When it happened, by the client's clock")
     sentAt: datetime | None = Field(None, description="When the client sent it; used to correct clock skew")
     context: dict[str, Any] | None = None
@@ -85,7 +93,14 @@ class Error(BaseModel):
 
 
 DOCUMENTED_MODELS: list[type[BaseModel]] = [Identify, Track, Page, Screen, Group, Alias, Batch, Error]
-_BY_TYPE = {"identify": Identify, "track": Track, "page": Page, "screen": Screen, "group": Group, "alias": Alias}
+_BY_TYPE: dict[str, type[BaseModel]] = {
+    "identify": Identify,
+    "track": Track,
+    "page": Page,
+    "screen": Screen,
+    "group": Group,
+    "alias": Alias,
+}
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:

@@ -148,7 +148,9 @@ def normalise(
             )
         call_type = declared
     elif declared is not None and declared != call_type:
-        raise InvalidMessage(prefix + "type", f"is {str(declared)[:40]!r} but this endpoint takes {call_type!r}")
+        raise InvalidMessage(
+            prefix + "type", f"is {str(declared)[:40]!r} but this endpoint takes {call_type!r}"
+        )
     message["type"] = call_type
     for key in DROPPED_FIELDS:
         message.pop(key, None)
@@ -202,7 +204,9 @@ def normalise(
         message["sentAt"] = iso(sent_at)
 
     if _too_deep(message, limits.max_nesting_depth):
-        raise InvalidMessage(prefix.rstrip(".") or "body", f"nests deeper than {limits.max_nesting_depth} levels")
+        raise InvalidMessage(
+            prefix.rstrip(".") or "body", f"nests deeper than {limits.max_nesting_depth} levels"
+        )
     payload = orjson.dumps(message)
     if len(payload) > limits.max_event_bytes:
         raise InvalidMessage(

@@ -40,7 +40,7 @@ def read_events(engine: sa.Engine, query: EventQuery) -> list[dict[str, Any]]:
             stmt = stmt.where(column == value)
     with engine.connect() as conn:
         result = conn.execute(stmt)
-        names = [str(name) for name in result.keys()]  # plain str: SQLAlchemy's names subclass it
+        names = [str(name) for name in result.keys()]  # noqa: SIM118  # plain str: SQLAlchemy's names subclass it
         return [dict(zip(names, row, strict=True)) for row in result]
 
 
