@@ -65,8 +65,8 @@ POOL_EVENTS_PER_SECOND = 30_000
 REQUEST_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 60.0
 
-# Wide enough for the results table even when stdout is a pipe (rich assumes 80 columns there).
-console = Console(width=None if sys.stdout.isatty() else 160)
+# Wide enough for the results table when stdout is a pipe (rich would assume 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 COLUMNS = ("engine", "connections", "batch size", "requests", "events accepted", "events/s",
            "p50 ms", "p99 ms", "rows in log == acknowledged", "server CPU", "machine CPU")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -40,7 +40,7 @@ class Settings:
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     max_nesting_depth: int = 32
-    extra: dict[str, str] = field(default_factory=dict)
+    process_in_server: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,6 +64,8 @@ class Settings:
             max_event_bytes=_int("OPENCDP_MAX_EVENT_BYTES", 32 * 1024),
             max_batch_bytes=_int("OPENCDP_MAX_BATCH_BYTES", 500 * 1024),
             max_nesting_depth=_int("OPENCDP_MAX_NESTING_DEPTH", 32),
+            process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()
+            not in {"0", "false", "no"},
         )
 
     @property

@@ -9,24 +9,41 @@ from opencdp.access.keys import KeyRing
 from opencdp.collect.messages import Limits
 from opencdp.collect.writer import LogWriter
 from opencdp.config import Settings
+from opencdp.identity.identifiers import IdentityRules
+from opencdp.process.loop import ProcessorLoop
+from opencdp.process.processor import Processor
 from opencdp.store.database import open_database
 
 
 class OpenCDP:
-    def __init__(self, settings: Settings, engine: sa.Engine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: sa.Engine | None = None, process: bool | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine or open_database(settings)
         self.keys = KeyRing(self.engine, settings.key_cache_seconds)
         self.limits = Limits(settings.max_event_bytes, settings.max_nesting_depth)
-        self.writer = LogWriter(self.engine)
+        self.processor = Processor(self.engine, IdentityRules.from_env())
+        #: The embedded default processes events inside the server; `OPENCDP_PROCESS_IN_SERVER=0`
+        #: leaves it to separate `opencdp worker` processes (PostgreSQL).
+        self.loop = (
+            ProcessorLoop(self.processor)
+            if (settings.process_in_server if process is None else process)
+            else None
+        )
+        self.writer = LogWriter(self.engine, on_commit=self.loop.notify if self.loop else None)
         self._started = False
 
     def start(self) -> None:
         if not self._started:
             self.writer.start()
+            if self.loop:
+                self.loop.start()
             self._started = True
 
     def stop(self) -> None:
         if self._started:
             self.writer.close()
+            if self.loop:
+                self.loop.stop()
             self._started = False

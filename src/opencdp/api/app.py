@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencdp import __version__
-from opencdp.api import admin, collect
+from opencdp.api import admin, collect, profiles
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from opencdp.api.responses import FastJSONResponse
 from opencdp.api.schemas import DOCUMENTED_MODELS
@@ -38,6 +38,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.state.cdp = cdp
     app.include_router(collect.router)
     app.include_router(admin.router)
+    app.include_router(profiles.router)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -29,7 +30,10 @@ class WriterClosed(RuntimeError):
 
 
 class LogWriter:
-    def __init__(self, engine: sa.Engine, max_rows_per_commit: int = 5000) -> None:
+    def __init__(
+        self, engine: sa.Engine, max_rows_per_commit: int = 5000, on_commit: Callable[[], None] | None = None
+    ) -> None:
+        self._on_commit = on_commit
         self._engine = engine
         self._max_rows = max_rows_per_commit
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -98,6 +102,8 @@ class LogWriter:
             return
         for _, future in group:
             future.set_result(None)
+        if self._on_commit is not None:
+            self._on_commit()
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self._engine.begin() as conn:

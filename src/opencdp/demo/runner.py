@@ -62,8 +62,16 @@ def send_shop(url: str, keys: dict[str, str], generator: ShopGenerator, show_pro
     events = list(generator.events())
     pending: dict[str, list[dict[str, Any]]] = defaultdict(list)
     sent = 0
-    columns = (TextColumn("[bold]sending demo events"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with httpx.Client(base_url=url, timeout=60) as http, Progress(*columns, disable=not show_progress) as progress:
+    columns = (
+        TextColumn("[bold]sending demo events"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with (
+        httpx.Client(base_url=url, timeout=60) as http,
+        Progress(*columns, disable=not show_progress) as progress,
+    ):
         task = progress.add_task("send", total=len(events))
 
         def flush(source: str) -> None:
@@ -73,7 +81,9 @@ def send_shop(url: str, keys: dict[str, str], generator: ShopGenerator, show_pro
                 return
             response = http.post("/v1/batch", json={"batch": batch}, auth=(keys[source], ""))
             if response.status_code != 200:
-                raise RuntimeError(f"the collector refused a demo batch: {response.status_code} {response.text}")
+                raise RuntimeError(
+                    f"the collector refused a demo batch: {response.status_code} {response.text}"
+                )
             sent += len(batch)
             progress.advance(task, len(batch))
 

@@ -21,10 +21,44 @@ CATEGORIES = {
     "kids": (12.0, 90.0),
 }
 COUNTRIES = ["DE", "DE", "DE", "FR", "NL", "AT", "GB", "US"]
-FIRST = ["Anna", "Ben", "Clara", "David", "Emma", "Felix", "Greta", "Hugo", "Ida", "Jonas", "Lena", "Max",
-         "Nora", "Oskar", "Paula", "Theo", "Mia", "Noah", "Sofia", "Leon"]
-LAST = ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Dubois", "Jansen",
-        "Smith", "Martin", "Hofmann", "Koch"]
+FIRST = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Emma",
+    "Felix",
+    "Greta",
+    "Hugo",
+    "Ida",
+    "Jonas",
+    "Lena",
+    "Max",
+    "Nora",
+    "Oskar",
+    "Paula",
+    "Theo",
+    "Mia",
+    "Noah",
+    "Sofia",
+    "Leon",
+]
+LAST = [
+    "Müller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Meyer",
+    "Wagner",
+    "Becker",
+    "Dubois",
+    "Jansen",
+    "Smith",
+    "Martin",
+    "Hofmann",
+    "Koch",
+]
 PLACEHOLDER_EMAILS = ["test@test.com", "noemail@example.com", "none@none.com"]
 USER_AGENTS = {
     "phone": "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
@@ -54,7 +88,9 @@ class _Customer:
 
 
 class ShopGenerator:
-    def __init__(self, customers: int = 2000, seed: int = 42, days: int = 90, now: datetime | None = None) -> None:
+    def __init__(
+        self, customers: int = 2000, seed: int = 42, days: int = 90, now: datetime | None = None
+    ) -> None:
         self.customers = customers
         self.rng = random.Random(seed)
         self.days = days
@@ -68,7 +104,12 @@ class ShopGenerator:
         return min(start + timedelta(days=self.rng.uniform(0, max_days)), self.now)
 
     def _msg(self, kind: str, at: datetime, device: tuple[str, str] | None, **fields: Any) -> dict[str, Any]:
-        message: dict[str, Any] = {"type": kind, "messageId": self._id(), "timestamp": at.isoformat(), **fields}
+        message: dict[str, Any] = {
+            "type": kind,
+            "messageId": self._id(),
+            "timestamp": at.isoformat(),
+            **fields,
+        }
         if device is not None:
             message["anonymousId"] = device[1]
             message.setdefault("context", {})["userAgent"] = USER_AGENTS[device[0]]
@@ -108,12 +149,37 @@ class ShopGenerator:
                 category = favourite if rng.random() < 0.6 else rng.choice(list(CATEGORIES))
                 source = "app" if device[0] == "phone" and rng.random() < 0.5 else "web"
                 kind = "screen" if source == "app" else "page"
-                out.append(DemoEvent(source, self._msg(kind, visit, device, name=category.title(), properties={
-                    "url": f"https://shop.example/{category}", "category": category}), visit))
-                out.append(DemoEvent(source, self._msg("track", visit + timedelta(seconds=20), device,
-                                                       event="Product Viewed", properties={
-                    "product_id": f"{category[:3]}-{rng.randint(1, 400)}", "category": category,
-                    "price": round(rng.uniform(*CATEGORIES[category]), 2), "currency": "EUR"}), visit))
+                out.append(
+                    DemoEvent(
+                        source,
+                        self._msg(
+                            kind,
+                            visit,
+                            device,
+                            name=category.title(),
+                            properties={"url": f"https://shop.example/{category}", "category": category},
+                        ),
+                        visit,
+                    )
+                )
+                out.append(
+                    DemoEvent(
+                        source,
+                        self._msg(
+                            "track",
+                            visit + timedelta(seconds=20),
+                            device,
+                            event="Product Viewed",
+                            properties={
+                                "product_id": f"{category[:3]}-{rng.randint(1, 400)}",
+                                "category": category,
+                                "price": round(rng.uniform(*CATEGORIES[category]), 2),
+                                "currency": "EUR",
+                            },
+                        ),
+                        visit,
+                    )
+                )
                 visit = self._moment(visit, 7)
         if not c.signs_up:
             out.sort(key=lambda e: e.at)
@@ -121,50 +187,127 @@ class ShopGenerator:
             return
         signup = self._moment(first_visit, 5)
         email = rng.choice(PLACEHOLDER_EMAILS) if c.number % 97 == 13 else c.email
-        traits = {"email": email, "first_name": c.first, "last_name": c.last, "country": c.country,
-                  "newsletter": rng.random() < 0.5}
+        traits = {
+            "email": email,
+            "first_name": c.first,
+            "last_name": c.last,
+            "country": c.country,
+            "newsletter": rng.random() < 0.5,
+        }
         if rng.random() < 0.4:
             traits["phone"] = f"+49 151 {rng.randint(1000000, 9999999)}"
         context: dict[str, Any] = {}
         if c.social:
-            context["externalIds"] = [{"type": c.social, "id": f"{c.social[:2]}-{self._id()[:12]}",
-                                       "collection": "users", "encoding": "none"}]
-        out.append(DemoEvent("web", self._msg("identify", signup, c.devices[0], userId=c.user_id, traits=traits,
-                                               context=context), signup))
-        out.append(DemoEvent("web", self._msg("track", signup, c.devices[0], userId=c.user_id,
-                                               event="Signed Up", properties={"method": c.social or "email"}),
-                             signup))
+            context["externalIds"] = [
+                {
+                    "type": c.social,
+                    "id": f"{c.social[:2]}-{self._id()[:12]}",
+                    "collection": "users",
+                    "encoding": "none",
+                }
+            ]
+        out.append(
+            DemoEvent(
+                "web",
+                self._msg("identify", signup, c.devices[0], userId=c.user_id, traits=traits, context=context),
+                signup,
+            )
+        )
+        out.append(
+            DemoEvent(
+                "web",
+                self._msg(
+                    "track",
+                    signup,
+                    c.devices[0],
+                    userId=c.user_id,
+                    event="Signed Up",
+                    properties={"method": c.social or "email"},
+                ),
+                signup,
+            )
+        )
         for device in c.devices[1:]:  # logging in on the other devices links them
             login = self._moment(signup, 20)
-            out.append(DemoEvent("web", self._msg("identify", login, device, userId=c.user_id,
-                                                   traits={"last_login_device": device[0]}), login))
+            out.append(
+                DemoEvent(
+                    "web",
+                    self._msg(
+                        "identify", login, device, userId=c.user_id, traits={"last_login_device": device[0]}
+                    ),
+                    login,
+                )
+            )
         moment = signup
         for _ in range(rng.choice([0, 1, 1, 2, 3, 5, 8])):
             moment = self._moment(moment, 20)
             category = favourite if rng.random() < 0.7 else rng.choice(list(CATEGORIES))
             items = rng.randint(1, 3)
             revenue = round(sum(rng.uniform(*CATEGORIES[category]) for _ in range(items)), 2)
-            out.append(DemoEvent("web", self._msg("track", moment, rng.choice(c.devices), userId=c.user_id,
-                                                   event="Order Completed", properties={
-                "order_id": self._id()[:8], "revenue": revenue, "currency": "EUR", "category": category,
-                "items": items}), moment))
+            out.append(
+                DemoEvent(
+                    "web",
+                    self._msg(
+                        "track",
+                        moment,
+                        rng.choice(c.devices),
+                        userId=c.user_id,
+                        event="Order Completed",
+                        properties={
+                            "order_id": self._id()[:8],
+                            "revenue": revenue,
+                            "currency": "EUR",
+                            "category": category,
+                            "items": items,
+                        },
+                    ),
+                    moment,
+                )
+            )
         campaign = self._moment(signup, 30)
         for week in range(rng.randint(0, 6)):
             sent = campaign + timedelta(days=7 * week)
             if sent >= self.now:
                 break
             if rng.random() < 0.45:
-                out.append(DemoEvent("email", self._msg("track", sent + timedelta(hours=2), None, userId=c.user_id,
-                                                         event="Email Opened", properties={
-                    "campaign": f"weekly-{week}", "email": c.email}), sent))
+                out.append(
+                    DemoEvent(
+                        "email",
+                        self._msg(
+                            "track",
+                            sent + timedelta(hours=2),
+                            None,
+                            userId=c.user_id,
+                            event="Email Opened",
+                            properties={"campaign": f"weekly-{week}", "email": c.email},
+                        ),
+                        sent,
+                    )
+                )
                 if rng.random() < 0.3:
-                    out.append(DemoEvent("email", self._msg("track", sent + timedelta(hours=3), None,
-                                                             userId=c.user_id, event="Email Link Clicked",
-                                                             properties={"campaign": f"weekly-{week}"}), sent))
+                    out.append(
+                        DemoEvent(
+                            "email",
+                            self._msg(
+                                "track",
+                                sent + timedelta(hours=3),
+                                None,
+                                userId=c.user_id,
+                                event="Email Link Clicked",
+                                properties={"campaign": f"weekly-{week}"},
+                            ),
+                            sent,
+                        )
+                    )
         if rng.random() < 0.05:  # an e-mail change
             changed = self._moment(signup, 40)
             new_email = c.email.replace("@example.com", "@mail.example")
-            out.append(DemoEvent("web", self._msg("identify", changed, None, userId=c.user_id,
-                                                   traits={"email": new_email}), changed))
+            out.append(
+                DemoEvent(
+                    "web",
+                    self._msg("identify", changed, None, userId=c.user_id, traits={"email": new_email}),
+                    changed,
+                )
+            )
         out.sort(key=lambda e: e.at)
         yield from out

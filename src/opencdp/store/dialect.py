@@ -73,6 +73,31 @@ def insert_ignoring_duplicates(dialect_name: str, table: sa.Table, unique_column
     raise NotImplementedError(f"unsupported database engine {dialect_name!r}")
 
 
+def upsert(
+    dialect_name: str, table: sa.Table, key_columns: Sequence[str], update_columns: Sequence[str]
+) -> Insert:
+    """INSERT … ON CONFLICT (key) DO UPDATE SET the given columns from the proposed row."""
+    module = {"postgresql": postgresql, "sqlite": sqlite}.get(dialect_name)
+    if module is None:
+        raise NotImplementedError(f"unsupported database engine {dialect_name!r}")
+    stmt = module.insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=list(key_columns), set_={c: stmt.excluded[c] for c in update_columns}
+    )
+
+
+def lock_for_processing(conn: sa.Connection, name: str) -> None:
+    """Serialise processors: a transaction-level advisory lock on PostgreSQL; on SQLite, taking the
+    write lock up front (a write as the first statement) so two processors never interleave."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": "opencdp:" + name})
+    else:
+        conn.execute(
+            sa.text("UPDATE processor_state SET last_event_id = last_event_id WHERE name = :name"),
+            {"name": name},
+        )
+
+
 def engine_options(url: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "json_serializer": json_serializer,

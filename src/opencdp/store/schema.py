@@ -55,3 +55,112 @@ events = sa.Table(
     sa.Column("payload", Json, nullable=False),
     sa.UniqueConstraint("source_id", "message_id", name="uq_events_source_message"),
 )
+
+
+# --- Derived state: identity graph and profiles (rebuilt from the log by `opencdp rebuild`) ---
+
+identities = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Column("profile_id", sa.String(36), nullable=True, index=True),
+    sa.Column("first_event_id", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("type", "value", name="uq_identities_type_value"),
+)
+
+#: One row per distinct set of identifiers seen together; applied in (ts, message_id, source) order.
+identity_edges = sa.Table(
+    "identity_edges",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("signature", sa.String(64), nullable=False, unique=True),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("ts", sa.String(32), nullable=False),
+    sa.Column("message_id", sa.String(256), nullable=False),
+    sa.Column("source_id", sa.Integer, nullable=False),
+    sa.Column("rule", sa.String(32), nullable=False),
+)
+
+identity_edge_members = sa.Table(
+    "identity_edge_members",
+    metadata,
+    sa.Column("edge_id", sa.BigInteger, primary_key=True),
+    sa.Column("identity_id", sa.BigInteger, primary_key=True, index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+)
+
+#: Which identifier owns each event (its strongest); the profile follows through `identities`.
+event_owners = sa.Table(
+    "event_owners",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, primary_key=True),
+    sa.Column("identity_id", sa.BigInteger, nullable=False, index=True),
+)
+
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("merged_into", sa.String(36), nullable=True, index=True),
+    sa.Column("anchor", Json, nullable=False),
+    sa.Column("last_edge_key", Json, nullable=False),
+    sa.Column("identity_counts", Json, nullable=False),
+    sa.Column("traits", Json, nullable=False),
+    sa.Column("trait_meta", Json, nullable=False),
+    sa.Column("event_counts", Json, nullable=False),
+    sa.Column("first_seen", UTCDateTime, nullable=True),
+    sa.Column("last_seen", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Accepted joins: the answer to "why are these one person?".
+identity_links = sa.Table(
+    "identity_links",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("profile_id", sa.String(36), nullable=False, index=True),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("left_type", sa.String(64), nullable=False),
+    sa.Column("left_value", sa.String(256), nullable=False),
+    sa.Column("right_type", sa.String(64), nullable=False),
+    sa.Column("right_value", sa.String(256), nullable=False),
+    sa.Column("ts", sa.String(32), nullable=False),
+)
+
+#: Refused joins (merge protection).
+identity_conflicts = sa.Table(
+    "identity_conflicts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("left_type", sa.String(64), nullable=False),
+    sa.Column("left_value", sa.String(256), nullable=False),
+    sa.Column("right_type", sa.String(64), nullable=False),
+    sa.Column("right_value", sa.String(256), nullable=False),
+    sa.Column("ts", sa.String(32), nullable=False),
+    sa.UniqueConstraint(
+        "event_id", "left_type", "left_value", "right_type", "right_value", name="uq_identity_conflicts_event"
+    ),
+)
+
+processor_state = sa.Table(
+    "processor_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("last_event_id", sa.BigInteger, nullable=False),
+)
+
+DERIVED_TABLES = (
+    identities,
+    identity_edges,
+    identity_edge_members,
+    event_owners,
+    profiles,
+    identity_links,
+    identity_conflicts,
+    processor_state,
+)

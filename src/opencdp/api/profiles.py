@@ -1,0 +1,136 @@
+"""Profile API under /api/profiles: the single customer view. Every route needs an admin key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from opencdp.access.keys import ApiKey
+from opencdp.api.auth import admin_key
+from opencdp.api.errors import ApiError
+from opencdp.profiles.reader import ProfileNotFound, find_profile_id, get_profile, merge_history, timeline
+from opencdp.system import OpenCDP
+
+router = APIRouter(prefix="/api/profiles", tags=["profiles"])
+AdminKey = Annotated[ApiKey, Depends(admin_key)]
+
+
+class IdentifierOut(BaseModel):
+    type: str = Field(..., description="user_id, anonymous_id, email, phone, device_id or a custom type")
+    value: str
+
+
+class TraitOut(BaseModel):
+    value: Any
+    timestamp: str = Field(..., description="Event time of the write that set it (latest wins)")
+    message_id: str
+    source: str
+
+
+class ProfileOut(BaseModel):
+    id: str
+    requested_id: str = Field(..., description="The id asked for; differs from `id` when it was merged")
+    merged_ids: list[str]
+    identifiers: list[IdentifierOut]
+    traits: dict[str, TraitOut]
+    first_seen: datetime | None
+    last_seen: datetime | None
+    event_counts: dict[str, int]
+    updated_at: datetime
+
+
+class TimelineEvent(BaseModel):
+    id: int
+    type: str
+    event: str | None
+    timestamp: datetime
+    received_at: datetime
+    message_id: str
+    source: str
+    payload: dict[str, Any]
+
+
+class TimelinePage(BaseModel):
+    profile_id: str
+    events: list[TimelineEvent]
+    next_before_id: int | None = Field(None, description="Pass as before_id for the next (older) page")
+
+
+class LinkOut(BaseModel):
+    event_id: int
+    rule: str = Field(..., description="same_event, alias, or for conflicts the limit that refused it")
+    timestamp: str
+    left: IdentifierOut
+    right: IdentifierOut
+    explanation: str
+
+
+class MergeHistory(BaseModel):
+    id: str
+    merged_ids: list[str]
+    links: list[LinkOut]
+    conflicts: list[LinkOut]
+
+
+def _cdp(request: Request) -> OpenCDP:
+    return request.app.state.cdp  # type: ignore[no-any-return]
+
+
+def _not_found(exc: ProfileNotFound) -> ApiError:
+    return ApiError(404, "not_found", str(exc))
+
+
+@router.get("/lookup", response_model=ProfileOut, summary="Find a profile by any identifier")
+def lookup(
+    request: Request,
+    _key: AdminKey,
+    type: Annotated[str, Query(min_length=1, description="Identifier type, e.g. email")],
+    value: Annotated[str, Query(min_length=1)],
+) -> dict[str, Any]:
+    cdp = _cdp(request)
+    try:
+        return get_profile(cdp.engine, find_profile_id(cdp.engine, cdp.processor.rules, type, value))
+    except ProfileNotFound as exc:
+        raise _not_found(exc) from None
+
+
+@router.get(
+    "/{profile_id}", response_model=ProfileOut, summary="One profile (merged ids resolve to the survivor)"
+)
+def profile(request: Request, _key: AdminKey, profile_id: str) -> dict[str, Any]:
+    try:
+        return get_profile(_cdp(request).engine, profile_id)
+    except ProfileNotFound as exc:
+        raise _not_found(exc) from None
+
+
+@router.get("/{profile_id}/events", response_model=TimelinePage, summary="The profile's events, newest first")
+def events(
+    request: Request,
+    _key: AdminKey,
+    profile_id: str,
+    before_id: Annotated[int | None, Query(ge=1, description="Cursor from next_before_id")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    try:
+        survivor, rows = timeline(_cdp(request).engine, profile_id, before_id, limit)
+    except ProfileNotFound as exc:
+        raise _not_found(exc) from None
+    return {
+        "profile_id": survivor,
+        "events": rows,
+        "next_before_id": min(r["id"] for r in rows) if len(rows) == limit else None,
+    }
+
+
+@router.get(
+    "/{profile_id}/merges", response_model=MergeHistory, summary="Why these identifiers are one person"
+)
+def merges(request: Request, _key: AdminKey, profile_id: str) -> dict[str, Any]:
+    try:
+        return merge_history(_cdp(request).engine, profile_id)
+    except ProfileNotFound as exc:
+        raise _not_found(exc) from None

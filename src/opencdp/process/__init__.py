@@ -1,0 +1,1 @@
+"""Processing: from the event log to the identity graph and profiles, in log order."""

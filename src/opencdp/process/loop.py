@@ -1,0 +1,48 @@
+"""Running the processor continuously: inside `opencdp serve` (embedded default) or as `opencdp worker`."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from opencdp import logs
+from opencdp.process.processor import Processor
+
+log = logs.get("opencdp.processor")
+
+
+class ProcessorLoop:
+    """Wakes when the log writer commits (or every `idle_seconds`) and processes until caught up."""
+
+    def __init__(self, processor: Processor, idle_seconds: float = 0.25) -> None:
+        self.processor = processor
+        self.idle_seconds = idle_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.processed = 0
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="opencdp-processor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                while not self._stop.is_set() and (n := self.processor.run_once()):
+                    self.processed += n
+            except Exception:
+                log.exception("processing failed; retrying")
+                time.sleep(1.0)
+                continue
+            self._wake.wait(self.idle_seconds)

@@ -1,0 +1,501 @@
+"""The processor: reads the event log in order and keeps identities and profiles up to date.
+
+Each chunk of events is applied in one transaction together with the checkpoint, so a crash
+never applies an event twice or skips one. Processors are serialised by a lock (see
+`store.dialect.lock_for_processing`); because identity resolution is order-independent
+(`identity.graph`), any number of processors, a rebuild and live processing all give the same
+profiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from opencdp import logs
+from opencdp.identity.graph import Edge, EdgeKey, Group, Resolution, edge_for, resolve
+from opencdp.identity.identifiers import Identifier, IdentityRules
+from opencdp.profiles.state import ProfileState
+from opencdp.store.dialect import insert_ignoring_duplicates, lock_for_processing, upsert
+from opencdp.store.schema import (
+    DERIVED_TABLES,
+    event_owners,
+    events,
+    identities,
+    identity_conflicts,
+    identity_edge_members,
+    identity_edges,
+    identity_links,
+    processor_state,
+    profiles,
+    sources,
+)
+
+log = logs.get("opencdp.processor")
+PROCESSOR = "profiles"
+
+
+def iso_text(moment: datetime) -> str:
+    """Fixed-width UTC text: sorts exactly like the instants it names."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_iso(text: str | None) -> datetime | None:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if text else None
+
+
+@dataclass
+class _Profile:
+    id: str
+    anchor_key: tuple[Any, ...]
+    anchor: Identifier
+    last_key: EdgeKey
+    counts: dict[str, int]
+    state: ProfileState = field(default_factory=ProfileState)
+    merged_into: str | None = None
+
+    def as_group(self, members: set[Identifier]) -> Group:
+        from collections import Counter
+
+        return Group(self.anchor_key, self.anchor, set(members), Counter(self.counts), self.last_key)  # type: ignore[arg-type]
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "merged_into": self.merged_into,
+            "anchor": [
+                list(self.anchor_key[0]),
+                list(self.anchor_key[1]),
+                self.anchor.type,
+                self.anchor.value,
+            ],
+            "last_edge_key": list(self.last_key),
+            "identity_counts": self.counts,
+            "traits": self.state.traits,
+            "trait_meta": self.state.trait_meta,
+            "event_counts": self.state.event_counts,
+            "first_seen": _parse_iso(self.state.first_seen),
+            "last_seen": _parse_iso(self.state.last_seen),
+            "updated_at": datetime.now(UTC),
+        }
+
+
+def _profile_from_row(row: Any) -> _Profile:
+    anchor = row.anchor
+    state = ProfileState(
+        dict(row.traits),
+        dict(row.trait_meta),
+        dict(row.event_counts),
+        iso_text(row.first_seen) if row.first_seen else None,
+        iso_text(row.last_seen) if row.last_seen else None,
+    )
+    return _Profile(
+        row.id,
+        (tuple(anchor[0]), tuple(anchor[1])),
+        Identifier(anchor[2], anchor[3]),
+        tuple(row.last_edge_key),  # type: ignore[arg-type]
+        dict(row.identity_counts),
+        state,
+        row.merged_into,
+    )
+
+
+def _signature(ids: list[Identifier]) -> str:
+    return hashlib.sha256("\x1f".join(f"{i.type}\x1e{i.value}" for i in ids).encode()).hexdigest()
+
+
+class _Chunk:
+    """The working set of one transaction: caches of identities and profiles it touches."""
+
+    def __init__(self, conn: sa.Connection, rules: IdentityRules) -> None:
+        self.conn = conn
+        self.rules = rules
+        self.dialect = conn.dialect.name
+        self.ident: dict[Identifier, list[Any]] = {}  # -> [identity id, profile id]
+        self.profiles: dict[str, _Profile] = {}
+        self.dirty: set[str] = set()
+        self.signatures: set[str] = set()
+        self.owners: list[dict[str, int]] = []
+
+    # -- loading ---------------------------------------------------------------------------------
+    def preload(self, all_ids: set[Identifier], sigs: set[str]) -> None:
+        pairs = [(i.type, i.value) for i in all_ids]
+        for start in range(0, len(pairs), 400):
+            part = pairs[start : start + 400]
+            rows = self.conn.execute(
+                sa.select(
+                    identities.c.id, identities.c.type, identities.c.value, identities.c.profile_id
+                ).where(sa.tuple_(identities.c.type, identities.c.value).in_(part))
+            )
+            for row in rows:
+                self.ident[Identifier(row.type, row.value)] = [row.id, row.profile_id]
+        sig_list = list(sigs)
+        for start in range(0, len(sig_list), 400):
+            rows = self.conn.execute(
+                sa.select(identity_edges.c.signature).where(
+                    identity_edges.c.signature.in_(sig_list[start : start + 400])
+                )
+            )
+            self.signatures.update(r[0] for r in rows)
+        self._load_profiles({v[1] for v in self.ident.values() if v[1]})
+
+    def _load_profiles(self, ids: set[str]) -> None:
+        missing = [i for i in ids if i not in self.profiles]
+        for start in range(0, len(missing), 400):
+            for row in self.conn.execute(
+                sa.select(profiles).where(profiles.c.id.in_(missing[start : start + 400]))
+            ):
+                self.profiles[row.id] = _profile_from_row(row)
+
+    def _identity(self, ident: Identifier, event_id: int) -> list[Any]:
+        found = self.ident.get(ident)
+        if found is None:
+            new_id = self.conn.execute(
+                identities.insert().values(
+                    type=ident.type, value=ident.value, profile_id=None, first_event_id=event_id
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            found = self.ident[ident] = [new_id, None]
+        return found
+
+    # -- applying one event ----------------------------------------------------------------------
+    def apply(self, event: Any) -> None:
+        payload = event.payload
+        ids = self.rules.extract(payload)
+        if not ids:
+            return  # nothing identifies a person (e.g. only placeholder values): kept in the log only
+        ts = iso_text(event.timestamp)
+        key: EdgeKey = (ts, event.message_id, event.source_id)
+        for ident in ids:
+            self._identity(ident, event.id)
+        sig = _signature(ids)
+        if sig not in self.signatures:
+            self.signatures.add(sig)
+            edge = edge_for(event.id, key, ids, event.type)
+            self._store_edge(edge, sig)
+            touched = {self.ident[i][1] for i in ids if self.ident[i][1]}
+            if all(self.profiles[p].last_key <= key for p in touched):
+                self._apply_incrementally(edge, touched)
+            else:
+                self._recompute_component(edge)
+        owner_identity, owner_profile = self.ident[ids[0]]
+        self.owners.append({"event_id": event.id, "identity_id": owner_identity})
+        self.profiles[owner_profile].state.apply(payload, ts, event.message_id, event.source_id, event.source)
+        self.dirty.add(owner_profile)
+
+    def _store_edge(self, edge: Edge, sig: str) -> None:
+        edge_id = self.conn.execute(
+            identity_edges.insert().values(
+                signature=sig,
+                event_id=edge.event_id,
+                ts=edge.key[0],
+                message_id=edge.key[1],
+                source_id=edge.key[2],
+                rule=edge.rule,
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        self.conn.execute(
+            identity_edge_members.insert(),
+            [
+                {"edge_id": edge_id, "identity_id": self.ident[i][0], "position": n}
+                for n, i in enumerate(edge.identifiers)
+            ],
+        )
+
+    def _apply_incrementally(self, edge: Edge, touched: set[str]) -> None:
+        """The edge is the newest its groups have seen: exactly what the canonical order would do."""
+        resolution = Resolution(self.rules.limits)
+        for pid in sorted(touched):
+            members = {i for i in edge.identifiers if self.ident[i][1] == pid}
+            resolution.add_group(self.profiles[pid].as_group(members))
+        resolution.apply(edge)
+        self._record(resolution)
+        for group in {id(g): g for g in (resolution.group_of[i] for i in edge.identifiers)}.values():
+            pid = group.profile_id
+            survivor = self.profiles.get(pid)
+            if survivor is None:
+                survivor = self.profiles[pid] = _Profile(
+                    pid, group.anchor_key, group.anchor, group.last_key, {}
+                )
+            old = {self.ident[i][1] for i in group.members if self.ident[i][1]} - {pid}
+            for loser_id in sorted(old):
+                loser = self.profiles[loser_id]
+                survivor.state.absorb(loser.state)
+                loser.merged_into = pid
+                loser.state = ProfileState()
+                self._retarget(loser_id, pid)
+                self.dirty.add(loser_id)
+            survivor.counts = dict(group.counts)
+            survivor.last_key = group.last_key
+            for ident in group.members:
+                if self.ident[ident][1] != pid:
+                    self.conn.execute(
+                        identities.update()
+                        .where(identities.c.id == self.ident[ident][0])
+                        .values(profile_id=pid)
+                    )
+                    self.ident[ident][1] = pid
+            self.dirty.add(pid)
+
+    def _retarget(self, old: str, new: str) -> None:
+        """Everything that pointed at a merged profile now points at the survivor."""
+        self.conn.execute(identities.update().where(identities.c.profile_id == old).values(profile_id=new))
+        self.conn.execute(
+            identity_links.update().where(identity_links.c.profile_id == old).values(profile_id=new)
+        )
+        self.conn.execute(profiles.update().where(profiles.c.merged_into == old).values(merged_into=new))
+        for entry in self.ident.values():
+            if entry[1] == old:
+                entry[1] = new
+        for cached in self.profiles.values():
+            if cached.merged_into == old:
+                cached.merged_into = new
+                self.dirty.add(cached.id)
+
+    def _record(self, resolution: Resolution) -> None:
+        if resolution.links:
+            self.conn.execute(
+                identity_links.insert(),
+                [
+                    {
+                        "profile_id": resolution.group_of[link.left].profile_id,
+                        "event_id": link.event_id,
+                        "rule": link.rule,
+                        "left_type": link.left.type,
+                        "left_value": link.left.value,
+                        "right_type": link.right.type,
+                        "right_value": link.right.value,
+                        "ts": link.key[0],
+                    }
+                    for link in resolution.links
+                ],
+            )
+        if resolution.conflicts:
+            stmt = insert_ignoring_duplicates(
+                self.dialect,
+                identity_conflicts,
+                ["event_id", "left_type", "left_value", "right_type", "right_value"],
+            )
+            self.conn.execute(
+                stmt,
+                [
+                    {
+                        "event_id": c.event_id,
+                        "rule": c.rule,
+                        "left_type": c.left.type,
+                        "left_value": c.left.value,
+                        "right_type": c.right.type,
+                        "right_value": c.right.value,
+                        "ts": c.key[0],
+                    }
+                    for c in resolution.conflicts
+                ],
+            )
+            for conflict in resolution.conflicts:
+                log.info("merge refused", rule=conflict.rule, event_id=conflict.event_id)
+
+    # -- late events: canonical recomputation of a connected component -------------------------
+    def _recompute_component(self, edge: Edge) -> None:
+        self.flush()
+        conn = self.conn
+        frontier = {self.ident[i][0] for i in edge.identifiers}
+        members: set[int] = set()
+        edge_ids: set[int] = set()
+        while frontier:
+            members |= frontier
+            batch = list(frontier)
+            new_edges = {
+                r[0]
+                for r in conn.execute(
+                    sa.select(identity_edge_members.c.edge_id).where(
+                        identity_edge_members.c.identity_id.in_(batch)
+                    )
+                )
+            } - edge_ids
+            edge_ids |= new_edges
+            frontier = (
+                {
+                    r[0]
+                    for r in conn.execute(
+                        sa.select(identity_edge_members.c.identity_id).where(
+                            identity_edge_members.c.edge_id.in_(list(new_edges))
+                        )
+                    )
+                }
+                - members
+                if new_edges
+                else set()
+            )
+        rows = conn.execute(
+            sa.select(
+                identity_edges.c.id,
+                identity_edges.c.event_id,
+                identity_edges.c.ts,
+                identity_edges.c.message_id,
+                identity_edges.c.source_id,
+                identity_edges.c.rule,
+                identity_edge_members.c.position,
+                identities.c.type,
+                identities.c.value,
+            )
+            .join(identity_edge_members, identity_edge_members.c.edge_id == identity_edges.c.id)
+            .join(identities, identities.c.id == identity_edge_members.c.identity_id)
+            .where(identity_edges.c.id.in_(list(edge_ids)))
+        ).all()
+        parts: dict[int, list[Any]] = {}
+        for row in rows:
+            parts.setdefault(row.id, []).append(row)
+        edges = [
+            Edge(
+                (r[0].ts, r[0].message_id, r[0].source_id),
+                r[0].event_id,
+                tuple(Identifier(m.type, m.value) for m in sorted(r, key=lambda m: m.position)),
+                r[0].rule,
+            )
+            for r in parts.values()
+        ]
+        resolution = resolve(edges, self.rules.limits)
+        ident_rows = conn.execute(
+            sa.select(identities.c.id, identities.c.type, identities.c.value, identities.c.profile_id).where(
+                identities.c.id.in_(list(members))
+            )
+        ).all()
+        by_ident = {Identifier(r.type, r.value): r for r in ident_rows}
+        old_ids = {r.profile_id for r in ident_rows if r.profile_id}
+        self._load_profiles(old_ids)
+        groups = resolution.groups()
+        new_ids = {g.profile_id for g in groups}
+        conn.execute(identity_links.delete().where(identity_links.c.profile_id.in_(list(old_ids | new_ids))))
+        self._record(resolution)
+        for group in groups:
+            pid = group.profile_id
+            for ident in group.members:
+                if by_ident[ident].profile_id != pid:
+                    conn.execute(
+                        identities.update()
+                        .where(identities.c.id == by_ident[ident].id)
+                        .values(profile_id=pid)
+                    )
+                if ident in self.ident:
+                    self.ident[ident][1] = pid
+            profile = _Profile(pid, group.anchor_key, group.anchor, group.last_key, dict(group.counts))
+            profile.state = self._refold([by_ident[i].id for i in group.members])
+            self.profiles[pid] = profile
+            self.dirty.add(pid)
+        for old in sorted(old_ids - new_ids):
+            loser = self.profiles[old]
+            target = resolution.group_of[loser.anchor].profile_id
+            loser.merged_into, loser.state = target, ProfileState()
+            self._retarget(old, target)
+            self.dirty.add(old)
+        log.info("component recomputed", identities=len(members), edges=len(edges), profiles=len(groups))
+
+    def _refold(self, identity_ids: list[int]) -> ProfileState:
+        state = ProfileState()
+        stmt = (
+            sa.select(
+                events.c.payload, events.c.timestamp, events.c.message_id, events.c.source_id, sources.c.name
+            )
+            .join(event_owners, event_owners.c.event_id == events.c.id)
+            .join(sources, sources.c.id == events.c.source_id)
+            .where(event_owners.c.identity_id.in_(identity_ids))
+        )
+        for row in self.conn.execute(stmt):
+            state.apply(row.payload, iso_text(row.timestamp), row.message_id, row.source_id, row.name)
+        return state
+
+    def flush(self) -> None:
+        if self.owners:
+            self.conn.execute(event_owners.insert(), self.owners)
+            self.owners = []
+        if self.dirty:
+            columns = [c.name for c in profiles.columns if c.name != "id"]
+            self.conn.execute(
+                upsert(self.dialect, profiles, ["id"], columns),
+                [self.profiles[p].row() for p in sorted(self.dirty)],
+            )
+            self.dirty.clear()
+
+
+class Processor:
+    """Applies the event log to identities and profiles, chunk by chunk."""
+
+    def __init__(self, engine: sa.Engine, rules: IdentityRules | None = None, chunk_size: int = 500) -> None:
+        self.engine = engine
+        self.rules = rules or IdentityRules.from_env()
+        self.chunk_size = chunk_size
+
+    def run_once(self) -> int:
+        """Process up to one chunk; returns how many events were applied (0: caught up)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert_ignoring_duplicates(conn.dialect.name, processor_state, ["name"]),
+                [{"name": PROCESSOR, "last_event_id": 0}],
+            )
+        with self.engine.begin() as conn:
+            lock_for_processing(conn, PROCESSOR)
+            last = conn.execute(
+                sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
+            ).scalar_one()
+            batch = conn.execute(
+                sa.select(
+                    events.c.id,
+                    events.c.type,
+                    events.c.message_id,
+                    events.c.source_id,
+                    events.c.timestamp,
+                    events.c.payload,
+                    sources.c.name.label("source"),
+                )
+                .join(sources, sources.c.id == events.c.source_id)
+                .where(events.c.id > last)
+                .order_by(events.c.id)
+                .limit(self.chunk_size)
+            ).all()
+            if not batch:
+                return 0
+            chunk = _Chunk(conn, self.rules)
+            extracted = [self.rules.extract(e.payload) for e in batch]
+            chunk.preload(
+                {i for ids in extracted for i in ids}, {_signature(ids) for ids in extracted if ids}
+            )
+            for event in batch:
+                chunk.apply(event)
+            chunk.flush()
+            conn.execute(
+                processor_state.update()
+                .where(processor_state.c.name == PROCESSOR)
+                .values(last_event_id=batch[-1].id)
+            )
+        return len(batch)
+
+    def run_until_caught_up(self) -> int:
+        total = 0
+        while n := self.run_once():
+            total += n
+        return total
+
+    def backlog(self) -> int:
+        with self.engine.connect() as conn:
+            last = (
+                conn.execute(
+                    sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
+                ).scalar()
+                or 0
+            )
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(events).where(events.c.id > last)
+                ).scalar_one()
+            )
+
+
+def reset_derived_state(engine: sa.Engine) -> None:
+    """Forget every identity and profile; the log stays. The next processing rebuilds them."""
+    with engine.begin() as conn:
+        for table in reversed(DERIVED_TABLES):
+            conn.execute(table.delete())

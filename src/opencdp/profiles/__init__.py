@@ -1,0 +1,1 @@
+"""Unified profiles: traits, system fields and counters derived from a person's events."""

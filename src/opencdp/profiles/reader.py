@@ -1,0 +1,176 @@
+"""Reading profiles: by id (merged ids resolve to the survivor), by any identifier, the event
+timeline and the merge history that explains why identifiers are one person."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from opencdp.identity.identifiers import IdentityRules
+from opencdp.store.schema import (
+    event_owners,
+    events,
+    identities,
+    identity_conflicts,
+    identity_links,
+    profiles,
+    sources,
+)
+
+
+class ProfileNotFound(LookupError):
+    pass
+
+
+def resolve_profile_id(conn: sa.Connection, profile_id: str) -> str:
+    """Follow `merged_into` to the surviving profile (merges are flattened, so at most one hop)."""
+    for _ in range(8):
+        row = conn.execute(sa.select(profiles.c.merged_into).where(profiles.c.id == profile_id)).first()
+        if row is None:
+            raise ProfileNotFound(f"no profile {profile_id!r}")
+        if row.merged_into is None:
+            return profile_id
+        profile_id = row.merged_into
+    return profile_id
+
+
+def _identifiers(conn: sa.Connection, profile_id: str) -> list[dict[str, str]]:
+    rows = conn.execute(
+        sa.select(identities.c.type, identities.c.value)
+        .where(identities.c.profile_id == profile_id)
+        .order_by(identities.c.type, identities.c.value)
+    )
+    return [{"type": r.type, "value": r.value} for r in rows]
+
+
+def get_profile(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        survivor = resolve_profile_id(conn, profile_id)
+        row = conn.execute(sa.select(profiles).where(profiles.c.id == survivor)).one()
+        merged = [
+            r[0]
+            for r in conn.execute(
+                sa.select(profiles.c.id).where(profiles.c.merged_into == survivor).order_by(profiles.c.id)
+            )
+        ]
+        return {
+            "id": survivor,
+            "requested_id": profile_id,
+            "merged_ids": merged,
+            "identifiers": _identifiers(conn, survivor),
+            "traits": {
+                name: {"value": value, "timestamp": meta[0], "message_id": meta[1], "source": meta[3]}
+                for name, value in sorted(row.traits.items())
+                for meta in [row.trait_meta[name]]
+            },
+            "first_seen": row.first_seen,
+            "last_seen": row.last_seen,
+            "event_counts": row.event_counts,
+            "updated_at": row.updated_at,
+        }
+
+
+def find_profile_id(engine: sa.Engine, rules: IdentityRules, kind: str, value: str) -> str:
+    ident = rules.normalise(kind, value)
+    if ident is None:
+        raise ProfileNotFound(f"{kind} {value!r} is not a usable identifier (blocked or malformed)")
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(identities.c.profile_id).where(
+                identities.c.type == ident.type, identities.c.value == ident.value
+            )
+        ).first()
+    if row is None or row.profile_id is None:
+        raise ProfileNotFound(f"no profile has {ident.type} {ident.value!r}")
+    return str(row.profile_id)
+
+
+def timeline(
+    engine: sa.Engine, profile_id: str, before_id: int | None, limit: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """Events owned by the profile, newest first in log order; `before_id` pages to older ones."""
+    with engine.connect() as conn:
+        survivor = resolve_profile_id(conn, profile_id)
+        stmt = (
+            sa.select(
+                events.c.id,
+                events.c.type,
+                events.c.event,
+                events.c.timestamp,
+                events.c.received_at,
+                events.c.message_id,
+                sources.c.name.label("source"),
+                events.c.payload,
+            )
+            .join(event_owners, event_owners.c.event_id == events.c.id)
+            .join(identities, identities.c.id == event_owners.c.identity_id)
+            .join(sources, sources.c.id == events.c.source_id)
+            .where(identities.c.profile_id == survivor)
+            .order_by(events.c.id.desc())
+            .limit(limit)
+        )
+        if before_id is not None:
+            stmt = stmt.where(events.c.id < before_id)
+        result = conn.execute(stmt)
+        names = [str(n) for n in result.keys()]  # noqa: SIM118
+        rows = [dict(zip(names, r, strict=True)) for r in result]
+    return survivor, rows
+
+
+def merge_history(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
+    """Every accepted link (the event and the rule that joined two identifiers) and every refused one."""
+    with engine.connect() as conn:
+        survivor = resolve_profile_id(conn, profile_id)
+        links = conn.execute(
+            sa.select(identity_links)
+            .where(identity_links.c.profile_id == survivor)
+            .order_by(identity_links.c.ts, identity_links.c.id)
+        ).all()
+        own = {(i["type"], i["value"]) for i in _identifiers(conn, survivor)}
+        pairs = list(own)
+        conflicts = (
+            conn.execute(
+                sa.select(identity_conflicts)
+                .where(
+                    sa.or_(
+                        sa.tuple_(identity_conflicts.c.left_type, identity_conflicts.c.left_value).in_(pairs),
+                        sa.tuple_(identity_conflicts.c.right_type, identity_conflicts.c.right_value).in_(
+                            pairs
+                        ),
+                    )
+                )
+                .order_by(identity_conflicts.c.ts, identity_conflicts.c.id)
+            ).all()
+            if pairs
+            else []
+        )
+        merged = [
+            r[0] for r in conn.execute(sa.select(profiles.c.id).where(profiles.c.merged_into == survivor))
+        ]
+
+    def pair(r: Any) -> dict[str, Any]:
+        return {
+            "event_id": r.event_id,
+            "rule": r.rule,
+            "timestamp": r.ts,
+            "left": {"type": r.left_type, "value": r.left_value},
+            "right": {"type": r.right_type, "value": r.right_value},
+        }
+
+    return {
+        "id": survivor,
+        "merged_ids": merged,
+        "links": [pair(r) | {"explanation": _explain(r)} for r in links],
+        "conflicts": [
+            pair(r) | {"explanation": f"refused: {r.rule.removeprefix('limit:')} per profile"}
+            for r in conflicts
+        ],
+    }
+
+
+def _explain(link: Any) -> str:
+    how = "alias call" if link.rule == "alias" else "arrived together in one event"
+    left = f"{link.left_type} {link.left_value!r}"
+    right = f"{link.right_type} {link.right_value!r}"
+    return f"{left} and {right}: {how} (event {link.event_id})"
