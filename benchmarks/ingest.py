@@ -24,7 +24,12 @@ count (the pool of pre-generated batches), and only ever targets 127.0.0.1.
 Usage:
     .venv/bin/python benchmarks/ingest.py [--engine sqlite|postgresql|both] [--seconds N]
         [--connections N] [--batch-size 100] [--sqlite-synchronous FULL|NORMAL|EXTRA]
-        [--profile DIR]
+        [--server-env OPENCDP_NAME=VALUE ...] [--profile DIR] [--markdown]
+
+The server runs with its defaults apart from what is passed explicitly; OPENCDP_* variables of
+the calling shell are not inherited, so a stray setting cannot skew a run. If the events table
+has a processor checkpoint (`processor_state`), the table also shows how many acknowledged
+events the in-server processor had not reached when the load stopped.
 
 Exit status: 0 when every request got 200 and the log holds exactly the acknowledged events.
 """
@@ -68,8 +73,9 @@ HEALTH_TIMEOUT_S = 60.0
 # Wide enough for the results table when stdout is a pipe (rich would assume 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
-COLUMNS = ("engine", "connections", "batch size", "requests", "events accepted", "events/s",
-           "p50 ms", "p99 ms", "rows in log == acknowledged", "server CPU", "machine CPU")
+COLUMNS = ("engine", "server settings", "connections", "batch size", "requests", "events accepted",
+           "events/s", "p50 ms", "p99 ms", "rows in log == acknowledged", "server CPU", "machine CPU",
+           "unprocessed at end")
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,28 +208,26 @@ class Target:
     workdir: Path
 
 
-def _base_env(workdir: Path, sqlite_synchronous: str) -> dict[str, str]:
+def _base_env(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
+    """The caller's environment minus its OPENCDP_* settings, so only what we pass applies."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCDP_")}
-    env.update(
-        OPENCDP_DATA_DIR=str(workdir),
-        OPENCDP_LOG_LEVEL="WARNING",
-        OPENCDP_SQLITE_SYNCHRONOUS=sqlite_synchronous,
-    )
+    env.update(OPENCDP_DATA_DIR=str(workdir), OPENCDP_LOG_LEVEL="WARNING")
+    env.update(server_env)
     return env
 
 
 @contextlib.contextmanager
-def sqlite_target(sqlite_synchronous: str) -> Iterator[Target]:
+def sqlite_target(server_env: dict[str, str]) -> Iterator[Target]:
     with tempfile.TemporaryDirectory(prefix="opencdp-bench-") as tmp:
         workdir = Path(tmp)
         url = f"sqlite:///{workdir / 'opencdp.db'}"
-        env = _base_env(workdir, sqlite_synchronous)
+        env = _base_env(workdir, server_env)
         env["OPENCDP_DATABASE_URL"] = url
         yield Target("sqlite", url, env, workdir)
 
 
 @contextlib.contextmanager
-def postgres_target(admin_url: str, sqlite_synchronous: str) -> Iterator[Target]:
+def postgres_target(admin_url: str, server_env: dict[str, str]) -> Iterator[Target]:
     name = f"opencdp_bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
     with admin.connect() as conn:
@@ -232,7 +236,7 @@ def postgres_target(admin_url: str, sqlite_synchronous: str) -> Iterator[Target]
         url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
         with tempfile.TemporaryDirectory(prefix="opencdp-bench-") as tmp:
             workdir = Path(tmp)
-            env = _base_env(workdir, sqlite_synchronous)
+            env = _base_env(workdir, server_env)
             env["OPENCDP_DATABASE_URL"] = url
             yield Target("postgresql", url, env, workdir)
     finally:
@@ -331,6 +335,16 @@ def machine_cpu_busy() -> tuple[float, float] | None:
     return float(sum(values) - idle), float(sum(values))
 
 
+def background_load(seconds: float = 1.0) -> float | None:
+    """Fraction of all cores busy while we are idle: anything else running skews the numbers."""
+    before = machine_cpu_busy()
+    time.sleep(seconds)
+    after = machine_cpu_busy()
+    if not before or not after or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -402,6 +416,8 @@ class Result:
     rows: int
     server_cpu: float | None  # fraction of one core
     machine_cpu: float | None  # fraction of all cores
+    settings: str = ""
+    unprocessed: int | None = None  # events the in-server processor had not reached yet
     server_exit: int | None = None
     errors: list[str] = field(default_factory=list)
     exhausted: bool = False
@@ -427,11 +443,19 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-def count_rows(database_url: str) -> int:
+def count_rows(database_url: str) -> tuple[int, int | None]:
+    """Rows in the event log, and how many lie beyond the processors' checkpoint (if there is one)."""
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(sa.text("select count(*) from events")).scalar_one())
+            rows = int(conn.execute(sa.text("select count(*) from events")).scalar_one())
+            if not sa.inspect(conn).has_table("processor_state"):
+                return rows, None
+            unprocessed = conn.execute(sa.text(
+                "select count(*) from events where id > "
+                "(select coalesce(min(last_event_id), 0) from processor_state)"
+            )).scalar_one()
+            return rows, int(unprocessed)
     finally:
         engine.dispose()
 
@@ -519,7 +543,7 @@ def run_engine(target: Target, bodies: list[bytes], args: argparse.Namespace) ->
         if any(thread.is_alive() for thread in threads):
             stop.set()
             raise RuntimeError("client threads did not finish within the request timeout")
-        rows = count_rows(target.database_url)  # before shutdown: a 200 must already mean committed
+        rows, unprocessed = count_rows(target.database_url)  # before shutdown: 200 means committed
         if profiler:
             console.print(f"[bold]py-spy profile of the {target.engine} server[/bold]\n{profiler.finish()}")
     finally:
@@ -553,6 +577,8 @@ def run_engine(target: Target, bodies: list[bytes], args: argparse.Namespace) ->
         server_cpu=server_cpu,
         machine_cpu=machine_cpu,
         server_exit=exit_code,
+        settings=settings_label(target.engine, args.server_env),
+        unprocessed=unprocessed,
         errors=[e for s in stats for e in s.errors],
         exhausted=exhausted,
     )
@@ -562,30 +588,36 @@ def run_engine(target: Target, bodies: list[bytes], args: argparse.Namespace) ->
 # Report
 
 
-def result_cells(r: Result, sqlite_synchronous: str) -> list[str]:
+def settings_label(engine: str, server_env: dict[str, str]) -> str:
+    """The server settings that differ from a bare `opencdp serve` and matter for this engine."""
+    shown = {k: v for k, v in server_env.items() if engine == "sqlite" or k != "OPENCDP_SQLITE_SYNCHRONOUS"}
+    return " ".join(f"{k.removeprefix('OPENCDP_')}={v}" for k, v in shown.items()) or "defaults"
+
+
+def result_cells(r: Result) -> list[str]:
     return [
-        f"sqlite (synchronous={sqlite_synchronous})" if r.engine == "sqlite" else r.engine,
-        str(r.connections), str(r.batch_size), f"{r.requests:,}", f"{r.events:,}",
+        r.engine, r.settings, str(r.connections), str(r.batch_size), f"{r.requests:,}", f"{r.events:,}",
         f"{r.events_per_s:,.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
         f"{'yes' if r.durable else 'NO'} ({r.rows:,} / {r.acked_events:,})",
         "-" if r.server_cpu is None else f"{100 * r.server_cpu:.0f}% of 1 core",
         "-" if r.machine_cpu is None else f"{100 * r.machine_cpu:.0f}% of {os.cpu_count()} cores",
+        "-" if r.unprocessed is None else f"{r.unprocessed:,}",
     ]
 
 
-def results_table(results: list[Result], sqlite_synchronous: str) -> Table:
+def results_table(results: list[Result]) -> Table:
     table = Table(title=f"opencdp ingest: POST /v1/batch, {results[0].seconds:.0f} s measured")
     for name in COLUMNS:
-        table.add_column(name, justify="left" if name == "engine" else "right")
+        table.add_column(name, justify="left" if name in ("engine", "server settings") else "right")
     for r in results:
-        table.add_row(*result_cells(r, sqlite_synchronous))
+        table.add_row(*result_cells(r))
     return table
 
 
-def markdown_table(results: list[Result], sqlite_synchronous: str) -> str:
+def markdown_table(results: list[Result]) -> str:
     """The same table as GitHub Markdown, for pasting into BENCHMARKS.md."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["--:"] * (len(COLUMNS) - 1)) + "|"]
-    lines += ["| " + " | ".join(result_cells(r, sqlite_synchronous)) + " |" for r in results]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|" + "--:|" * (len(COLUMNS) - 2)]
+    lines += ["| " + " | ".join(result_cells(r)) + " |" for r in results]
     return "\n".join(lines)
 
 
@@ -598,6 +630,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=100, help="events per POST /v1/batch")
     parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"], default="FULL",
                         help="passed to the server as OPENCDP_SQLITE_SYNCHRONOUS (default FULL)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="more server settings, e.g. OPENCDP_PROCESS_IN_SERVER=0 (repeatable)")
     parser.add_argument("--postgres-url", default=os.environ.get("OPENCDP_BENCH_POSTGRES_URL",
                                                                  DEFAULT_POSTGRES_URL),
                         help="server to create the scratch database on (it is dropped afterwards)")
@@ -613,7 +647,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--connections and --batch-size must be >= 1, --seconds > 0, --warmup >= 0")
     if args.seconds + args.warmup > 600:
         parser.error("--warmup + --seconds is capped at 600 s")
+    server_env = {"OPENCDP_SQLITE_SYNCHRONOUS": args.sqlite_synchronous}
+    for item in args.server_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("OPENCDP_"):
+            parser.error(f"--server-env takes OPENCDP_NAME=VALUE, got {item!r}")
+        server_env[key] = value
+    args.server_env = server_env
     return args
+
+
+def git_revision() -> str:
+    """The commit measured, with `-dirty` when the working tree has uncommitted changes."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=10)
+        if done.returncode == 0:
+            return done.stdout.strip()
+    return "unknown revision"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -630,13 +681,18 @@ def main(argv: list[str] | None = None) -> int:
         f"[dim]pre-generated {count:,} batches x {args.batch_size} events "
         f"(median body {median / 1024:.0f} KiB, {median / args.batch_size:.0f} "
         f"bytes/event, {sum(sizes) / 2**20:.0f} MiB) in {time.perf_counter() - began:.1f} s; "
-        f"{os.cpu_count()} x {cpu_model()}[/dim]"
+        f"{os.cpu_count()} x {cpu_model()}; opencdp at {git_revision()}[/dim]"
     )
+
+    busy = background_load()
+    if busy is not None and busy > 0.15:
+        err_console.print(f"[yellow]warning: {100 * busy:.0f}% of the CPUs are busy before the run "
+                          "(other processes); the results will be low and noisy[/yellow]")
 
     results: list[Result] = []
     for engine in engines:
-        target_cm = (sqlite_target(args.sqlite_synchronous) if engine == "sqlite"
-                     else postgres_target(args.postgres_url, args.sqlite_synchronous))
+        target_cm = (sqlite_target(args.server_env) if engine == "sqlite"
+                     else postgres_target(args.postgres_url, args.server_env))
         try:
             with target_cm as target:
                 results.append(run_engine(target, bodies, args))
@@ -644,9 +700,9 @@ def main(argv: list[str] | None = None) -> int:
             err_console.print(f"[red]{engine}: benchmark failed: {exc}[/red]")
             return 1
 
-    console.print(results_table(results, args.sqlite_synchronous))
+    console.print(results_table(results))
     if args.markdown:
-        print(markdown_table(results, args.sqlite_synchronous))
+        print(markdown_table(results))
     failed = False
     for r in results:
         if r.errors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -222,10 +223,8 @@ def worker(once: bool) -> None:
         return
     loop = ProcessorLoop(processor)
     logs.get("opencdp.worker").info("worker started", backlog=processor.backlog())
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         loop.run()
-    except KeyboardInterrupt:
-        pass
 
 
 @main.command()

@@ -76,7 +76,7 @@ class MergeHistory(BaseModel):
 
 
 def _cdp(request: Request) -> OpenCDP:
-    return request.app.state.cdp  # type: ignore[no-any-return]
+    return request.app.state.cdp
 
 
 def _not_found(exc: ProfileNotFound) -> ApiError:

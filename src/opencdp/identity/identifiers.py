@@ -132,7 +132,8 @@ class IdentityRules:
         add("anonymous_id", payload.get("anonymousId"))
         if payload.get("type") == "alias":
             add("anonymous_id", payload.get("previousId"))
-        context = payload.get("context") if isinstance(payload.get("context"), dict) else {}
+        raw_context = payload.get("context")
+        context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
         device = context.get("device")
         if isinstance(device, dict):
             add("device_id", device.get("id"))

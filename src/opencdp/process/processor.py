@@ -61,7 +61,7 @@ class _Profile:
     def as_group(self, members: set[Identifier]) -> Group:
         from collections import Counter
 
-        return Group(self.anchor_key, self.anchor, set(members), Counter(self.counts), self.last_key)  # type: ignore[arg-type]
+        return Group(self.anchor_key, self.anchor, set(members), Counter(self.counts), self.last_key)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -97,15 +97,16 @@ def _profile_from_row(row: Any) -> _Profile:
         row.id,
         (tuple(anchor[0]), tuple(anchor[1])),
         Identifier(anchor[2], anchor[3]),
-        tuple(row.last_edge_key),  # type: ignore[arg-type]
+        tuple(row.last_edge_key),
         dict(row.identity_counts),
         state,
         row.merged_into,
     )
 
 
-def _signature(ids: list[Identifier]) -> str:
-    return hashlib.sha256("\x1f".join(f"{i.type}\x1e{i.value}" for i in ids).encode()).hexdigest()
+def _signature(ids: list[Identifier], rule: str) -> str:
+    text = rule + "\x1d" + "\x1f".join(f"{i.type}\x1e{i.value}" for i in ids)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class _Chunk:
@@ -118,7 +119,7 @@ class _Chunk:
         self.ident: dict[Identifier, list[Any]] = {}  # -> [identity id, profile id]
         self.profiles: dict[str, _Profile] = {}
         self.dirty: set[str] = set()
-        self.signatures: set[str] = set()
+        self.signatures: dict[str, EdgeKey] = {}
         self.owners: list[dict[str, int]] = []
 
     # -- loading ---------------------------------------------------------------------------------
@@ -136,11 +137,14 @@ class _Chunk:
         sig_list = list(sigs)
         for start in range(0, len(sig_list), 400):
             rows = self.conn.execute(
-                sa.select(identity_edges.c.signature).where(
-                    identity_edges.c.signature.in_(sig_list[start : start + 400])
-                )
+                sa.select(
+                    identity_edges.c.signature,
+                    identity_edges.c.ts,
+                    identity_edges.c.message_id,
+                    identity_edges.c.source_id,
+                ).where(identity_edges.c.signature.in_(sig_list[start : start + 400]))
             )
-            self.signatures.update(r[0] for r in rows)
+            self.signatures.update((r[0], (r[1], r[2], r[3])) for r in rows)
         self._load_profiles({v[1] for v in self.ident.values() if v[1]})
 
     def _load_profiles(self, ids: set[str]) -> None:
@@ -172,10 +176,21 @@ class _Chunk:
         key: EdgeKey = (ts, event.message_id, event.source_id)
         for ident in ids:
             self._identity(ident, event.id)
-        sig = _signature(ids)
-        if sig not in self.signatures:
-            self.signatures.add(sig)
-            edge = edge_for(event.id, key, ids, event.type)
+        edge = edge_for(event.id, key, ids, event.type)
+        sig = _signature(ids, edge.rule)
+        known = self.signatures.get(sig)
+        if known is not None and key < known:
+            # The same identifiers were seen together before, but this event is earlier: the edge
+            # now dates from it, which can change the canonical order, so recompute.
+            self.signatures[sig] = key
+            self.conn.execute(
+                identity_edges.update()
+                .where(identity_edges.c.signature == sig)
+                .values(event_id=event.id, ts=key[0], message_id=key[1], source_id=key[2])
+            )
+            self._recompute_component(edge)
+        elif known is None:
+            self.signatures[sig] = key
             self._store_edge(edge, sig)
             touched = {self.ident[i][1] for i in ids if self.ident[i][1]}
             if all(self.profiles[p].last_key <= key for p in touched):
@@ -296,7 +311,7 @@ class _Chunk:
                 ],
             )
             for conflict in resolution.conflicts:
-                log.info("merge refused", rule=conflict.rule, event_id=conflict.event_id)
+                log.debug("merge refused", rule=conflict.rule, event_id=conflict.event_id)
 
     # -- late events: canonical recomputation of a connected component -------------------------
     def _recompute_component(self, edge: Edge) -> None:
@@ -370,6 +385,19 @@ class _Chunk:
         groups = resolution.groups()
         new_ids = {g.profile_id for g in groups}
         conn.execute(identity_links.delete().where(identity_links.c.profile_id.in_(list(old_ids | new_ids))))
+        pairs = [(i.type, i.value) for i in by_ident]
+        for start in range(0, len(pairs), 400):
+            part = pairs[start : start + 400]
+            conn.execute(
+                identity_conflicts.delete().where(
+                    sa.or_(
+                        sa.tuple_(identity_conflicts.c.left_type, identity_conflicts.c.left_value).in_(part),
+                        sa.tuple_(identity_conflicts.c.right_type, identity_conflicts.c.right_value).in_(
+                            part
+                        ),
+                    )
+                )
+            )
         self._record(resolution)
         for group in groups:
             pid = group.profile_id
@@ -392,7 +420,7 @@ class _Chunk:
             loser.merged_into, loser.state = target, ProfileState()
             self._retarget(old, target)
             self.dirty.add(old)
-        log.info("component recomputed", identities=len(members), edges=len(edges), profiles=len(groups))
+        log.debug("component recomputed", identities=len(members), edges=len(edges), profiles=len(groups))
 
     def _refold(self, identity_ids: list[int]) -> ProfileState:
         state = ProfileState()
@@ -461,7 +489,12 @@ class Processor:
             chunk = _Chunk(conn, self.rules)
             extracted = [self.rules.extract(e.payload) for e in batch]
             chunk.preload(
-                {i for ids in extracted for i in ids}, {_signature(ids) for ids in extracted if ids}
+                {i for ids in extracted for i in ids},
+                {
+                    _signature(ids, "alias" if e.type == "alias" else "same_event")
+                    for e, ids in zip(batch, extracted, strict=True)
+                    if ids
+                },
             )
             for event in batch:
                 chunk.apply(event)

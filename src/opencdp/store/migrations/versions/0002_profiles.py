@@ -15,7 +15,7 @@ branch_labels = None
 depends_on = None
 
 
-def _pair() -> list[sa.Column]:  # type: ignore[type-arg]
+def _pair() -> list[sa.Column]:
     return [
         sa.Column("left_type", sa.String(64), nullable=False),
         sa.Column("left_value", sa.String(256), nullable=False),

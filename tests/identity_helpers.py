@@ -1,0 +1,86 @@
+"""Helpers for identity tests: put messages in the log, process, read back the resolved world."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from opencdp.collect.messages import Envelope, Limits, normalise
+from opencdp.collect.writer import LogWriter
+from opencdp.identity.identifiers import IdentityRules
+from opencdp.process.processor import Processor
+from opencdp.store.schema import identities, identity_conflicts, profiles, sources
+
+RULES = IdentityRules()
+
+
+def source_id(engine: sa.Engine, name: str = "test") -> int:
+    from datetime import UTC, datetime
+
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(sources.c.id).where(sources.c.name == name)).first()
+        if row:
+            return int(row[0])
+        return int(
+            conn.execute(
+                sources.insert().values(
+                    name=name, write_key_hash=name * 2, enabled=True, created_at=datetime.now(UTC)
+                )
+            ).inserted_primary_key[0]
+        )
+
+
+def log_messages(engine: sa.Engine, messages: list[dict[str, Any]]) -> None:
+    """Store messages in the event log, in this order, exactly as the collector would."""
+    from datetime import UTC, datetime
+
+    sid = source_id(engine)
+    rows = [normalise(dict(m), Envelope(datetime(2026, 6, 1, tzinfo=UTC)), sid, Limits()) for m in messages]
+    writer = LogWriter(engine)
+    writer._write(rows)
+
+
+def process(engine: sa.Engine, chunk_size: int = 500) -> None:
+    Processor(engine, RULES, chunk_size=chunk_size).run_until_caught_up()
+
+
+def world(engine: sa.Engine) -> dict[str, Any]:
+    """The resolved state, independent of database ids: groups of identifiers with their traits."""
+    with engine.connect() as conn:
+        groups: dict[str, set[str]] = {}
+        for row in conn.execute(sa.select(identities.c.type, identities.c.value, identities.c.profile_id)):
+            groups.setdefault(row.profile_id, set()).add(f"{row.type}:{row.value}")
+        live = {r.id: r for r in conn.execute(sa.select(profiles).where(profiles.c.merged_into.is_(None)))}
+        conflicts = {(r.event_id, r.rule) for r in conn.execute(sa.select(identity_conflicts))}
+        merged = dict(
+            conn.execute(
+                sa.select(profiles.c.id, profiles.c.merged_into).where(profiles.c.merged_into.is_not(None))
+            ).all()
+        )
+    return {
+        "profiles": {
+            pid: {
+                "identifiers": frozenset(groups.get(pid, set())),
+                "traits": dict(row.traits),
+                "counts": dict(row.event_counts),
+                "first": row.first_seen,
+                "last": row.last_seen,
+                "identity_counts": {k: v for k, v in dict(row.identity_counts).items() if v},
+            }
+            for pid, row in live.items()
+        },
+        "conflict_count": len(conflicts),
+        "merged_resolve_to_live": all(target in live for target in merged.values()),
+    }
+
+
+def profile_of(engine: sa.Engine, kind: str, value: str) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(
+                sa.select(identities.c.profile_id).where(
+                    identities.c.type == kind, identities.c.value == value
+                )
+            ).scalar_one()
+        )
