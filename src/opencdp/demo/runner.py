@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 import uvicorn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -94,3 +95,33 @@ def send_shop(url: str, keys: dict[str, str], generator: ShopGenerator, show_pro
         for source in list(pending):
             flush(source)
     return sent
+
+
+def demo_summary(engine: sa.Engine) -> dict[str, Any]:
+    """What identity resolution made of the log: the numbers the demo prints."""
+    from opencdp.store.schema import identities, identity_conflicts, profiles
+
+    with engine.connect() as conn:
+        live = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None))
+        identified = sa.select(sa.func.count(sa.distinct(identities.c.profile_id))).where(
+            identities.c.type == "user_id", identities.c.profile_id.in_(live)
+        )
+        total = conn.execute(sa.select(sa.func.count()).select_from(live.subquery())).scalar_one()
+        known = conn.execute(identified).scalar_one()
+        return {
+            "profiles": total,
+            "identified": known,
+            "anonymous": total - known,
+            "merged": conn.execute(
+                sa.select(sa.func.count()).select_from(profiles).where(profiles.c.merged_into.is_not(None))
+            ).scalar_one(),
+            "conflicts": conn.execute(
+                sa.select(sa.func.count()).select_from(identity_conflicts)
+            ).scalar_one(),
+            "example": conn.execute(
+                sa.select(identities.c.value)
+                .where(identities.c.type == "user_id")
+                .order_by(identities.c.value)
+                .limit(1)
+            ).scalar(),
+        }
