@@ -23,16 +23,24 @@ def test_accepted_events_become_visible_in_the_profile_api(
 ) -> None:
     auth = {"Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()}
     admin = {"Authorization": f"Bearer {admin_key}"}
-    batch = {"batch": [
-        {"type": "page", "anonymousId": "dev-1", "name": "Home"},
-        {"type": "identify", "anonymousId": "dev-1", "userId": "live-1", "traits": {"email": "Live@Example.com"}},
-        {"type": "track", "userId": "live-1", "event": "Order Completed", "properties": {"revenue": 10}},
-    ]}
+    batch = {
+        "batch": [
+            {"type": "page", "anonymousId": "dev-1", "name": "Home"},
+            {
+                "type": "identify",
+                "anonymousId": "dev-1",
+                "userId": "live-1",
+                "traits": {"email": "Live@Example.com"},
+            },
+            {"type": "track", "userId": "live-1", "event": "Order Completed", "properties": {"revenue": 10}},
+        ]
+    }
     assert client.post("/v1/batch", json=batch, headers=auth).status_code == 200
     accepted = time.monotonic()
     while True:
-        response = client.get("/api/profiles/lookup", params={"type": "email", "value": "live@example.com"},
-                              headers=admin)
+        response = client.get(
+            "/api/profiles/lookup", params={"type": "email", "value": "live@example.com"}, headers=admin
+        )
         if response.status_code == 200 and response.json()["event_counts"].get("track") == 1:
             break
         assert time.monotonic() - accepted < 5, "not processed within 5 s"
@@ -43,8 +51,11 @@ def test_accepted_events_become_visible_in_the_profile_api(
     assert profile["traits"]["email"]["source"] == "web"
     timeline = client.get(f"/api/profiles/{profile['id']}/events", params={"limit": 2}, headers=admin).json()
     assert [e["type"] for e in timeline["events"]] == ["track", "identify"]
-    older = client.get(f"/api/profiles/{profile['id']}/events",
-                       params={"limit": 2, "before_id": timeline["next_before_id"]}, headers=admin).json()
+    older = client.get(
+        f"/api/profiles/{profile['id']}/events",
+        params={"limit": 2, "before_id": timeline["next_before_id"]},
+        headers=admin,
+    ).json()
     assert [e["type"] for e in older["events"]] == ["page"]
     assert older["next_before_id"] is None
 
@@ -52,9 +63,13 @@ def test_accepted_events_become_visible_in_the_profile_api(
 def test_profile_api_errors(client: TestClient, admin_key: str) -> None:
     admin = {"Authorization": f"Bearer {admin_key}"}
     assert client.get("/api/profiles/nope", headers=admin).status_code == 404
-    missing = client.get("/api/profiles/lookup", params={"type": "email", "value": "who@example.com"}, headers=admin)
+    missing = client.get(
+        "/api/profiles/lookup", params={"type": "email", "value": "who@example.com"}, headers=admin
+    )
     assert missing.status_code == 404 and "no profile" in missing.json()["message"]
-    blocked = client.get("/api/profiles/lookup", params={"type": "email", "value": "test@test.com"}, headers=admin)
+    blocked = client.get(
+        "/api/profiles/lookup", params={"type": "email", "value": "test@test.com"}, headers=admin
+    )
     assert blocked.status_code == 404 and "blocked" in blocked.json()["message"]
     no_type = client.get("/api/profiles/lookup", params={"value": "x"}, headers=admin)
     assert no_type.status_code == 400 and no_type.json()["errors"][0]["field"] == "type"
@@ -62,12 +77,22 @@ def test_profile_api_errors(client: TestClient, admin_key: str) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_concurrent_workers_give_the_profiles_of_one(cdp: OpenCDP, env_for: dict[str, str], settings: Settings) -> None:
+def test_concurrent_workers_give_the_profiles_of_one(
+    cdp: OpenCDP, env_for: dict[str, str], settings: Settings
+) -> None:
     messages = [e.message for e in ShopGenerator(customers=250, seed=11).events()]
     log_messages(cdp.engine, messages)
     cdp.stop()  # no in-process loop: only the workers process
-    workers = [subprocess.Popen([sys.executable, "-m", "opencdp", "worker", "--once"], env=env_for,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "opencdp", "worker", "--once"],
+            env=env_for,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outputs = [w.communicate(timeout=300) for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
     counts = [int(out.split()[1]) for out, _ in outputs]
@@ -83,8 +108,9 @@ def test_cli_profile_commands(cdp: OpenCDP, env_for: dict[str, str]) -> None:
     cdp.stop()
 
     def run(*args: str) -> Any:
-        return subprocess.run([sys.executable, "-m", "opencdp", *args], env=env_for, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "opencdp", *args], env=env_for, capture_output=True, text=True, timeout=120
+        )
 
     assert "processed 1 events" in run("worker", "--once").stdout
     shown = run("profiles", "get", "--type", "email", "--value", "C@example.com", "--history")

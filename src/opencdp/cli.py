@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -216,3 +217,73 @@ def demo(customers: int, seed: int, url: str | None) -> None:
     if summary["example"]:
         click.echo(f"try:  opencdp profiles get --type user_id --value {summary['example']} --history")
     click.echo(f"database: {cdp.engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Process what is waiting, then exit")
+def worker(once: bool) -> None:
+    """Process the event log into identities and profiles. Several workers may run side by side on
+    PostgreSQL (they take turns per chunk); `serve` also processes unless OPENCDP_PROCESS_IN_SERVER=0."""
+    from opencdp.process.loop import ProcessorLoop
+    from opencdp.process.processor import Processor
+
+    processor = Processor(_engine())
+    if once:
+        click.echo(f"processed {processor.run_until_caught_up()} events")
+        return
+    loop = ProcessorLoop(processor)
+    logs.get("opencdp.worker").info("worker started", backlog=processor.backlog())
+    with contextlib.suppress(KeyboardInterrupt):
+        loop.run()
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation")
+def rebuild(yes: bool) -> None:
+    """Recompute all derived state (identity graph, profiles) from the event log.
+
+    Stop `serve`/`worker` processes first, or they will carry on where the rebuild is."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from opencdp.process.processor import Processor, reset_derived_state
+
+    engine = _engine()
+    if not yes:
+        click.confirm("Delete all identities and profiles and rebuild them from the event log?", abort=True)
+    reset_derived_state(engine)
+    processor = Processor(engine)
+    columns = (TextColumn("[bold]rebuilding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("rebuild", total=processor.backlog())
+        while n := processor.run_once():
+            progress.advance(task, n)
+    click.echo("rebuild complete")
+
+
+@main.group("profiles")
+def profiles_group() -> None:
+    """Look at unified profiles."""
+
+
+@profiles_group.command("get")
+@click.argument("profile_id", required=False)
+@click.option("--type", "kind", default=None, help="Find by identifier type (email, user_id, phone, …)")
+@click.option("--value", default=None, help="…and value")
+@click.option("--history", is_flag=True, help="Also show why its identifiers are one person")
+def profiles_get(profile_id: str | None, kind: str | None, value: str | None, history: bool) -> None:
+    """Print one profile as JSON, by id or by --type/--value."""
+    from opencdp.identity.identifiers import IdentityRules
+    from opencdp.profiles.reader import ProfileNotFound, find_profile_id, get_profile, merge_history
+
+    engine = _engine()
+    try:
+        if profile_id is None:
+            if not (kind and value):
+                raise click.UsageError("give a PROFILE_ID or both --type and --value")
+            profile_id = find_profile_id(engine, IdentityRules.from_env(), kind, value)
+        out = get_profile(engine, profile_id)
+        if history:
+            out["merge_history"] = merge_history(engine, profile_id)
+    except ProfileNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(orjson.dumps(out, default=str, option=orjson.OPT_INDENT_2).decode())
