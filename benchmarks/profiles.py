@@ -1,0 +1,812 @@
+"""Identity resolution and profile benchmark: how fast the log becomes profiles, and how fast they read.
+
+Three measurements per engine (SQLite in a temporary directory, PostgreSQL in scratch databases
+that are dropped at the end):
+
+1. Processing throughput. The event log is pre-loaded with the demo shop of `--customers`
+   customers (3,000 give ~53k events), written straight into `events` as the collector would
+   write them (same normalisation, same INSERT, same order as `opencdp demo` sends them: per
+   source, in batches of 100). Then `Processor.run_until_caught_up()` is timed: events/s through
+   identity resolution and profile update, committed.
+2. Profile lookup latency on that loaded database: `find_profile_id` + `get_profile` in-process
+   for random user ids and e-mail addresses, then the same over HTTP against a real
+   `opencdp serve` (`GET /api/profiles/lookup` and `GET /api/profiles/{id}`, one keep-alive
+   connection, requests one after another).
+3. End-to-end latency, accepted -> visible, on a fresh database: a real `opencdp serve`
+   (processing in the server, its default) receives steady load, new demo events in batches of
+   `--batch-size` at `--rate` events/s for `--seconds`. Whenever the prober is idle, the next
+   acknowledged batch that carries an identify with a never-seen userId is sampled: from the
+   moment its 200 arrives, a second keep-alive connection polls
+   `GET /api/profiles/lookup?type=user_id&value=...` every `--poll-ms` until it answers 200.
+
+Everything is bounded: the pre-load by `--customers`, the load by `--seconds` and a fixed pool of
+batches, every request and every probe by a timeout. Only 127.0.0.1 is ever contacted.
+
+Usage:
+    .venv/bin/python benchmarks/profiles.py [--engine sqlite|postgresql|both] [--customers N]
+        [--lookups N] [--rate EVENTS_PER_S] [--seconds N] [--batch-size N] [--poll-ms N]
+        [--parts throughput,lookups,e2e] [--markdown]
+
+Exit status: 0 when every measurement ran without errors (targets missed are reported, not fatal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import http.client
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+from opencdp.access.keys import create_source
+from opencdp.collect.messages import Envelope, Limits, normalise
+from opencdp.config import Settings
+from opencdp.demo.shop import ShopGenerator
+from opencdp.identity.identifiers import IdentityRules
+from opencdp.process.processor import Processor
+from opencdp.profiles.reader import find_profile_id, get_profile
+from opencdp.store.database import open_database
+from opencdp.store.dialect import insert_ignoring_duplicates
+from opencdp.store.schema import events, identities, identity_conflicts, processor_state, profiles
+
+HOST = "127.0.0.1"  # the only address this script ever talks to
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SOURCES = ("web", "app", "email")
+DEMO_BATCH = 100  # what `opencdp demo` sends per request: decides the order of the pre-loaded log
+REQUEST_TIMEOUT_S = 30.0
+HEALTH_TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 15.0
+TARGET_EVENTS_PER_S = 5_000
+TARGET_LOOKUP_P99_MS = 5.0
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, round(q / 100 * len(sorted_values) + 0.5))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}" if seconds < 0.01 else f"{seconds * 1000:.1f}"
+
+
+def machine_cpu_busy() -> tuple[float, float] | None:
+    """(busy, total) jiffies over all cores since boot (Linux)."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return float(sum(values) - idle), float(sum(values))
+
+
+def background_load(seconds: float = 1.0) -> float | None:
+    """Fraction of all cores busy while this script is idle: other work skews every number."""
+    before = machine_cpu_busy()
+    time.sleep(seconds)
+    after = machine_cpu_busy()
+    if not before or not after or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return "unknown CPU"
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def git_revision() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if done.returncode == 0:
+            return done.stdout.strip()
+    return "unknown revision"
+
+
+# --------------------------------------------------------------------------------------------
+# Scratch databases and the server process
+
+
+@dataclass
+class Database:
+    """One scratch database: its URL and the environment a CLI or server process needs for it."""
+
+    engine: str
+    url: str
+    workdir: Path
+    env: dict[str, str]
+
+    def settings(self) -> Settings:
+        return Settings(data_dir=self.workdir, database_url=self.url)
+
+
+def _env(workdir: Path, url: str) -> dict[str, str]:
+    """The caller's environment minus OPENCDP_* settings, so a stray variable cannot skew a run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCDP_")}
+    env.update(OPENCDP_DATA_DIR=str(workdir), OPENCDP_DATABASE_URL=url, OPENCDP_LOG_LEVEL="WARNING")
+    return env
+
+
+@contextlib.contextmanager
+def scratch_database(engine: str, role: str, postgres_url: str) -> Iterator[Database]:
+    with tempfile.TemporaryDirectory(prefix=f"opencdp-bench-profiles-{role}-") as tmp:
+        workdir = Path(tmp)
+        if engine == "sqlite":
+            url = f"sqlite:///{workdir / 'opencdp.db'}"
+            yield Database(engine, url, workdir, _env(workdir, url))
+            return
+        name = f"opencdp_bench_profiles_{role}"
+        admin = sa.create_engine(
+            postgres_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+        )
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+            yield Database(engine, url, workdir, _env(workdir, url))
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def cli(db: Database, *args: str) -> str:
+    """Run the `opencdp` CLI as a user would; its first stdout line (a key, for the create commands)."""
+    script = Path(sys.executable).parent / "opencdp"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "opencdp"]
+    done = subprocess.run([*command, *args], env=db.env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"`opencdp {' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.strip().splitlines()[0]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """`opencdp serve` as a child process on a free loopback port; output goes to a log file."""
+
+    def __init__(self, db: Database) -> None:
+        script = Path(sys.executable).parent / "opencdp"
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "opencdp"]
+        self.port = free_port()
+        self.log_path = db.workdir / f"server-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [*command, "serve", "--host", HOST, "--port", str(self.port)],
+            env=db.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
+                try:
+                    conn.request("GET", "/api/health")
+                    if conn.getresponse().status == 200:
+                        return
+                finally:
+                    conn.close()
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not answer /api/health within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGINT (uvicorn's graceful shutdown), then SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running_server(db: Database) -> Iterator[Server]:
+    server = Server(db)
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        code = server.stop()
+        if code not in (0, None):
+            err_console.print(f"[yellow]{db.engine}: server exited with {code}[/yellow]")
+            err_console.print(server.log_tail(), markup=False)
+
+
+class Client:
+    """One HTTP/1.1 keep-alive connection to the server."""
+
+    def __init__(self, port: int, authorization: str) -> None:
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
+        self.headers = {"Authorization": authorization}
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        headers = self.headers if body is None else {**self.headers, "Content-Type": "application/json"}
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def lookup_path(kind: str, value: str) -> str:
+    return "/api/profiles/lookup?" + urllib.parse.urlencode({"type": kind, "value": value})
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Metric:
+    name: str
+    value: str
+    target: str = ""
+    ok: bool | None = None  # None: no target for this engine
+
+
+@dataclass
+class EngineReport:
+    engine: str
+    metrics: list[Metric] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, name: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        self.metrics.append(Metric(name, value, target, ok))
+
+
+def verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("met" if ok else "MISSED")
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Processing throughput
+
+
+def demo_order(customers: int, seed: int, batch_size: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """The demo shop's events as (source, batch), in the order `opencdp demo` would send them."""
+    pending: dict[str, list[dict[str, Any]]] = {}
+    for event in ShopGenerator(customers=customers, seed=seed).events():
+        batch = pending.setdefault(event.source, [])
+        batch.append(event.message)
+        if len(batch) >= batch_size:
+            yield event.source, pending.pop(event.source)
+    for source, batch in pending.items():
+        if batch:
+            yield source, batch
+
+
+def preload(engine: sa.Engine, customers: int, seed: int) -> int:
+    """Write the demo shop into the event log exactly as the collector would; returns the row count."""
+    source_ids = {name: create_source(engine, f"demo-{name}")[0].id for name in SOURCES}
+    insert = insert_ignoring_duplicates(engine.dialect.name, events, ["source_id", "message_id"])
+    limits = Limits()
+    rows: list[dict[str, Any]] = []
+    written = 0
+
+    def flush() -> None:
+        nonlocal rows, written
+        if rows:
+            with engine.begin() as conn:
+                conn.execute(insert, rows)
+            written += len(rows)
+            rows = []
+
+    for source, batch in demo_order(customers, seed, DEMO_BATCH):
+        envelope = Envelope(received_at=datetime.now(UTC))
+        rows.extend(normalise(message, envelope, source_ids[source], limits) for message in batch)
+        if len(rows) >= 5_000:
+            flush()
+    flush()
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+
+
+def derived_counts(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+
+        def count(stmt: Any) -> int:
+            return int(conn.execute(stmt).scalar_one())
+
+        live = profiles.c.merged_into.is_(None)
+        return {
+            "identities": count(sa.select(sa.func.count()).select_from(identities)),
+            "live profiles": count(sa.select(sa.func.count()).select_from(profiles).where(live)),
+            "merged profiles": count(sa.select(sa.func.count()).select_from(profiles).where(~live)),
+            "refused links": count(sa.select(sa.func.count()).select_from(identity_conflicts)),
+        }
+
+
+def measure_processing(engine: sa.Engine, args: argparse.Namespace, report: EngineReport) -> None:
+    began = time.perf_counter()
+    rows = preload(engine, args.customers, args.seed)
+    load_s = time.perf_counter() - began
+    report.add(
+        "log pre-loaded (direct INSERT)",
+        f"{rows:,} events, {args.customers:,} customers, {load_s:.1f} s",
+    )
+    processor = Processor(engine, IdentityRules(), chunk_size=args.chunk_size)
+    backlog = processor.backlog()
+    cpu_before = time.process_time()
+    began = time.perf_counter()
+    processed = processor.run_until_caught_up()
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu_before
+    if processed != backlog or processed != rows:
+        raise RuntimeError(f"processed {processed} events, but the backlog was {backlog} and the log {rows}")
+    rate = processed / elapsed
+    report.add(
+        "processing throughput",
+        f"{rate:,.0f} events/s ({processed:,} in {elapsed:.1f} s, chunk {args.chunk_size}, "
+        f"benchmark process CPU {100 * cpu / elapsed:.0f}% of 1 core)",
+        f">= {TARGET_EVENTS_PER_S:,} events/s",
+        rate >= TARGET_EVENTS_PER_S,
+    )
+    counts = derived_counts(engine)
+    report.add("resolved", ", ".join(f"{v:,} {k}" for k, v in counts.items()))
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Lookups
+
+
+def lookup_sample(engine: sa.Engine, count: int, seed: int) -> dict[str, list[str]]:
+    """`count` random user ids and as many random e-mail addresses that have a profile."""
+    rng = random.Random(seed)
+    out: dict[str, list[str]] = {}
+    with engine.connect() as conn:
+        for kind in ("user_id", "email"):
+            values = list(
+                conn.execute(
+                    sa.select(identities.c.value).where(
+                        identities.c.type == kind, identities.c.profile_id.is_not(None)
+                    )
+                ).scalars()
+            )
+            if not values:
+                raise RuntimeError(f"no {kind} identities to look up")
+            out[kind] = rng.choices(values, k=count)
+    return out
+
+
+def latency_cell(samples: list[float], high: float = 99) -> str:
+    ordered = sorted(samples)
+    return (
+        f"p50 {ms(percentile(ordered, 50))} ms, p{high:g} {ms(percentile(ordered, high))} ms, "
+        f"max {ms(ordered[-1])} ms (n={len(ordered):,})"
+    )
+
+
+def lookup_target(engine: str, samples: list[float]) -> tuple[str, bool | None]:
+    """The p99 target applies to SQLite (the embedded default); PostgreSQL is shown for comparison."""
+    if engine != "sqlite":
+        return f"(p99 <= {TARGET_LOOKUP_P99_MS:g} ms is the SQLite target)", None
+    return f"p99 <= {TARGET_LOOKUP_P99_MS:g} ms", percentile(
+        sorted(samples), 99
+    ) * 1000 <= TARGET_LOOKUP_P99_MS
+
+
+def measure_inprocess_lookups(
+    engine: sa.Engine, sample: dict[str, list[str]], report: EngineReport
+) -> list[str]:
+    """find_profile_id + get_profile in this process; returns the profile ids found (for HTTP by id)."""
+    rules = IdentityRules()
+    for kind, values in sample.items():  # warm-up: statement caches, connection pool, page cache
+        for value in values[:100]:
+            get_profile(engine, find_profile_id(engine, rules, kind, value))
+    every: list[float] = []
+    found: list[str] = []
+    for kind, values in sample.items():
+        timings: list[float] = []
+        for value in values:
+            began = time.perf_counter()
+            profile = get_profile(engine, find_profile_id(engine, rules, kind, value))
+            timings.append(time.perf_counter() - began)
+            found.append(profile["id"])
+        every += timings
+        target, ok = lookup_target(report.engine, timings)
+        report.add(f"in-process lookup by {kind}", latency_cell(timings), target, ok)
+    target, ok = lookup_target(report.engine, every)
+    report.add("in-process lookup, all", latency_cell(every), target, ok)
+    return found
+
+
+def measure_http_lookups(
+    db: Database, sample: dict[str, list[str]], profile_ids: list[str], report: EngineReport
+) -> None:
+    admin_key = cli(db, "keys", "create", "--role", "admin", "--name", "bench")
+    with running_server(db) as server:
+        client = Client(server.port, f"Bearer {admin_key}")
+        try:
+            paths = {kind: [lookup_path(kind, v) for v in values] for kind, values in sample.items()}
+            paths["id"] = [f"/api/profiles/{urllib.parse.quote(pid)}" for pid in profile_ids]
+            for kind_paths in paths.values():  # warm-up
+                for path in kind_paths[:100]:
+                    client.request("GET", path)
+            lookups: list[float] = []
+            for kind, kind_paths in paths.items():
+                timings: list[float] = []
+                for path in kind_paths:
+                    began = time.perf_counter()
+                    status, body = client.request("GET", path)
+                    timings.append(time.perf_counter() - began)
+                    if status != 200:
+                        raise RuntimeError(f"GET {path} answered {status}: {body[:200]!r}")
+                if kind == "id":
+                    report.add("HTTP GET /api/profiles/{id}", latency_cell(timings))
+                else:
+                    lookups += timings
+                    report.add(f"HTTP GET /api/profiles/lookup by {kind}", latency_cell(timings))
+            report.add("HTTP GET /api/profiles/lookup, all", latency_cell(lookups))
+        finally:
+            client.close()
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Accepted -> visible
+
+
+@dataclass
+class Batch:
+    source: str
+    body: bytes
+    events: int
+    fresh_user_ids: list[str]  # identify calls in this batch whose userId no earlier batch carried
+
+
+def plan_batches(total_events: int, batch_size: int, seed: int) -> list[Batch]:
+    """New demo events (a different seed than the pre-load) cut into per-source batches."""
+    customers = total_events // 8 + 50  # ~17 events per customer: more than enough
+    seen: set[str] = set()
+    batches: list[Batch] = []
+    sent = 0
+    for source, messages in demo_order(customers, seed, batch_size):
+        if sent >= total_events:
+            break
+        fresh = [
+            m["userId"]
+            for m in messages
+            if m["type"] == "identify" and m.get("userId") and m["userId"] not in seen
+        ]
+        seen.update(m["userId"] for m in messages if m.get("userId"))
+        batches.append(
+            Batch(source, orjson.dumps({"batch": messages}), len(messages), list(dict.fromkeys(fresh)))
+        )
+        sent += len(messages)
+    return batches
+
+
+@dataclass
+class Probe:
+    user_id: str
+    acked_at: float
+    visible_after: float | None = None  # seconds; None: not visible within PROBE_TIMEOUT_S
+    polls: int = 0
+
+
+class Prober(threading.Thread):
+    """Polls the lookup API for one sampled userId at a time on its own keep-alive connection."""
+
+    def __init__(self, port: int, admin_key: str, poll_s: float) -> None:
+        super().__init__(name="prober", daemon=True)
+        self.client = Client(port, f"Bearer {admin_key}")
+        self.poll_s = poll_s
+        self.busy = threading.Event()
+        self.inbox: queue.Queue[Probe | None] = queue.Queue()
+        self.done: list[Probe] = []
+        self.errors: list[str] = []
+
+    def offer(self, probe: Probe) -> bool:
+        """Take a probe if idle (only one at a time, so no probe ever waits in a queue)."""
+        if self.busy.is_set():
+            return False
+        self.busy.set()
+        self.inbox.put(probe)
+        return True
+
+    def run(self) -> None:
+        try:
+            while (probe := self.inbox.get()) is not None:
+                self._probe(probe)
+                self.busy.clear()
+        except (OSError, http.client.HTTPException) as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            self.busy.set()  # refuse further probes
+        finally:
+            self.client.close()
+
+    def _probe(self, probe: Probe) -> None:
+        path = lookup_path("user_id", probe.user_id)
+        deadline = probe.acked_at + PROBE_TIMEOUT_S
+        next_poll = time.perf_counter()
+        while True:
+            status, body = self.client.request("GET", path)
+            now = time.perf_counter()
+            probe.polls += 1
+            if status == 200:
+                probe.visible_after = now - probe.acked_at
+                break
+            if status != 404:
+                self.errors.append(f"lookup answered {status}: {body[:200]!r}")
+                break
+            if now >= deadline:
+                break
+            next_poll += self.poll_s
+            time.sleep(max(0.0, next_poll - time.perf_counter()))
+        self.done.append(probe)
+
+
+def unprocessed(db: Database) -> tuple[int, int]:
+    """(events in the log, events beyond the processor's checkpoint)."""
+    engine = sa.create_engine(db.url)
+    try:
+        with engine.connect() as conn:
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+            last = conn.execute(sa.select(sa.func.min(processor_state.c.last_event_id))).scalar() or 0
+            behind = conn.execute(sa.select(sa.func.count()).select_from(events).where(events.c.id > last))
+            return total, int(behind.scalar_one())
+    finally:
+        engine.dispose()
+
+
+def measure_visibility(db: Database, args: argparse.Namespace, report: EngineReport) -> None:
+    write_keys = {name: cli(db, "sources", "create", f"demo-{name}") for name in SOURCES}
+    admin_key = cli(db, "keys", "create", "--role", "admin", "--name", "bench")
+    auth = {
+        name: "Basic " + base64.b64encode(f"{key}:".encode()).decode() for name, key in write_keys.items()
+    }
+    batches = plan_batches(int(args.rate * args.seconds), args.batch_size, args.seed + 1)
+    with running_server(db) as server:
+        clients = {name: Client(server.port, header) for name, header in auth.items()}
+        prober = Prober(server.port, admin_key, args.poll_ms / 1000)
+        prober.start()
+        post_latencies: list[float] = []
+        errors: list[str] = []
+        sent = 0
+        cpu_before = process_cpu_seconds(server.process.pid)
+        start = time.perf_counter()
+        end = start + args.seconds
+        elapsed_send = 0.0
+        try:
+            for batch in batches:
+                due = start + sent / args.rate  # fixed arrival schedule, independent of response times
+                if due >= end:
+                    break
+                time.sleep(max(0.0, due - time.perf_counter()))
+                began = time.perf_counter()
+                try:
+                    status, reply = clients[batch.source].request("POST", "/v1/batch", batch.body)
+                except (OSError, http.client.HTTPException) as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    break
+                acked = time.perf_counter()
+                if status != 200:
+                    errors.append(f"POST /v1/batch answered {status}: {reply[:200]!r}")
+                    break
+                post_latencies.append(acked - began)
+                sent += batch.events
+                if batch.fresh_user_ids:
+                    prober.offer(Probe(batch.fresh_user_ids[0], acked))
+            elapsed_send = time.perf_counter() - start
+            cpu_after = process_cpu_seconds(server.process.pid)
+            backlog_at_stop = unprocessed(db)[1]
+            prober.inbox.put(None)
+            prober.join(PROBE_TIMEOUT_S + REQUEST_TIMEOUT_S)
+            drain_deadline = time.monotonic() + 60
+            while (left := unprocessed(db)[1]) and time.monotonic() < drain_deadline:
+                time.sleep(0.1)
+        finally:
+            for client in clients.values():
+                client.close()
+    errors += prober.errors
+    if errors:
+        raise RuntimeError(f"{len(errors)} error(s) during the load; first: {errors[0]}")
+    server_cpu = (
+        f", server CPU {100 * (cpu_after - cpu_before) / elapsed_send:.0f}% of 1 core"
+        if cpu_before is not None and cpu_after is not None
+        else ""
+    )
+    report.add(
+        "steady load on a fresh database",
+        f"{sent:,} events in {len(post_latencies):,} batches of <= {args.batch_size} over "
+        f"{elapsed_send:.1f} s = {sent / elapsed_send:,.0f} events/s (asked {args.rate:,.0f}); "
+        f"POST {latency_cell(post_latencies)}{server_cpu}",
+    )
+    visible = sorted(p.visible_after for p in prober.done if p.visible_after is not None)
+    missing = sum(1 for p in prober.done if p.visible_after is None)
+    if not visible:
+        raise RuntimeError("no sampled identify became visible")
+    report.add(
+        "accepted -> visible (lookup by new userId)",
+        f"{latency_cell(visible, 95)}, polled every {args.poll_ms:g} ms"
+        + (f", {missing} NOT visible within {PROBE_TIMEOUT_S:.0f} s" if missing else ""),
+    )
+    report.add(
+        "processor backlog when the load stopped",
+        f"{backlog_at_stop:,} events" + (f" ({left:,} still unprocessed 60 s later)" if left else ""),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+
+
+def run_engine(engine_name: str, args: argparse.Namespace) -> EngineReport:
+    report = EngineReport(engine_name)
+    if {"throughput", "lookups"} & args.parts:
+        with scratch_database(engine_name, "load", args.postgres_url) as db:
+            engine = open_database(db.settings())
+            try:
+                measure_processing(engine, args, report)
+                if "lookups" in args.parts:
+                    sample = lookup_sample(engine, args.lookups, args.seed)
+                    profile_ids = measure_inprocess_lookups(engine, sample, report)
+            finally:
+                engine.dispose()
+            if "lookups" in args.parts:
+                rng = random.Random(args.seed)
+                by_id = rng.sample(profile_ids, k=min(len(profile_ids), args.lookups))
+                measure_http_lookups(db, sample, by_id, report)
+    if "e2e" in args.parts:
+        with scratch_database(engine_name, "e2e", args.postgres_url) as db:
+            measure_visibility(db, args, report)
+    return report
+
+
+def report_table(report: EngineReport, title: str) -> Table:
+    table = Table(title=f"{title}: {report.engine}", show_lines=False)
+    table.add_column("measurement")
+    table.add_column("result")
+    table.add_column("target")
+    table.add_column("")
+    for m in report.metrics:
+        style = "green" if m.ok else ("red" if m.ok is False else "")
+        table.add_row(m.name, m.value, m.target, f"[{style}]{verdict(m.ok)}[/{style}]" if style else "")
+    return table
+
+
+def markdown(reports: list[EngineReport]) -> str:
+    lines = ["| engine | measurement | result | target |", "|---|---|---|---|"]
+    for r in reports:
+        for m in r.metrics:
+            target = f"{m.target} **{verdict(m.ok)}**" if m.ok is not None else m.target
+            lines.append(f"| {r.engine} | {m.name} | {m.value} | {target} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--engine", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--customers", type=int, default=3000, help="demo customers pre-loaded (3000)")
+    parser.add_argument("--seed", type=int, default=42, help="demo shop seed (42)")
+    parser.add_argument("--chunk-size", type=int, default=500, help="Processor chunk size (500)")
+    parser.add_argument("--lookups", type=int, default=2000, help="lookups per kind (2000)")
+    parser.add_argument("--rate", type=float, default=1500, help="e2e load in events/s (1500)")
+    parser.add_argument("--seconds", type=float, default=10, help="e2e load duration (10)")
+    parser.add_argument("--batch-size", type=int, default=20, help="events per e2e POST (20)")
+    parser.add_argument("--poll-ms", type=float, default=5, help="e2e lookup poll interval (5)")
+    parser.add_argument(
+        "--parts",
+        default="throughput,lookups,e2e",
+        help="comma separated subset of throughput,lookups,e2e (lookups implies throughput)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("OPENCDP_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="server for the scratch databases opencdp_bench_profiles_* (dropped afterwards)",
+    )
+    parser.add_argument("--markdown", action="store_true", help="also print the results as Markdown")
+    args = parser.parse_args(argv)
+    args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not args.parts or args.parts - {"throughput", "lookups", "e2e"}:
+        parser.error("--parts takes a comma separated subset of throughput,lookups,e2e")
+    if not 1 <= args.customers <= 30_000:
+        parser.error("--customers must be between 1 and 30000 (keeps the run bounded)")
+    if not 0 < args.seconds <= 120 or not 0 < args.rate <= 20_000:
+        parser.error("--seconds must be in (0, 120] and --rate in (0, 20000]")
+    if not 1 <= args.lookups <= 50_000 or not 1 <= args.batch_size <= 500 or args.poll_ms <= 0:
+        parser.error("--lookups in [1, 50000], --batch-size in [1, 500], --poll-ms > 0")
+    if sa.make_url(args.postgres_url).host not in (None, "127.0.0.1", "localhost", "::1"):
+        parser.error("--postgres-url must point at the loopback interface")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    engines = ["sqlite", "postgresql"] if args.engine == "both" else [args.engine]
+    busy = background_load()
+    header = (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} x {cpu_model()}, "
+        f"opencdp at {git_revision()}, CPU busy before the run: "
+        + ("unknown" if busy is None else f"{100 * busy:.0f}%")
+    )
+    console.print(f"[dim]{header}[/dim]")
+    if busy is not None and busy > 0.15:
+        err_console.print(
+            "[yellow]warning: other processes keep the CPUs busy; the results will be low and noisy[/yellow]"
+        )
+    reports: list[EngineReport] = []
+    failed = False
+    for engine_name in engines:
+        began = time.perf_counter()
+        try:
+            report = run_engine(engine_name, args)
+        except Exception as exc:
+            err_console.print(f"[red]{engine_name}: benchmark failed: {exc}[/red]")
+            failed = True
+            continue
+        console.print(f"[dim]{engine_name}: done in {time.perf_counter() - began:.0f} s[/dim]")
+        console.print(report_table(report, "opencdp identity resolution and profiles"))
+        reports.append(report)
+    if args.markdown and reports:
+        print(f"\n{header}\n")
+        print(markdown(reports))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
