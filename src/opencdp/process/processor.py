@@ -31,6 +31,7 @@ from opencdp.store.schema import (
     identity_edges,
     identity_links,
     processor_state,
+    profile_events,
     profiles,
     sources,
 )
@@ -121,6 +122,9 @@ class _Chunk:
         self.dirty: set[str] = set()
         self.signatures: dict[str, EdgeKey] = {}
         self.owners: list[dict[str, int]] = []
+        self.facts: list[dict[str, Any]] = []
+        #: every profile this chunk changed (live or merged away): its derived state needs updating
+        self.touched: set[str] = set()
 
     # -- loading ---------------------------------------------------------------------------------
     def preload(self, all_ids: set[Identifier], sigs: set[str]) -> None:
@@ -199,6 +203,18 @@ class _Chunk:
                 self._recompute_component(edge)
         owner_identity, owner_profile = self.ident[ids[0]]
         self.owners.append({"event_id": event.id, "identity_id": owner_identity})
+        properties = payload.get("properties")
+        self.facts.append(
+            {
+                "event_id": event.id,
+                "profile_id": owner_profile,
+                "type": event.type,
+                "name": payload.get("event") if event.type == "track" else payload.get("name"),
+                "ts": event.timestamp,
+                "source_id": event.source_id,
+                "properties": properties if isinstance(properties, dict) else {},
+            }
+        )
         self.profiles[owner_profile].state.apply(payload, ts, event.message_id, event.source_id, event.source)
         self.dirty.add(owner_profile)
 
@@ -411,7 +427,12 @@ class _Chunk:
                 if ident in self.ident:
                     self.ident[ident][1] = pid
             profile = _Profile(pid, group.anchor_key, group.anchor, group.last_key, dict(group.counts))
-            profile.state = self._refold([by_ident[i].id for i in group.members])
+            member_ids = [by_ident[i].id for i in group.members]
+            profile.state = self._refold(member_ids)
+            owned = sa.select(event_owners.c.event_id).where(event_owners.c.identity_id.in_(member_ids))
+            conn.execute(
+                profile_events.update().where(profile_events.c.event_id.in_(owned)).values(profile_id=pid)
+            )
             self.profiles[pid] = profile
             self.dirty.add(pid)
         for old in sorted(old_ids - new_ids):
@@ -440,6 +461,10 @@ class _Chunk:
         if self.owners:
             self.conn.execute(event_owners.insert(), self.owners)
             self.owners = []
+        if self.facts:
+            self.conn.execute(profile_events.insert(), self.facts)
+            self.facts = []
+        self.touched |= self.dirty
         if self.dirty:
             columns = [c.name for c in profiles.columns if c.name != "id"]
             self.conn.execute(
@@ -499,6 +524,7 @@ class Processor:
             for event in batch:
                 chunk.apply(event)
             chunk.flush()
+            update_derived_state(conn, chunk.touched)
             conn.execute(
                 processor_state.update()
                 .where(processor_state.c.name == PROCESSOR)
@@ -525,6 +551,26 @@ class Processor:
                     sa.select(sa.func.count()).select_from(events).where(events.c.id > last)
                 ).scalar_one()
             )
+
+
+def update_derived_state(conn: sa.Connection, touched: set[str], now: datetime | None = None) -> None:
+    """Computed traits and segment memberships of the profiles a chunk changed, in its transaction."""
+    from opencdp.segments.memberships import refresh_segments
+    from opencdp.traits.store import refresh_computed
+
+    if not touched:
+        return
+    live = {
+        r[0]
+        for r in conn.execute(
+            sa.select(profiles.c.id).where(
+                profiles.c.id.in_(sorted(touched)), profiles.c.merged_into.is_(None)
+            )
+        )
+    }
+    now = now or datetime.now(UTC)
+    refresh_computed(conn, live, now)
+    refresh_segments(conn, touched, now)
 
 
 def reset_derived_state(engine: sa.Engine) -> None:

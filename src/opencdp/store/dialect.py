@@ -13,6 +13,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.dml import Insert
 
 #: An auto-incrementing 64-bit key (on SQLite it must be INTEGER to alias the rowid).
@@ -120,3 +121,88 @@ def on_connect(dbapi_connection: Any, synchronous: str) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+# --- Typed access to one top-level key of a JSON column -----------------------------------------
+# Strictly typed on purpose: "42" (a string) is not the number 42, on both engines, so a segment
+# over dirty data neither crashes (PostgreSQL casts) nor matches differently per engine.
+
+
+class _JsonKey(sa.sql.functions.FunctionElement[Any]):
+    inherit_cache = True
+    kind = "text"
+
+    def __init__(self, column: sa.ColumnElement[Any], key: str) -> None:
+        super().__init__(column, sa.bindparam(None, key, type_=sa.String()))
+
+
+class json_text(_JsonKey):
+    type = sa.String()
+    kind = "text"
+    inherit_cache = True
+
+
+class json_number(_JsonKey):
+    type = sa.Float()
+    kind = "number"
+    inherit_cache = True
+
+
+class json_bool(_JsonKey):
+    type = sa.Boolean()
+    kind = "bool"
+    inherit_cache = True
+
+
+class json_present(_JsonKey):
+    """True when the key exists with a non-null value."""
+
+    type = sa.Boolean()
+    kind = "present"
+    inherit_cache = True
+
+
+_SQLITE_TYPES = {"text": "('text')", "number": "('integer', 'real')", "bool": "('true', 'false')"}
+_PG_TYPES = {"text": "'string'", "number": "'number'", "bool": "'boolean'"}
+_PG_CASTS = {"text": "{v}", "number": "CAST({v} AS DOUBLE PRECISION)", "bool": "CAST({v} AS BOOLEAN)"}
+
+
+@compiles(_JsonKey, "sqlite")
+def _json_key_sqlite(element: _JsonKey, compiler: Any, **kw: Any) -> str:
+    column, key = (compiler.process(arg, **kw) for arg in element.clauses)
+    path = f"('$.\"' || {key} || '\"')"
+    kind_of = f"json_type({column}, {path})"
+    if element.kind == "present":
+        return f"(coalesce({kind_of}, 'null') != 'null')"
+    value = f"({kind_of} = 'true')" if element.kind == "bool" else f"json_extract({column}, {path})"
+    return f"(CASE WHEN {kind_of} IN {_SQLITE_TYPES[element.kind]} THEN {value} END)"
+
+
+@compiles(_JsonKey, "postgresql")
+def _json_key_postgresql(element: _JsonKey, compiler: Any, **kw: Any) -> str:
+    column, key = (compiler.process(arg, **kw) for arg in element.clauses)
+    kind_of = f"jsonb_typeof({column} -> CAST({key} AS TEXT))"
+    if element.kind == "present":
+        return f"(coalesce({kind_of}, 'null') != 'null')"
+    value = _PG_CASTS[element.kind].format(v=f"({column} ->> CAST({key} AS TEXT))")
+    return f"(CASE WHEN {kind_of} = {_PG_TYPES[element.kind]} THEN {value} END)"
+
+
+class text_contains(sa.sql.functions.FunctionElement[Any]):
+    """Case-sensitive substring test with the same answer on both engines (LIKE is not: SQLite's
+    LIKE ignores ASCII case, PostgreSQL's does not)."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+
+
+@compiles(text_contains, "sqlite")
+def _contains_sqlite(element: text_contains, compiler: Any, **kw: Any) -> str:
+    haystack, needle = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"(instr({haystack}, {needle}) > 0)"
+
+
+@compiles(text_contains, "postgresql")
+def _contains_postgresql(element: text_contains, compiler: Any, **kw: Any) -> str:
+    haystack, needle = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"(strpos({haystack}, {needle}) > 0)"

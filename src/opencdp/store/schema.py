@@ -113,6 +113,7 @@ profiles = sa.Table(
     sa.Column("first_seen", UTCDateTime, nullable=True),
     sa.Column("last_seen", UTCDateTime, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("computed", Json, nullable=True),
 )
 
 #: Accepted joins: the answer to "why are these one person?".
@@ -154,6 +155,62 @@ processor_state = sa.Table(
     sa.Column("last_event_id", sa.BigInteger, nullable=False),
 )
 
+#: Each event with the profile that owns it now: what segments and computed traits aggregate.
+profile_events = sa.Table(
+    "profile_events",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, primary_key=True),
+    sa.Column("profile_id", sa.String(36), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("source_id", sa.Integer, nullable=False),
+    sa.Column("properties", Json, nullable=False),
+    sa.Index("ix_profile_events_profile_ts", "profile_id", "ts"),
+    sa.Index("ix_profile_events_name_ts", "name", "ts"),
+)
+
+#: Custom computed traits (the built-in ones are defined in code).
+computed_trait_definitions = sa.Table(
+    "computed_trait_definitions",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("definition", Json, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("criteria", Json, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+segment_memberships = sa.Table(
+    "segment_memberships",
+    metadata,
+    sa.Column("segment_id", sa.Integer, primary_key=True),
+    sa.Column("profile_id", sa.String(36), primary_key=True, index=True),
+    sa.Column("entered_at", UTCDateTime, nullable=False),
+    sa.Column("exited_at", UTCDateTime, nullable=True),
+)
+
+#: Every entry into and exit from a segment, for triggers and reports.
+segment_transitions = sa.Table(
+    "segment_transitions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("segment_id", sa.Integer, nullable=False),
+    sa.Column("profile_id", sa.String(36), nullable=False),
+    sa.Column("change", sa.String(8), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("ix_segment_transitions_segment_at", "segment_id", "at"),
+)
+
 DERIVED_TABLES = (
     identities,
     identity_edges,
@@ -163,4 +220,7 @@ DERIVED_TABLES = (
     identity_links,
     identity_conflicts,
     processor_state,
+    profile_events,
+    segment_memberships,
+    segment_transitions,
 )

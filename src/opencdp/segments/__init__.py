@@ -1,0 +1,1 @@
+"""Segments: who, described as data, compiled to SQL, kept as memberships."""

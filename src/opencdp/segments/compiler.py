@@ -1,0 +1,162 @@
+"""Compiling criteria to SQL (SQLAlchemy Core, every value a bound parameter).
+
+The result is a boolean expression over `profiles`; `members_query` wraps it into a SELECT of
+live profile ids. `segments.oracle` evaluates the same criteria in plain Python, and a property
+test checks that both always agree, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from opencdp.segments.language import (
+    And,
+    ComputedCondition,
+    EventCondition,
+    Not,
+    Or,
+    PropertyCondition,
+    SegmentRef,
+    TraitCondition,
+    _ValueTest,
+    parse_criteria,
+)
+from opencdp.store.dialect import UTCDateTime, json_bool, json_number, json_present, json_text, text_contains
+from opencdp.store.schema import profile_events, profiles
+
+#: Looks up a saved segment's criteria document by name (None: no such segment).
+SegmentLookup = Callable[[str], Any | None]
+
+
+class SegmentReferenceError(ValueError):
+    pass
+
+
+def _typed(column: sa.ColumnElement[Any], key: str, value: Any) -> sa.ColumnElement[Any]:
+    if isinstance(value, bool):
+        return json_bool(column, key)
+    if isinstance(value, int | float):
+        return json_number(column, key)
+    return json_text(column, key)
+
+
+def value_test(column: sa.ColumnElement[Any], key: str, test: _ValueTest) -> sa.ColumnElement[bool]:
+    """One op on one JSON key; `neq`/`not_in`/`not_exists` also match a missing value."""
+    op, value = test.op, test.value
+    if op == "exists":
+        return json_present(column, key)
+    if op == "not_exists":
+        return sa.not_(json_present(column, key))
+    if op in ("in", "not_in"):
+        assert isinstance(value, list)
+        field = _typed(column, key, value[0])
+        inside = sa.and_(field.is_not(None), field.in_([sa.literal(v) for v in value]))
+        return inside if op == "in" else sa.not_(sa.func.coalesce(inside, False))
+    field = _typed(column, key, value)
+    if op == "contains":
+        return sa.and_(field.is_not(None), text_contains(field, sa.literal(value)))
+    if op == "starts_with":
+        assert isinstance(value, str)
+        prefix = sa.literal(value)
+        return sa.and_(field.is_not(None), sa.func.substr(field, 1, sa.func.length(prefix)) == prefix)
+    compare = {
+        "eq": field == value,
+        "neq": field == value,
+        "gt": field > value,
+        "gte": field >= value,
+        "lt": field < value,
+        "lte": field <= value,
+    }[op]
+    present = sa.and_(field.is_not(None), compare)
+    return sa.not_(sa.func.coalesce(present, False)) if op == "neq" else present
+
+
+class Compiler:
+    def __init__(self, now: datetime, lookup: SegmentLookup | None = None) -> None:
+        self.now = now
+        self.lookup = lookup or (lambda _name: None)
+        self._stack: list[str] = []
+
+    def compile(self, criteria: Any) -> sa.ColumnElement[bool]:
+        if isinstance(criteria, And):
+            return sa.and_(*(self.compile(c) for c in criteria.and_))
+        if isinstance(criteria, Or):
+            return sa.or_(*(self.compile(c) for c in criteria.or_))
+        if isinstance(criteria, Not):
+            return sa.not_(self.compile(criteria.not_))
+        if isinstance(criteria, TraitCondition):
+            return value_test(profiles.c.traits, criteria.trait, criteria)
+        if isinstance(criteria, ComputedCondition):
+            return value_test(profiles.c.computed, criteria.computed, criteria)
+        if isinstance(criteria, EventCondition):
+            return self._event(criteria)
+        if isinstance(criteria, SegmentRef):
+            return self._segment(criteria.segment)
+        raise TypeError(f"not a criteria node: {criteria!r}")
+
+    def _segment(self, name: str) -> sa.ColumnElement[bool]:
+        if name in self._stack:
+            raise SegmentReferenceError(
+                f"segment {name!r} refers to itself through {' → '.join(self._stack)}"
+            )
+        document = self.lookup(name)
+        if document is None:
+            raise SegmentReferenceError(f"there is no segment named {name!r}")
+        self._stack.append(name)
+        try:
+            return self.compile(parse_criteria(document))
+        finally:
+            self._stack.pop()
+
+    def _matching_events(self, cond: EventCondition, windowed: bool) -> sa.Select[Any]:
+        where: list[sa.ColumnElement[bool]] = []
+        if cond.event is not None:
+            where.append(profile_events.c.name == cond.event)
+        if cond.type is not None:
+            where.append(profile_events.c.type == cond.type)
+        if windowed and cond.within_days is not None:
+            where.append(
+                profile_events.c.ts >= sa.literal(self.now - timedelta(days=cond.within_days), UTCDateTime)
+            )
+        where += [value_test(profile_events.c.properties, p.property, p) for p in cond.where]
+        return sa.select(profile_events.c.profile_id).where(*where).group_by(profile_events.c.profile_id)
+
+    def _event(self, cond: EventCondition) -> sa.ColumnElement[bool]:
+        if cond.first_occurred or cond.last_occurred:
+            test = cond.first_occurred or cond.last_occurred
+            assert test is not None
+            moment = (
+                sa.func.min(profile_events.c.ts) if cond.first_occurred else sa.func.max(profile_events.c.ts)
+            )
+            cutoff = sa.literal(self.now - timedelta(days=test.value), UTCDateTime)
+            having = moment >= cutoff if test.op == "within_days" else moment < cutoff
+            return profiles.c.id.in_(self._matching_events(cond, windowed=False).having(having))
+        count, n = cond.count_test.op, cond.count_test.value
+        matches = self._matching_events(cond, windowed=True)
+        total = sa.func.count()
+        if count == "gt":
+            count, n = "gte", n + 1
+        if count == "lt":
+            count, n = "lte", n - 1
+            if n < 0:
+                return sa.false()
+        if count == "gte":
+            return sa.true() if n == 0 else profiles.c.id.in_(matches.having(total >= n))
+        if count == "lte":
+            return sa.not_(profiles.c.id.in_(matches.having(total > n)))
+        if n == 0:  # eq 0: did not perform
+            return sa.not_(profiles.c.id.in_(matches))
+        return profiles.c.id.in_(matches.having(total == n))
+
+
+def members_query(criteria: Any, now: datetime, lookup: SegmentLookup | None = None) -> sa.Select[Any]:
+    """SELECT the ids of live (not merged) profiles matching the criteria."""
+    expression = Compiler(now, lookup).compile(criteria)
+    return sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), expression)
+
+
+__all__ = ["Compiler", "PropertyCondition", "SegmentLookup", "SegmentReferenceError", "members_query"]

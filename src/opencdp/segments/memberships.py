@@ -1,0 +1,80 @@
+"""Stored memberships with entered/exited times, and the transitions that triggers consume.
+
+Updated in real time for the profiles a processed chunk touched, and on a schedule for all
+profiles (time windows expire: "no order in 90 days" becomes true without any new event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from opencdp.segments.compiler import members_query
+from opencdp.segments.language import parse_criteria
+from opencdp.segments.store import lookup_in
+from opencdp.store.schema import profiles, segment_memberships, segment_transitions, segments
+
+
+def refresh(
+    conn: sa.Connection,
+    segment_id: int,
+    criteria: Any,
+    now: datetime,
+    profile_ids: Iterable[str] | None = None,
+) -> tuple[int, int]:
+    """Bring one segment's memberships up to date (for these profiles, or all); returns (entered, exited)."""
+    query = members_query(parse_criteria(criteria), now, lookup_in(conn))
+    current_q = sa.select(segment_memberships.c.profile_id).where(
+        segment_memberships.c.segment_id == segment_id, segment_memberships.c.exited_at.is_(None)
+    )
+    if profile_ids is None:
+        members = {r[0] for r in conn.execute(query)}
+        current = {r[0] for r in conn.execute(current_q)}
+    else:
+        ids = sorted(set(profile_ids))
+        members, current = set(), set()
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            members |= {r[0] for r in conn.execute(query.where(profiles.c.id.in_(part)))} if part else set()
+            current |= {
+                r[0] for r in conn.execute(current_q.where(segment_memberships.c.profile_id.in_(part)))
+            }
+    entered, exited = sorted(members - current), sorted(current - members)
+    if entered:
+        conn.execute(
+            segment_memberships.delete().where(
+                segment_memberships.c.segment_id == segment_id, segment_memberships.c.profile_id.in_(entered)
+            )
+        )
+        conn.execute(
+            segment_memberships.insert(),
+            [
+                {"segment_id": segment_id, "profile_id": p, "entered_at": now, "exited_at": None}
+                for p in entered
+            ],
+        )
+    if exited:
+        conn.execute(
+            segment_memberships.update()
+            .where(
+                segment_memberships.c.segment_id == segment_id, segment_memberships.c.profile_id.in_(exited)
+            )
+            .values(exited_at=now)
+        )
+    changes = [{"segment_id": segment_id, "profile_id": p, "change": "entered", "at": now} for p in entered]
+    changes += [{"segment_id": segment_id, "profile_id": p, "change": "exited", "at": now} for p in exited]
+    if changes:
+        conn.execute(segment_transitions.insert(), changes)
+    return len(entered), len(exited)
+
+
+def refresh_segments(
+    conn: sa.Connection, profile_ids: Iterable[str] | None = None, now: datetime | None = None
+) -> None:
+    now = now or datetime.now(UTC)
+    ids = None if profile_ids is None else list(profile_ids)
+    for row in conn.execute(sa.select(segments.c.id, segments.c.criteria).order_by(segments.c.id)).all():
+        refresh(conn, row.id, row.criteria, now, ids)

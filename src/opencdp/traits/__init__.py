@@ -1,0 +1,1 @@
+"""Computed traits: values kept up to date on every profile from its events."""
