@@ -10,7 +10,7 @@ from opencdp.collect.messages import Envelope, Limits, normalise
 from opencdp.collect.writer import LogWriter
 from opencdp.identity.identifiers import IdentityRules
 from opencdp.process.processor import Processor
-from opencdp.store.schema import identities, identity_conflicts, profiles, sources
+from opencdp.store.schema import events, identities, identity_conflicts, identity_links, profiles, sources
 
 RULES = IdentityRules()
 
@@ -52,7 +52,15 @@ def world(engine: sa.Engine) -> dict[str, Any]:
         for row in conn.execute(sa.select(identities.c.type, identities.c.value, identities.c.profile_id)):
             groups.setdefault(row.profile_id, set()).add(f"{row.type}:{row.value}")
         live = {r.id: r for r in conn.execute(sa.select(profiles).where(profiles.c.merged_into.is_(None)))}
-        conflicts = {(r.event_id, r.rule) for r in conn.execute(sa.select(identity_conflicts))}
+        message = {r.id: r.message_id for r in conn.execute(sa.select(events.c.id, events.c.message_id))}
+        conflicts = {
+            (message[r.event_id], r.rule, r.left_type, r.left_value, r.right_type, r.right_value)
+            for r in conn.execute(sa.select(identity_conflicts))
+        }
+        links = {
+            (r.profile_id, message[r.event_id], r.rule, r.left_type, r.left_value, r.right_type, r.right_value)
+            for r in conn.execute(sa.select(identity_links))
+        }
         merged = dict(
             conn.execute(
                 sa.select(profiles.c.id, profiles.c.merged_into).where(profiles.c.merged_into.is_not(None))
@@ -71,6 +79,8 @@ def world(engine: sa.Engine) -> dict[str, Any]:
             for pid, row in live.items()
         },
         "conflict_count": len(conflicts),
+        "conflicts": conflicts,
+        "links": links,
         "merged_resolve_to_live": all(target in live for target in merged.values()),
     }
 

@@ -41,6 +41,7 @@ class Settings:
     max_batch_bytes: int = 500 * 1024
     max_nesting_depth: int = 32
     process_in_server: bool = True
+    refresh_seconds: int = 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,6 +65,7 @@ class Settings:
             max_event_bytes=_int("OPENCDP_MAX_EVENT_BYTES", 32 * 1024),
             max_batch_bytes=_int("OPENCDP_MAX_BATCH_BYTES", 500 * 1024),
             max_nesting_depth=_int("OPENCDP_MAX_NESTING_DEPTH", 32),
+            refresh_seconds=_int("OPENCDP_REFRESH_SECONDS", 3600),
             process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()
             not in {"0", "false", "no"},
         )

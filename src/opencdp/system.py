@@ -27,7 +27,7 @@ class OpenCDP:
         #: The embedded default processes events inside the server; `OPENCDP_PROCESS_IN_SERVER=0`
         #: leaves it to separate `opencdp worker` processes (PostgreSQL).
         self.loop = (
-            ProcessorLoop(self.processor)
+            ProcessorLoop(self.processor, refresh_seconds=settings.refresh_seconds)
             if (settings.process_in_server if process is None else process)
             else None
         )

@@ -14,8 +14,12 @@ log = logs.get("opencdp.processor")
 class ProcessorLoop:
     """Wakes when the log writer commits (or every `idle_seconds`) and processes until caught up."""
 
-    def __init__(self, processor: Processor, idle_seconds: float = 0.25) -> None:
+    def __init__(
+        self, processor: Processor, idle_seconds: float = 0.25, refresh_seconds: float = 3600.0
+    ) -> None:
         self.processor = processor
+        self.refresh_seconds = refresh_seconds
+        self._next_refresh = time.monotonic() + refresh_seconds
         self.idle_seconds = idle_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -41,6 +45,11 @@ class ProcessorLoop:
             try:
                 while not self._stop.is_set() and (n := self.processor.run_once()):
                     self.processed += n
+                if self.refresh_seconds > 0 and time.monotonic() >= self._next_refresh:
+                    from opencdp.process.schedule import refresh_all
+
+                    self._next_refresh = time.monotonic() + self.refresh_seconds
+                    log.info("scheduled refresh", profiles=refresh_all(self.processor.engine))
             except Exception:
                 log.exception("processing failed; retrying")
                 time.sleep(1.0)

@@ -185,19 +185,22 @@ class _Chunk:
         known = self.signatures.get(sig)
         if known is not None and key < known:
             # The same identifiers were seen together before, but this event is earlier: the edge
-            # now dates from it, which can change the canonical order, so recompute.
+            # now dates from it. Only a multi-identifier edge or a new anchor can change anything.
             self.signatures[sig] = key
             self.conn.execute(
                 identity_edges.update()
                 .where(identity_edges.c.signature == sig)
                 .values(event_id=event.id, ts=key[0], message_id=key[1], source_id=key[2])
             )
-            self._recompute_component(edge)
+            if len(ids) > 1 or self._would_anchor(ids[0], key):
+                self._recompute_component(edge)
         elif known is None:
             self.signatures[sig] = key
             self._store_edge(edge, sig)
             touched = {self.ident[i][1] for i in ids if self.ident[i][1]}
-            if all(self.profiles[p].last_key <= key for p in touched):
+            if all(self.profiles[p].last_key <= key for p in touched) or self._safe_out_of_order(
+                edge, touched
+            ):
                 self._apply_incrementally(edge, touched)
             else:
                 self._recompute_component(edge)
@@ -217,6 +220,38 @@ class _Chunk:
         )
         self.profiles[owner_profile].state.apply(payload, ts, event.message_id, event.source_id, event.source)
         self.dirty.add(owner_profile)
+
+    def _would_anchor(self, ident: Identifier, key: EdgeKey) -> bool:
+        """Would an edge dated `key` make `ident` its group's earliest identifier (a new profile id)?"""
+        profile = self.profiles[self.ident[ident][1]]
+        return (key, ident.sort_key()) < profile.anchor_key
+
+    def _safe_out_of_order(self, edge: Edge, touched: set[str]) -> bool:
+        """Whether an edge older than its groups' newest can still be applied incrementally.
+
+        It can when the canonical order would give the same groups, links, conflicts and anchors:
+        its known identifiers sit in distinct groups (so it links the same pairs at any time),
+        the joined groups with its new identifiers stay within the limits (so no join before or
+        after it changes outcome), and none of its identifiers would become an anchor."""
+        known = [i for i in edge.identifiers if self.ident[i][1] is not None]
+        if len(known) != len(touched):
+            return False
+        if not touched:
+            return True
+        groups = [self.profiles[p] for p in touched]
+        counts: dict[str, int] = {}
+        for group in groups:
+            for kind, n in group.counts.items():
+                counts[kind] = counts.get(kind, 0) + n
+        new = [i for i in edge.identifiers if self.ident[i][1] is None]
+        for ident in new:
+            counts[ident.type] = counts.get(ident.type, 0) + 1
+        if any(counts.get(kind, 0) > limit for kind, limit in self.rules.limits.items()):
+            return False
+        if any(self._would_anchor(ident, edge.key) for ident in known):
+            return False
+        first_anchor = min(group.anchor_key for group in groups)
+        return all((edge.key, ident.sort_key()) > first_anchor for ident in new)
 
     def _store_edge(self, edge: Edge, sig: str) -> None:
         edge_id = self.conn.execute(

@@ -74,6 +74,9 @@ def save(
                 .values(description=description, criteria=document, updated_at=now)
             )
         row = conn.execute(sa.select(segments).where(segments.c.name == name)).one()
+        from opencdp.segments.memberships import refresh
+
+        refresh(conn, row.id, row.criteria, now)  # members at once, not at the next scheduled refresh
     return Segment(row.id, row.name, row.description, row.criteria, row.created_at, row.updated_at)
 
 

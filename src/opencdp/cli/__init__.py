@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 import orjson
 
 from opencdp import __version__, logs
 from opencdp.access import keys
-from opencdp.config import ConfigError, Settings
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _engine() -> Any:
-    from opencdp.store.database import open_database
-
-    return open_database(_settings())
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected failures into one readable line instead of a traceback."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except keys.AccessError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
+from opencdp.cli.common import _engine, _friendly, _settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -231,7 +202,7 @@ def worker(once: bool) -> None:
     if once:
         click.echo(f"processed {processor.run_until_caught_up()} events")
         return
-    loop = ProcessorLoop(processor)
+    loop = ProcessorLoop(processor, refresh_seconds=_settings().refresh_seconds)
     logs.get("opencdp.worker").info("worker started", backlog=processor.backlog())
     with contextlib.suppress(KeyboardInterrupt):
         loop.run()
@@ -287,3 +258,9 @@ def profiles_get(profile_id: str | None, kind: str | None, value: str | None, hi
     except ProfileNotFound as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(orjson.dumps(out, default=str, option=orjson.OPT_INDENT_2).decode())
+
+
+from opencdp.cli.segments import segments_group, traits_group  # noqa: E402
+
+main.add_command(segments_group)
+main.add_command(traits_group)

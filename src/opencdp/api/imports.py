@@ -1,0 +1,82 @@
+"""The import over the admin API: `POST /api/imports` with a mapping and up to 10,000 rows.
+
+The same import as `opencdp import` (same mapping, same deterministic messageIds, so the API and
+the CLI never duplicate each other). The call answers after the rows are processed into profiles,
+which is why it takes at most `MAX_API_ROWS` rows: send a larger file in several calls.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from opencdp.access.keys import ApiKey
+from opencdp.api.auth import admin_key
+from opencdp.api.errors import ApiError
+from opencdp.imports.mapping import ImportFailed, ImportMapping, MappingError
+from opencdp.imports.runner import MAX_API_ROWS, import_rows
+from opencdp.system import OpenCDP
+
+router = APIRouter(prefix="/api", tags=["imports"])
+AdminKey = Annotated[ApiKey, Depends(admin_key)]
+
+
+class ImportRequest(BaseModel):
+    source: str = Field(
+        ..., min_length=1, max_length=200, description="Source name; created if it does not exist"
+    )
+    mapping: ImportMapping = Field(..., description="The mapping, as in a mapping file (docs/import.md)")
+    rows: list[dict[str, Any]] = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_API_ROWS,
+        description=f"Column → value objects (text, numbers, booleans or null); at most {MAX_API_ROWS}",
+    )
+
+
+class RejectedRow(BaseModel):
+    index: int = Field(..., description="0-based position in `rows`")
+    reason: str = Field(..., description="Why it was not imported, naming the column")
+    column: str | None = Field(None, description="The column at fault, when there is one")
+
+
+class ImportResult(BaseModel):
+    source: str
+    source_created: bool
+    kind: str
+    rows_read: int
+    accepted: int = Field(..., description="rows_read - rejected")
+    rejected: int
+    duplicates: int = Field(..., description="Accepted rows whose key was imported before: skipped")
+    events_written: int = Field(..., description="accepted - duplicates")
+    profiles_created: int
+    profiles_merged: int
+    ignored_columns: list[str] = Field(..., description="Columns the mapping does not use")
+    seconds: float
+    rejected_rows: list[RejectedRow]
+
+
+@router.post(
+    "/imports",
+    response_model=ImportResult,
+    summary="Import CRM/offline rows as events (contacts → identify, transactions → track)",
+    responses={400: {"description": "Invalid mapping or rows; `errors` name each field"}},
+)
+def create_import(request: Request, _key: AdminKey, body: ImportRequest) -> dict[str, Any]:
+    cdp: OpenCDP = request.app.state.cdp
+    try:
+        summary, rejected = import_rows(
+            cdp.engine, body.rows, body.source, body.mapping, processor=cdp.processor, limits=cdp.limits
+        )
+    except ImportFailed as exc:
+        errors = [
+            {"field": f"mapping.{field}" if field else "mapping", "problem": p} for field, p in exc.problems
+        ]
+        code = "invalid_mapping" if isinstance(exc, MappingError) or errors else "import_failed"
+        raise ApiError(400, code, str(exc), errors or None) from None
+    out = summary.as_dict()
+    out.pop("rejects_path")
+    out["rejected_rows"] = [{"index": r.position, "reason": r.reason, "column": r.column} for r in rejected]
+    return out

@@ -1,0 +1,261 @@
+"""Segments and computed traits over the admin API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from opencdp.access.keys import ApiKey
+from opencdp.api.auth import admin_key
+from opencdp.api.errors import ApiError
+from opencdp.segments import queries, store
+from opencdp.segments.language import CriteriaError
+from opencdp.system import OpenCDP
+from opencdp.traits import store as trait_store
+from opencdp.traits.definitions import DERIVED, ComputedTrait
+
+router = APIRouter(prefix="/api", tags=["segments"])
+AdminKey = Annotated[ApiKey, Depends(admin_key)]
+
+
+class CriteriaIn(BaseModel):
+    criteria: dict[str, Any] = Field(..., description="A criteria document, see docs/segments.md")
+
+
+class PreviewIn(CriteriaIn):
+    sample_size: int = Field(10, ge=0, le=100)
+
+
+class SegmentIn(CriteriaIn):
+    name: str = Field(..., min_length=1, max_length=200)
+    description: str = ""
+
+
+class SegmentOut(BaseModel):
+    name: str
+    description: str
+    criteria: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    members: int
+
+
+class ProfileBrief(BaseModel):
+    id: str
+    identifiers: list[dict[str, str]]
+    traits: dict[str, Any]
+    computed: dict[str, Any]
+    last_seen: datetime | None
+
+
+class PreviewOut(BaseModel):
+    count: int
+    sample: list[ProfileBrief]
+    evaluated_at: datetime
+
+
+class Member(BaseModel):
+    profile_id: str
+    entered_at: datetime
+    identifiers: list[dict[str, str]] | None
+    traits: dict[str, Any] | None
+    computed: dict[str, Any] | None
+
+
+class MemberPage(BaseModel):
+    segment: str
+    total: int
+    members: list[Member]
+    next_after: str | None
+
+
+class Validation(BaseModel):
+    valid: bool
+
+
+def _engine(request: Request) -> Any:
+    cdp: OpenCDP = request.app.state.cdp
+    return cdp.engine
+
+
+def _bad_criteria(exc: CriteriaError) -> ApiError:
+    errors = [
+        {"field": "criteria" + (f".{p['path']}" if p["path"] else ""), "problem": p["problem"]}
+        for p in exc.problems
+    ]
+    return ApiError(400, "invalid_criteria", f"{errors[0]['field']}: {errors[0]['problem']}", errors)
+
+
+def _segment_error(exc: store.SegmentError) -> ApiError:
+    text = str(exc)
+    if text.startswith("no segment named"):
+        return ApiError(404, "not_found", text)
+    if "already exists" in text:
+        return ApiError(409, "conflict", text)
+    return ApiError(400, "invalid_segment", text, [{"field": "criteria", "problem": text}])
+
+
+def _out(engine: Any, segment: store.Segment) -> dict[str, Any]:
+    page = queries.members(engine, segment.name, None, 1)
+    return {
+        "name": segment.name,
+        "description": segment.description,
+        "criteria": segment.criteria,
+        "created_at": segment.created_at,
+        "updated_at": segment.updated_at,
+        "members": page["total"],
+    }
+
+
+@router.post(
+    "/segments/validate", response_model=Validation, summary="Check criteria; 400 names each bad path"
+)
+def validate(request: Request, _key: AdminKey, body: CriteriaIn) -> dict[str, Any]:
+    try:
+        with _engine(request).connect() as conn:
+            store.check(conn, body.criteria)
+    except CriteriaError as exc:
+        raise _bad_criteria(exc) from None
+    except store.SegmentError as exc:
+        raise _segment_error(exc) from None
+    return {"valid": True}
+
+
+@router.post("/segments/preview", response_model=PreviewOut, summary="Count and sample, without saving")
+def preview(request: Request, _key: AdminKey, body: PreviewIn) -> dict[str, Any]:
+    try:
+        return queries.preview(_engine(request), body.criteria, body.sample_size)
+    except CriteriaError as exc:
+        raise _bad_criteria(exc) from None
+    except store.SegmentError as exc:
+        raise _segment_error(exc) from None
+
+
+@router.post("/segments", response_model=SegmentOut, status_code=201, summary="Save a segment")
+def create(request: Request, _key: AdminKey, body: SegmentIn) -> dict[str, Any]:
+    return _save(request, body, replace=False)
+
+
+@router.put("/segments/{name}", response_model=SegmentOut, summary="Replace a segment's criteria")
+def replace(request: Request, _key: AdminKey, name: str, body: SegmentIn) -> dict[str, Any]:
+    if body.name != name:
+        raise ApiError(
+            400,
+            "invalid_request",
+            "name in the body differs from the path",
+            [{"field": "name", "problem": "must equal the segment name in the path"}],
+        )
+    return _save(request, body, replace=True)
+
+
+def _save(request: Request, body: SegmentIn, replace: bool) -> dict[str, Any]:
+    engine = _engine(request)
+    try:
+        segment = store.save(engine, body.name, body.criteria, body.description, replace=replace)
+    except CriteriaError as exc:
+        raise _bad_criteria(exc) from None
+    except store.SegmentError as exc:
+        raise _segment_error(exc) from None
+    return _out(engine, segment)
+
+
+@router.get("/segments", response_model=list[SegmentOut], summary="List segments with member counts")
+def list_segments(request: Request, _key: AdminKey) -> list[dict[str, Any]]:
+    engine = _engine(request)
+    return [_out(engine, s) for s in store.list_all(engine)]
+
+
+@router.get("/segments/{name}", response_model=SegmentOut, summary="One segment")
+def get_segment(request: Request, _key: AdminKey, name: str) -> dict[str, Any]:
+    try:
+        return _out(_engine(request), store.get(_engine(request), name))
+    except store.SegmentError as exc:
+        raise _segment_error(exc) from None
+
+
+@router.delete("/segments/{name}", status_code=204, summary="Delete a segment and its memberships")
+def delete_segment(request: Request, _key: AdminKey, name: str) -> None:
+    try:
+        store.delete(_engine(request), name)
+    except store.SegmentError as exc:
+        raise _segment_error(exc) from None
+
+
+@router.get("/segments/{name}/members", response_model=MemberPage, summary="Current members, paginated")
+def list_members(
+    request: Request,
+    _key: AdminKey,
+    name: str,
+    after: Annotated[str | None, Query(description="Cursor: next_after of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    try:
+        return queries.members(_engine(request), name, after, limit)
+    except store.SegmentError as exc:
+        raise _segment_error(exc) from None
+
+
+@router.get(
+    "/segments/{name}/export",
+    summary="Members as CSV with chosen traits",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def export(
+    request: Request,
+    _key: AdminKey,
+    name: str,
+    traits: Annotated[str, Query(description="Comma-separated trait names")] = "",
+    computed: Annotated[str, Query(description="Comma-separated computed trait names")] = "",
+) -> StreamingResponse:
+    engine = _engine(request)
+    try:
+        store.get(engine, name)
+    except store.SegmentError as exc:
+        raise _segment_error(exc) from None
+    rows = queries.export_csv(
+        engine, name, [t for t in traits.split(",") if t], [c for c in computed.split(",") if c]
+    )
+    filename = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "segment"
+    return StreamingResponse(
+        rows,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+    )
+
+
+class TraitList(BaseModel):
+    definitions: list[ComputedTrait]
+    derived: dict[str, str]
+
+
+@router.get("/traits/computed", response_model=TraitList, summary="Computed trait definitions")
+def computed_traits(request: Request, _key: AdminKey) -> dict[str, Any]:
+    with _engine(request).connect() as conn:
+        return {"definitions": trait_store.definitions(conn), "derived": DERIVED}
+
+
+@router.post(
+    "/traits/computed",
+    response_model=ComputedTrait,
+    status_code=201,
+    summary="Define a custom computed trait (applies as profiles update; run a refresh for all)",
+)
+def define_trait(request: Request, _key: AdminKey, body: ComputedTrait) -> ComputedTrait:
+    try:
+        trait_store.define(_engine(request), body)
+    except trait_store.TraitDefinitionError as exc:
+        raise ApiError(400, "invalid_trait", str(exc), [{"field": "name", "problem": str(exc)}]) from None
+    return body
+
+
+@router.delete("/traits/computed/{name}", status_code=204, summary="Delete a custom computed trait")
+def delete_trait(request: Request, _key: AdminKey, name: str) -> None:
+    try:
+        trait_store.remove(_engine(request), name)
+    except trait_store.TraitDefinitionError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None

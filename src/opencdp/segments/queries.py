@@ -1,0 +1,177 @@
+"""Answers about segments: preview (count + sample, nothing saved), member lists and CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from opencdp.segments.compiler import SegmentReferenceError, members_query
+from opencdp.segments.store import SegmentError, check, get, lookup_in
+from opencdp.store.schema import identities, profiles, segment_memberships
+
+
+def preview(
+    engine: sa.Engine, criteria: Any, sample_size: int = 10, now: datetime | None = None
+) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    with engine.connect() as conn:
+        parsed = check(conn, criteria)
+        try:
+            query = members_query(parsed, now, lookup_in(conn))
+        except SegmentReferenceError as exc:
+            raise SegmentError(str(exc)) from None
+        count = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+        ids = (
+            [r[0] for r in conn.execute(query.order_by(profiles.c.id).limit(sample_size))]
+            if sample_size
+            else []
+        )
+        sample = _brief(conn, ids)
+    return {"count": int(count), "sample": sample, "evaluated_at": now}
+
+
+def _brief(conn: sa.Connection, ids: Sequence[str]) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    rows = {
+        r.id: r
+        for r in conn.execute(
+            sa.select(profiles.c.id, profiles.c.traits, profiles.c.computed, profiles.c.last_seen).where(
+                profiles.c.id.in_(list(ids))
+            )
+        )
+    }
+    idents: dict[str, list[dict[str, str]]] = {}
+    for r in conn.execute(
+        sa.select(identities.c.profile_id, identities.c.type, identities.c.value)
+        .where(identities.c.profile_id.in_(list(ids)))
+        .order_by(identities.c.type, identities.c.value)
+    ):
+        idents.setdefault(r.profile_id, []).append({"type": r.type, "value": r.value})
+    return [
+        {
+            "id": pid,
+            "identifiers": idents.get(pid, []),
+            "traits": rows[pid].traits,
+            "computed": rows[pid].computed or {},
+            "last_seen": rows[pid].last_seen,
+        }
+        for pid in ids
+        if pid in rows
+    ]
+
+
+def members(engine: sa.Engine, name: str, after: str | None, limit: int) -> dict[str, Any]:
+    segment = get(engine, name)
+    with engine.connect() as conn:
+        stmt = (
+            sa.select(segment_memberships.c.profile_id, segment_memberships.c.entered_at)
+            .where(segment_memberships.c.segment_id == segment.id, segment_memberships.c.exited_at.is_(None))
+            .order_by(segment_memberships.c.profile_id)
+            .limit(limit)
+        )
+        if after:
+            stmt = stmt.where(segment_memberships.c.profile_id > after)
+        rows = conn.execute(stmt).all()
+        total = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(segment_memberships)
+            .where(segment_memberships.c.segment_id == segment.id, segment_memberships.c.exited_at.is_(None))
+        ).scalar_one()
+        briefs = {b["id"]: b for b in _brief(conn, [r.profile_id for r in rows])}
+    return {
+        "segment": segment.name,
+        "total": int(total),
+        "members": [
+            {
+                "profile_id": r.profile_id,
+                "entered_at": r.entered_at,
+                **{k: briefs.get(r.profile_id, {}).get(k) for k in ("identifiers", "traits", "computed")},
+            }
+            for r in rows
+        ],
+        "next_after": rows[-1].profile_id if len(rows) == limit else None,
+    }
+
+
+def export_csv(
+    engine: sa.Engine,
+    name: str,
+    traits: Sequence[str],
+    computed: Sequence[str],
+    identifier_types: Sequence[str] = ("user_id", "email", "phone"),
+) -> Iterator[str]:
+    """The current members as CSV, streamed in pages: profile id, entered time, identifiers, chosen traits."""
+    segment = get(engine, name)
+    header = ["profile_id", "entered_at", *identifier_types, *traits, *(f"computed.{c}" for c in computed)]
+    yield _line(header)
+    after = ""
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    segment_memberships.c.profile_id,
+                    segment_memberships.c.entered_at,
+                    profiles.c.traits,
+                    profiles.c.computed,
+                )
+                .join(profiles, profiles.c.id == segment_memberships.c.profile_id)
+                .where(
+                    segment_memberships.c.segment_id == segment.id,
+                    segment_memberships.c.exited_at.is_(None),
+                    segment_memberships.c.profile_id > after,
+                )
+                .order_by(segment_memberships.c.profile_id)
+                .limit(1000)
+            ).all()
+            if not rows:
+                return
+            idents: dict[tuple[str, str], list[str]] = {}
+            for r in conn.execute(
+                sa.select(identities.c.profile_id, identities.c.type, identities.c.value)
+                .where(
+                    identities.c.profile_id.in_([row.profile_id for row in rows]),
+                    identities.c.type.in_(list(identifier_types)),
+                )
+                .order_by(identities.c.value)
+            ):
+                idents.setdefault((r.profile_id, r.type), []).append(r.value)
+        for row in rows:
+            values = [row.profile_id, row.entered_at.isoformat()]
+            values += [";".join(idents.get((row.profile_id, t), [])) for t in identifier_types]
+            values += [_cell(row.traits.get(t)) for t in traits]
+            values += [_cell((row.computed or {}).get(c)) for c in computed]
+            yield _line(values)
+        after = rows[-1].profile_id
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        import orjson
+
+        return orjson.dumps(value).decode()
+    text = str(value)
+    if isinstance(value, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
+        return "'" + text  # a spreadsheet must not run a trait value as a formula
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _line(values: Sequence[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue()
