@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from opencdp.access.keys import ApiKey
 from opencdp.api.auth import admin_key
@@ -24,6 +24,26 @@ AdminKey = Annotated[ApiKey, Depends(admin_key)]
 
 
 class ImportRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "source": "crm",
+                    "mapping": {
+                        "kind": "contacts",
+                        "key": "crm_id",
+                        "columns": {
+                            "crm_id": {"identifier": "crm_id"},
+                            "email": {"identifier": "email"},
+                            "first_name": {"trait": "firstName"},
+                        },
+                    },
+                    "rows": [{"crm_id": "C1", "email": "ann@example.com", "first_name": "Ann"}],
+                }
+            ]
+        }
+    )
+
     source: str = Field(
         ..., min_length=1, max_length=200, description="Source name; created if it does not exist"
     )
@@ -36,7 +56,7 @@ class ImportRequest(BaseModel):
     )
 
 
-class RejectedRow(BaseModel):
+class ImportRejectedRow(BaseModel):
     index: int = Field(..., description="0-based position in `rows`")
     reason: str = Field(..., description="Why it was not imported, naming the column")
     column: str | None = Field(None, description="The column at fault, when there is one")
@@ -55,7 +75,7 @@ class ImportResult(BaseModel):
     profiles_merged: int
     ignored_columns: list[str] = Field(..., description="Columns the mapping does not use")
     seconds: float
-    rejected_rows: list[RejectedRow]
+    rejected_rows: list[ImportRejectedRow]
 
 
 @router.post(

@@ -23,22 +23,16 @@ def summary_table(summary: ImportSummary) -> Table:
     table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
     table.add_column("what")
     table.add_column("count", justify="right")
-    table.add_column("note", style="dim")
-    rejects = str(summary.rejects_path) if summary.rejected and summary.rejects_path else ""
-    for label, value, note in (
-        ("rows read", summary.rows_read, ""),
-        ("accepted", summary.accepted, ""),
-        ("rejected", summary.rejected, rejects),
-        (
-            "already imported",
-            summary.duplicates,
-            "same key as a row imported before" if summary.duplicates else "",
-        ),
-        ("events written", summary.events_written, ""),
-        ("profiles created", summary.profiles_created, ""),
-        ("profiles merged", summary.profiles_merged, ""),
+    for label, value in (
+        ("rows read", summary.rows_read),
+        ("accepted", summary.accepted),
+        ("rejected", summary.rejected),
+        ("already imported", summary.duplicates),
+        ("events written", summary.events_written),
+        ("profiles created", summary.profiles_created),
+        ("profiles merged", summary.profiles_merged),
     ):
-        table.add_row(label, f"{value:,}", note)
+        table.add_row(label, f"{value:,}")
     return table
 
 
@@ -100,4 +94,8 @@ def import_command(
     )
     if summary.ignored_columns:
         click.echo(f"ignored columns (not in the mapping): {', '.join(summary.ignored_columns)}")
-    Console(soft_wrap=False).print(summary_table(summary))
+    Console().print(summary_table(summary))
+    if summary.rejected and summary.rejects_path:
+        click.echo(f"rejected rows (line number, reason, the row): {summary.rejects_path}")
+    if summary.duplicates:
+        click.echo("already imported: rows whose key was imported into this source before (skipped)")

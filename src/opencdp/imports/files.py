@@ -92,7 +92,7 @@ def scan(path: Path, file_format: Format, mapping: ImportMapping) -> Scan:
     if file_format == "csv":
         line, header = _header(path, mapping)
         rows = sum(1 for _ in _csv_records(path, mapping)) - 1
-        return Scan(header, rows, f"the header ({path.name}, line {line})")
+        return Scan(header, rows, f"{path.name}, line {line} (the header)")
     seen: dict[str, None] = {}
     rows = 0
     for _, text in _jsonl_lines(path, mapping):
@@ -105,7 +105,7 @@ def scan(path: Path, file_format: Format, mapping: ImportMapping) -> Scan:
             seen.update(dict.fromkeys(record))
     if not rows:
         raise ImportFailed(f"{path.name}: the file has no records")
-    return Scan(list(seen), rows, f"any record of {path.name}")
+    return Scan(list(seen), rows, path.name)
 
 
 def read_rows(

@@ -12,6 +12,7 @@ import codecs
 import json
 import tomllib
 import zoneinfo
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +47,7 @@ class MappingError(ImportFailed):
         super().__init__(f"{origin}: {first}{more}", problems)
 
 
-class Column(BaseModel):
+class ImportColumn(BaseModel):
     """One column of the file: its type, and whether it is an identifier, a trait or a property."""
 
     model_config = ConfigDict(extra="forbid")
@@ -70,6 +71,18 @@ class Column(BaseModel):
     property: str | bool | None = Field(
         None, description="Transactions only: write the value as this event property (default: column name)"
     )
+
+    @field_validator("format")
+    @classmethod
+    def _strptime_format(cls, value: str | None) -> str | None:
+        """Catch a bad format once, here, rather than as a rejection of every row."""
+        if value is not None:
+            sample = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+            try:
+                datetime.strptime(sample.strftime(value), value)
+            except ValueError as exc:
+                raise ValueError(f"is not a usable strptime format ({exc})") from None
+        return value
 
     @field_validator("trait", "property")
     @classmethod
@@ -95,7 +108,9 @@ class ImportMapping(BaseModel):
         None, description="The date or datetime column that says when it happened (default: import time)"
     )
     timezone: str = Field("UTC", description="Time zone of dates and of date-times without an offset")
-    columns: dict[str, Column] = Field(..., min_length=1, description="File column name → how it is used")
+    columns: dict[str, ImportColumn] = Field(
+        ..., min_length=1, description="File column name → how it is used"
+    )
     extra_columns: Literal["ignore", "include", "error"] = Field(
         "ignore",
         description="File columns the mapping does not name: ignore them, include them as string "
@@ -236,7 +251,9 @@ def parse_mapping(data: Any, origin: str = "mapping") -> ImportMapping:
     try:
         mapping = ImportMapping.model_validate(data)
     except ValidationError as exc:
-        raise MappingError([(_field(e["loc"]), e["msg"]) for e in exc.errors()], origin) from None
+        raise MappingError(
+            [(_field(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()], origin
+        ) from None
     problems = mapping.problems()
     if problems:
         raise MappingError(problems, origin)

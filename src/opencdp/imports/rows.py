@@ -55,16 +55,18 @@ class _Col:
 def check_columns(mapping: ImportMapping, present: Sequence[str], where: str) -> list[str]:
     """Fail before any row when the mapping names columns the input does not have; returns the
     input's columns that the mapping does not use (ignored, or included per `extra_columns`)."""
-    problems = []
+    problems, named = [], []
     for name in mapping.columns:
         if name not in present:
             close = difflib.get_close_matches(name, list(present), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append((f"columns.{name}", f"no column {name!r} in {where}{hint}"))
+            problems.append((f"columns.{name}", f"{name!r} is not a column of {where}{hint}"))
+            named.append(f"{name!r}{hint}")
     if problems:
-        found = ", ".join(repr(p) for p in present[:30]) or "none"
+        found = ", ".join(repr(p) for p in present[:40]) or "none"
         raise ImportFailed(
-            "; ".join(p for _, p in problems) + f" — the mapping names it; columns found: {found}", problems
+            f"{where}: the mapping names column(s) it does not have: {', '.join(named)}; it has: {found}",
+            problems,
         )
     extra = [name for name in present if name not in mapping.columns]
     if extra and mapping.extra_columns == "error":
@@ -119,6 +121,8 @@ class RowConverter:
         self.ignored: list[str] = []
         used = {c.trait for c in self.columns} | {c.property for c in self.columns}
         for name in extra:
+            if not name.strip():
+                continue  # e.g. a trailing delimiter in the header: nothing to import or report
             if mapping.extra_columns != "include" or name in used:
                 self.ignored.append(name)
                 continue
@@ -126,6 +130,12 @@ class RowConverter:
             trait, prop = (name, None) if contacts else (None, name)
             self.columns.append(_Col(name, "string", None, False, None, trait, prop))
         self._seen: dict[bytes, int] = {}
+        #: Message fields that `normalise` may complain about → the column they came from.
+        self._field_columns = {
+            MESSAGE_IDENTIFIERS[c.identifier]: c.name
+            for c in self.columns
+            if c.identifier in MESSAGE_IDENTIFIERS
+        }
 
     def _typed(self, record: dict[str, Any], position: int) -> dict[str, Any] | Reject:
         values: dict[str, Any] = {}
@@ -220,6 +230,8 @@ class RowConverter:
         try:
             row = normalise(message, self.envelope, self.source_id, self.limits)
         except InvalidMessage as exc:
-            return Reject(position, f"{exc.field}: {exc.problem}")
+            column = self._field_columns.get(exc.field)
+            where = f"column {column!r}" if column else "the row" if exc.field == "body" else exc.field
+            return Reject(position, f"{where}: {exc.problem}", column)
         self._seen[digest] = position
         return row

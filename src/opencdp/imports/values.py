@@ -27,8 +27,10 @@ def is_empty(raw: Any) -> bool:
 
 
 def _show(raw: Any) -> str:
-    text = raw if isinstance(raw, str) else repr(raw)
-    return repr(text[:40] + "…") if len(text) > 40 else repr(text)
+    """A value as quoted in a reason: text quoted and shortened, JSON numbers as they are."""
+    if not isinstance(raw, str):
+        return repr(raw)[:40]
+    return repr(raw[:40] + "…") if len(raw) > 40 else repr(raw)
 
 
 def _text(raw: Any, expected: str) -> str:

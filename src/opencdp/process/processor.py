@@ -105,6 +105,27 @@ def _profile_from_row(row: Any) -> _Profile:
     )
 
 
+def _forest_path(
+    adjacent: dict[Identifier, list[tuple[Identifier, int, EdgeKey]]], start: Identifier, goal: Identifier
+) -> list[tuple[int, EdgeKey]] | None:
+    """The links on the unique path between two identifiers of a spanning forest (None: not connected)."""
+    previous: dict[Identifier, tuple[Identifier, int, EdgeKey] | None] = {start: None}
+    queue = [start]
+    while queue:
+        node = queue.pop()
+        if node == goal:
+            path = []
+            while (step := previous[node]) is not None:
+                path.append((step[1], step[2]))
+                node = step[0]
+            return path
+        for neighbour, link_id, key in adjacent.get(node, []):
+            if neighbour not in previous:
+                previous[neighbour] = (node, link_id, key)
+                queue.append(neighbour)
+    return None
+
+
 def _signature(ids: list[Identifier], rule: str) -> str:
     text = rule + "\x1d" + "\x1f".join(f"{i.type}\x1e{i.value}" for i in ids)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -120,7 +141,7 @@ class _Chunk:
         self.ident: dict[Identifier, list[Any]] = {}  # -> [identity id, profile id]
         self.profiles: dict[str, _Profile] = {}
         self.dirty: set[str] = set()
-        self.signatures: dict[str, EdgeKey] = {}
+        self.signatures: dict[str, tuple[EdgeKey, int]] = {}  # -> (edge key, event id)
         self.owners: list[dict[str, int]] = []
         self.facts: list[dict[str, Any]] = []
         #: every profile this chunk changed (live or merged away): its derived state needs updating
@@ -140,15 +161,16 @@ class _Chunk:
                 self.ident[Identifier(row.type, row.value)] = [row.id, row.profile_id]
         sig_list = list(sigs)
         for start in range(0, len(sig_list), 400):
-            rows = self.conn.execute(
+            edge_rows: Any = self.conn.execute(
                 sa.select(
                     identity_edges.c.signature,
                     identity_edges.c.ts,
                     identity_edges.c.message_id,
                     identity_edges.c.source_id,
+                    identity_edges.c.event_id,
                 ).where(identity_edges.c.signature.in_(sig_list[start : start + 400]))
             )
-            self.signatures.update((r[0], (r[1], r[2], r[3])) for r in rows)
+            self.signatures.update((r[0], ((r[1], r[2], r[3]), r[4])) for r in edge_rows)
         self._load_profiles({v[1] for v in self.ident.values() if v[1]})
 
     def _load_profiles(self, ids: set[str]) -> None:
@@ -183,26 +205,34 @@ class _Chunk:
         edge = edge_for(event.id, key, ids, event.type)
         sig = _signature(ids, edge.rule)
         known = self.signatures.get(sig)
-        if known is not None and key < known:
+        if known is not None and key < known[0]:
             # The same identifiers were seen together before, but this event is earlier: the edge
-            # now dates from it. Only a multi-identifier edge or a new anchor can change anything.
-            self.signatures[sig] = key
+            # now dates from it, which may change the canonical outcome.
+            self.signatures[sig] = (key, event.id)
             self.conn.execute(
                 identity_edges.update()
                 .where(identity_edges.c.signature == sig)
                 .values(event_id=event.id, ts=key[0], message_id=key[1], source_id=key[2])
             )
-            if len(ids) > 1 or self._would_anchor(ids[0], key):
+            if self._redating_changes_nothing(edge, known[1]):
+                self.conn.execute(
+                    identity_links.update()
+                    .where(identity_links.c.event_id == known[1])
+                    .values(event_id=event.id, ts=key[0])
+                )
+            elif len(ids) == 1 and self.ident[ids[0]][1]:
+                self._reanchor(self.ident[ids[0]][1], ids[0], key)
+            else:
                 self._recompute_component(edge)
         elif known is None:
-            self.signatures[sig] = key
+            self.signatures[sig] = (key, event.id)
             self._store_edge(edge, sig)
             touched = {self.ident[i][1] for i in ids if self.ident[i][1]}
             if all(self.profiles[p].last_key <= key for p in touched) or self._safe_out_of_order(
                 edge, touched
             ):
                 self._apply_incrementally(edge, touched)
-            else:
+            elif not self._relink_within_group(edge, touched):
                 self._recompute_component(edge)
         owner_identity, owner_profile = self.ident[ids[0]]
         self.owners.append({"event_id": event.id, "identity_id": owner_identity})
@@ -220,6 +250,91 @@ class _Chunk:
         )
         self.profiles[owner_profile].state.apply(payload, ts, event.message_id, event.source_id, event.source)
         self.dirty.add(owner_profile)
+
+    def _reanchor(self, pid: str, ident: Identifier, key: EdgeKey) -> None:
+        """A lone identifier now dates from an earlier event and becomes its group's anchor: the
+        group keeps its members and state but takes the id derived from the new anchor."""
+        from opencdp.identity.graph import profile_id_for
+
+        old = self.profiles[pid]
+        new_id = profile_id_for(ident)
+        fresh = _Profile(new_id, (key, ident.sort_key()), ident, old.last_key, dict(old.counts), old.state)
+        old.state, old.merged_into = ProfileState(), new_id
+        self.profiles[new_id] = fresh
+        self._retarget(pid, new_id)
+        self.dirty |= {pid, new_id}
+
+    def _relink_within_group(self, edge: Edge, touched: set[str]) -> bool:
+        """An older edge among identifiers that are already one group changes only which link
+        explains the group (Kruskal: it replaces the newest link on the path it closes)."""
+        if len(touched) != 1 or any(self.ident[i][1] is None for i in edge.identifiers):
+            return False
+        if any(self._would_anchor(ident, edge.key) for ident in edge.identifiers):
+            return False
+        pid = next(iter(touched))
+        rows = self.conn.execute(
+            sa.select(
+                identity_links.c.id,
+                identity_links.c.left_type,
+                identity_links.c.left_value,
+                identity_links.c.right_type,
+                identity_links.c.right_value,
+                identity_edges.c.ts,
+                identity_edges.c.message_id,
+                identity_edges.c.source_id,
+            )
+            .join(identity_edges, identity_edges.c.event_id == identity_links.c.event_id)
+            .where(identity_links.c.profile_id == pid)
+        ).all()
+        adjacent: dict[Identifier, list[tuple[Identifier, int, EdgeKey]]] = {}
+        for r in rows:
+            left, right = Identifier(r.left_type, r.left_value), Identifier(r.right_type, r.right_value)
+            link_key: EdgeKey = (r.ts, r.message_id, r.source_id)
+            adjacent.setdefault(left, []).append((right, r.id, link_key))
+            adjacent.setdefault(right, []).append((left, r.id, link_key))
+        head = edge.identifiers[0]
+        for other in edge.identifiers[1:]:
+            path = _forest_path(adjacent, head, other)
+            if path is None:
+                return False
+            newest = max(path, key=lambda step: step[1])
+            if newest[1] <= edge.key:
+                continue  # already joined before this edge: it stays redundant
+            self.conn.execute(identity_links.delete().where(identity_links.c.id == newest[0]))
+            for node in list(adjacent):
+                adjacent[node] = [step for step in adjacent[node] if step[1] != newest[0]]
+            new_id = self.conn.execute(
+                identity_links.insert(),
+                {
+                    "profile_id": pid,
+                    "event_id": edge.event_id,
+                    "rule": edge.rule,
+                    "left_type": head.type,
+                    "left_value": head.value,
+                    "right_type": other.type,
+                    "right_value": other.value,
+                    "ts": edge.key[0],
+                },
+            ).inserted_primary_key[0]  # type: ignore[index]
+            adjacent.setdefault(head, []).append((other, new_id, edge.key))
+            adjacent.setdefault(other, []).append((head, new_id, edge.key))
+        return True
+
+    def _redating_changes_nothing(self, edge: Edge, old_event_id: int) -> bool:
+        """An edge moved earlier keeps its effect when it already made every join it asks for (it
+        still comes first for them), and none of its identifiers becomes an anchor by it."""
+        if any(self._would_anchor(ident, edge.key) for ident in edge.identifiers):
+            return False
+        if len(edge.identifiers) == 1:
+            return True
+        if len({self.ident[i][1] for i in edge.identifiers}) != 1:
+            return False  # some join of this edge was refused: recompute the conflict
+        made = self.conn.execute(
+            sa.select(sa.func.count())
+            .select_from(identity_links)
+            .where(identity_links.c.event_id == old_event_id)
+        ).scalar_one()
+        return int(made) == len(edge.identifiers) - 1
 
     def _would_anchor(self, ident: Identifier, key: EdgeKey) -> bool:
         """Would an edge dated `key` make `ident` its group's earliest identifier (a new profile id)?"""
