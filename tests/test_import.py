@@ -576,6 +576,7 @@ def test_import_of_100000_rows(settings: Settings, tmp_path: Path) -> None:
     assert len(summary.rejects_path.read_text().splitlines()) == bad + 1
 
     again = quiet(engine, data, mapping, "stores")
+    print(f"re-import of the same 100,000 rows: {again.seconds:.1f} s")
     assert (again.duplicates, again.events_written, again.profiles_created) == (100_000 - bad, 0, 0)
     assert count_events(engine) == 100_000 - bad
     engine.dispose()

@@ -214,15 +214,7 @@ class _Chunk:
                 .where(identity_edges.c.signature == sig)
                 .values(event_id=event.id, ts=key[0], message_id=key[1], source_id=key[2])
             )
-            if self._redating_changes_nothing(edge, known[1]):
-                self.conn.execute(
-                    identity_links.update()
-                    .where(identity_links.c.event_id == known[1])
-                    .values(event_id=event.id, ts=key[0])
-                )
-            elif len(ids) == 1 and self.ident[ids[0]][1]:
-                self._reanchor(self.ident[ids[0]][1], ids[0], key)
-            else:
+            if not self._redate_in_place(edge, known[1]):
                 self._recompute_component(edge)
         elif known is None:
             self.signatures[sig] = (key, event.id)
@@ -232,6 +224,7 @@ class _Chunk:
                 edge, touched
             ):
                 self._apply_incrementally(edge, touched)
+                self._fix_anchor(edge)
             elif not self._relink_within_group(edge, touched):
                 self._recompute_component(edge)
         owner_identity, owner_profile = self.ident[ids[0]]
@@ -268,8 +261,6 @@ class _Chunk:
         """An older edge among identifiers that are already one group changes only which link
         explains the group (Kruskal: it replaces the newest link on the path it closes)."""
         if len(touched) != 1 or any(self.ident[i][1] is None for i in edge.identifiers):
-            return False
-        if any(self._would_anchor(ident, edge.key) for ident in edge.identifiers):
             return False
         pid = next(iter(touched))
         rows = self.conn.execute(
@@ -318,36 +309,46 @@ class _Chunk:
             ).inserted_primary_key[0]  # type: ignore[index]
             adjacent.setdefault(head, []).append((other, new_id, edge.key))
             adjacent.setdefault(other, []).append((head, new_id, edge.key))
+        self._fix_anchor(edge)
         return True
 
-    def _redating_changes_nothing(self, edge: Edge, old_event_id: int) -> bool:
-        """An edge moved earlier keeps its effect when it already made every join it asks for (it
-        still comes first for them), and none of its identifiers becomes an anchor by it."""
-        if any(self._would_anchor(ident, edge.key) for ident in edge.identifiers):
-            return False
-        if len(edge.identifiers) == 1:
-            return True
-        if len({self.ident[i][1] for i in edge.identifiers}) != 1:
-            return False  # some join of this edge was refused: recompute the conflict
-        made = self.conn.execute(
-            sa.select(sa.func.count())
-            .select_from(identity_links)
-            .where(identity_links.c.event_id == old_event_id)
-        ).scalar_one()
-        return int(made) == len(edge.identifiers) - 1
+    def _redate_in_place(self, edge: Edge, old_event_id: int) -> bool:
+        """An edge moved earlier keeps its joins when it already made every join it asks for (it
+        still comes first for them): only its links' dates and maybe the anchor change."""
+        if len(edge.identifiers) > 1:
+            if len({self.ident[i][1] for i in edge.identifiers}) != 1:
+                return False  # some join of this edge was refused: recompute the conflict
+            made = self.conn.execute(
+                sa.select(sa.func.count())
+                .select_from(identity_links)
+                .where(identity_links.c.event_id == old_event_id)
+            ).scalar_one()
+            if int(made) != len(edge.identifiers) - 1:
+                return False
+            self.conn.execute(
+                identity_links.update()
+                .where(identity_links.c.event_id == old_event_id)
+                .values(event_id=edge.event_id, ts=edge.key[0])
+            )
+        self._fix_anchor(edge)
+        return True
 
-    def _would_anchor(self, ident: Identifier, key: EdgeKey) -> bool:
-        """Would an edge dated `key` make `ident` its group's earliest identifier (a new profile id)?"""
-        profile = self.profiles[self.ident[ident][1]]
-        return (key, ident.sort_key()) < profile.anchor_key
+    def _fix_anchor(self, edge: Edge) -> None:
+        """If an identifier of the edge now dates from before its group's anchor, it becomes the anchor."""
+        pid = self.ident[edge.identifiers[0]][1]
+        if pid is None or any(self.ident[i][1] != pid for i in edge.identifiers):
+            return
+        candidate = min(edge.identifiers, key=Identifier.sort_key)
+        if (edge.key, candidate.sort_key()) < self.profiles[pid].anchor_key:
+            self._reanchor(pid, candidate, edge.key)
 
     def _safe_out_of_order(self, edge: Edge, touched: set[str]) -> bool:
         """Whether an edge older than its groups' newest can still be applied incrementally.
 
-        It can when the canonical order would give the same groups, links, conflicts and anchors:
-        its known identifiers sit in distinct groups (so it links the same pairs at any time),
-        the joined groups with its new identifiers stay within the limits (so no join before or
-        after it changes outcome), and none of its identifiers would become an anchor."""
+        It can when the canonical order would give the same groups, links and conflicts: its known
+        identifiers sit in distinct groups (so it links the same pairs at any time) and the joined
+        groups with its new identifiers stay within the limits (so no join before or after it
+        changes outcome). A new anchor is then fixed by `_fix_anchor`."""
         known = [i for i in edge.identifiers if self.ident[i][1] is not None]
         if len(known) != len(touched):
             return False
@@ -361,12 +362,7 @@ class _Chunk:
         new = [i for i in edge.identifiers if self.ident[i][1] is None]
         for ident in new:
             counts[ident.type] = counts.get(ident.type, 0) + 1
-        if any(counts.get(kind, 0) > limit for kind, limit in self.rules.limits.items()):
-            return False
-        if any(self._would_anchor(ident, edge.key) for ident in known):
-            return False
-        first_anchor = min(group.anchor_key for group in groups)
-        return all((edge.key, ident.sort_key()) > first_anchor for ident in new)
+        return all(counts.get(kind, 0) <= limit for kind, limit in self.rules.limits.items())
 
     def _store_edge(self, edge: Edge, sig: str) -> None:
         edge_id = self.conn.execute(
