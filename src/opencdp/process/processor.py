@@ -144,6 +144,9 @@ class _Chunk:
         self.signatures: dict[str, tuple[EdgeKey, int]] = {}  # -> (edge key, event id)
         self.owners: list[dict[str, int]] = []
         self.facts: list[dict[str, Any]] = []
+        #: written at flush, in bulk: new edges (by signature) and identities' new profile ids
+        self.pending_edges: dict[str, dict[str, Any]] = {}
+        self.pending_profile_ids: dict[int, str] = {}
         #: every profile this chunk changed (live or merged away): its derived state needs updating
         self.touched: set[str] = set()
 
@@ -181,6 +184,22 @@ class _Chunk:
             ):
                 self.profiles[row.id] = _profile_from_row(row)
 
+    def insert_identities(self, first_seen: dict[Identifier, int]) -> None:
+        """Create every identifier this chunk sees for the first time, in one statement."""
+        new = [i for i in first_seen if i not in self.ident]
+        if not new:
+            return
+        stmt = identities.insert().returning(identities.c.id, identities.c.type, identities.c.value)
+        rows = self.conn.execute(
+            stmt,
+            [
+                {"type": i.type, "value": i.value, "profile_id": None, "first_event_id": first_seen[i]}
+                for i in new
+            ],
+        )
+        for row in rows:
+            self.ident[Identifier(row.type, row.value)] = [row.id, None]
+
     def _identity(self, ident: Identifier, event_id: int) -> list[Any]:
         found = self.ident.get(ident)
         if found is None:
@@ -193,9 +212,8 @@ class _Chunk:
         return found
 
     # -- applying one event ----------------------------------------------------------------------
-    def apply(self, event: Any) -> None:
+    def apply(self, event: Any, ids: list[Identifier]) -> None:
         payload = event.payload
-        ids = self.rules.extract(payload)
         if not ids:
             return  # nothing identifies a person (e.g. only placeholder values): kept in the log only
         ts = iso_text(event.timestamp)
@@ -209,11 +227,15 @@ class _Chunk:
             # The same identifiers were seen together before, but this event is earlier: the edge
             # now dates from it, which may change the canonical outcome.
             self.signatures[sig] = (key, event.id)
-            self.conn.execute(
-                identity_edges.update()
-                .where(identity_edges.c.signature == sig)
-                .values(event_id=event.id, ts=key[0], message_id=key[1], source_id=key[2])
-            )
+            pending = self.pending_edges.get(sig)
+            if pending is not None:
+                pending.update(event_id=event.id, ts=key[0], message_id=key[1], source_id=key[2])
+            else:
+                self.conn.execute(
+                    identity_edges.update()
+                    .where(identity_edges.c.signature == sig)
+                    .values(event_id=event.id, ts=key[0], message_id=key[1], source_id=key[2])
+                )
             if not self._redate_in_place(edge, known[1]):
                 self._recompute_component(edge)
         elif known is None:
@@ -262,6 +284,7 @@ class _Chunk:
         explains the group (Kruskal: it replaces the newest link on the path it closes)."""
         if len(touched) != 1 or any(self.ident[i][1] is None for i in edge.identifiers):
             return False
+        self.flush()  # the links are read joined with their edges
         pid = next(iter(touched))
         rows = self.conn.execute(
             sa.select(
@@ -365,23 +388,15 @@ class _Chunk:
         return all(counts.get(kind, 0) <= limit for kind, limit in self.rules.limits.items())
 
     def _store_edge(self, edge: Edge, sig: str) -> None:
-        edge_id = self.conn.execute(
-            identity_edges.insert().values(
-                signature=sig,
-                event_id=edge.event_id,
-                ts=edge.key[0],
-                message_id=edge.key[1],
-                source_id=edge.key[2],
-                rule=edge.rule,
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        self.conn.execute(
-            identity_edge_members.insert(),
-            [
-                {"edge_id": edge_id, "identity_id": self.ident[i][0], "position": n}
-                for n, i in enumerate(edge.identifiers)
-            ],
-        )
+        self.pending_edges[sig] = {
+            "signature": sig,
+            "event_id": edge.event_id,
+            "ts": edge.key[0],
+            "message_id": edge.key[1],
+            "source_id": edge.key[2],
+            "rule": edge.rule,
+            "members": [self.ident[i][0] for i in edge.identifiers],
+        }
 
     def _apply_incrementally(self, edge: Edge, touched: set[str]) -> None:
         """The edge is the newest its groups have seen: exactly what the canonical order would do."""
@@ -410,11 +425,7 @@ class _Chunk:
             survivor.last_key = group.last_key
             for ident in group.members:
                 if self.ident[ident][1] != pid:
-                    self.conn.execute(
-                        identities.update()
-                        .where(identities.c.id == self.ident[ident][0])
-                        .values(profile_id=pid)
-                    )
+                    self.pending_profile_ids[self.ident[ident][0]] = pid
                     self.ident[ident][1] = pid
             self.dirty.add(pid)
 
@@ -428,6 +439,9 @@ class _Chunk:
         for entry in self.ident.values():
             if entry[1] == old:
                 entry[1] = new
+        for identity_id, pid in self.pending_profile_ids.items():
+            if pid == old:
+                self.pending_profile_ids[identity_id] = new
         for cached in self.profiles.values():
             if cached.merged_into == old:
                 cached.merged_into = new
@@ -604,6 +618,30 @@ class _Chunk:
         return state
 
     def flush(self) -> None:
+        if self.pending_edges:
+            pending = list(self.pending_edges.values())
+            self.pending_edges = {}
+            stmt = identity_edges.insert().returning(identity_edges.c.id, identity_edges.c.signature)
+            fields = ("signature", "event_id", "ts", "message_id", "source_id", "rule")
+            rows = [{c: e[c] for c in fields} for e in pending]
+            edge_ids = {r.signature: r.id for r in self.conn.execute(stmt, rows)}
+            self.conn.execute(
+                identity_edge_members.insert(),
+                [
+                    {"edge_id": edge_ids[e["signature"]], "identity_id": member, "position": n}
+                    for e in pending
+                    for n, member in enumerate(e["members"])
+                ],
+            )
+        if self.pending_profile_ids:
+            updates = [{"iid": iid, "pid": pid} for iid, pid in self.pending_profile_ids.items()]
+            self.pending_profile_ids = {}
+            self.conn.execute(
+                identities.update()
+                .where(identities.c.id == sa.bindparam("iid"))
+                .values(profile_id=sa.bindparam("pid")),
+                updates,
+            )
         if self.owners:
             self.conn.execute(event_owners.insert(), self.owners)
             self.owners = []
@@ -667,8 +705,13 @@ class Processor:
                     if ids
                 },
             )
-            for event in batch:
-                chunk.apply(event)
+            first_seen: dict[Identifier, int] = {}
+            for event, ids in zip(batch, extracted, strict=True):
+                for ident in ids:
+                    first_seen.setdefault(ident, event.id)
+            chunk.insert_identities(first_seen)
+            for event, ids in zip(batch, extracted, strict=True):
+                chunk.apply(event, ids)
             chunk.flush()
             update_derived_state(conn, chunk.touched)
             conn.execute(
