@@ -284,7 +284,6 @@ class _Chunk:
         explains the group (Kruskal: it replaces the newest link on the path it closes)."""
         if len(touched) != 1 or any(self.ident[i][1] is None for i in edge.identifiers):
             return False
-        self.flush()  # the links are read joined with their edges
         pid = next(iter(touched))
         rows = self.conn.execute(
             sa.select(
@@ -293,12 +292,10 @@ class _Chunk:
                 identity_links.c.left_value,
                 identity_links.c.right_type,
                 identity_links.c.right_value,
-                identity_edges.c.ts,
-                identity_edges.c.message_id,
-                identity_edges.c.source_id,
-            )
-            .join(identity_edges, identity_edges.c.event_id == identity_links.c.event_id)
-            .where(identity_links.c.profile_id == pid)
+                identity_links.c.ts,
+                identity_links.c.message_id,
+                identity_links.c.source_id,
+            ).where(identity_links.c.profile_id == pid)
         ).all()
         adjacent: dict[Identifier, list[tuple[Identifier, int, EdgeKey]]] = {}
         for r in rows:
@@ -328,6 +325,8 @@ class _Chunk:
                     "right_type": other.type,
                     "right_value": other.value,
                     "ts": edge.key[0],
+                    "message_id": edge.key[1],
+                    "source_id": edge.key[2],
                 },
             ).inserted_primary_key[0]  # type: ignore[index]
             adjacent.setdefault(head, []).append((other, new_id, edge.key))
@@ -351,7 +350,7 @@ class _Chunk:
             self.conn.execute(
                 identity_links.update()
                 .where(identity_links.c.event_id == old_event_id)
-                .values(event_id=edge.event_id, ts=edge.key[0])
+                .values(event_id=edge.event_id, ts=edge.key[0], message_id=edge.key[1], source_id=edge.key[2])
             )
         self._fix_anchor(edge)
         return True
@@ -461,6 +460,8 @@ class _Chunk:
                         "right_type": link.right.type,
                         "right_value": link.right.value,
                         "ts": link.key[0],
+                        "message_id": link.key[1],
+                        "source_id": link.key[2],
                     }
                     for link in resolution.links
                 ],
@@ -482,6 +483,8 @@ class _Chunk:
                         "right_type": c.right.type,
                         "right_value": c.right.value,
                         "ts": c.key[0],
+                        "message_id": c.key[1],
+                        "source_id": c.key[2],
                     }
                     for c in resolution.conflicts
                 ],

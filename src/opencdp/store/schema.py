@@ -129,6 +129,8 @@ identity_links = sa.Table(
     sa.Column("right_type", sa.String(64), nullable=False),
     sa.Column("right_value", sa.String(256), nullable=False),
     sa.Column("ts", sa.String(32), nullable=False),
+    sa.Column("message_id", sa.String(256), nullable=False),
+    sa.Column("source_id", sa.Integer, nullable=False),
 )
 
 #: Refused joins (merge protection).
@@ -143,6 +145,8 @@ identity_conflicts = sa.Table(
     sa.Column("right_type", sa.String(64), nullable=False),
     sa.Column("right_value", sa.String(256), nullable=False),
     sa.Column("ts", sa.String(32), nullable=False),
+    sa.Column("message_id", sa.String(256), nullable=False),
+    sa.Column("source_id", sa.Integer, nullable=False),
     sa.UniqueConstraint(
         "event_id", "left_type", "left_value", "right_type", "right_value", name="uq_identity_conflicts_event"
     ),

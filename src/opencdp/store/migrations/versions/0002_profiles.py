@@ -22,6 +22,8 @@ def _pair() -> list[sa.Column]:
         sa.Column("right_type", sa.String(64), nullable=False),
         sa.Column("right_value", sa.String(256), nullable=False),
         sa.Column("ts", sa.String(32), nullable=False),
+        sa.Column("message_id", sa.String(256), nullable=False),
+        sa.Column("source_id", sa.Integer, nullable=False),
     ]
 
 
