@@ -58,7 +58,15 @@ def world(engine: sa.Engine) -> dict[str, Any]:
             for r in conn.execute(sa.select(identity_conflicts))
         }
         links = {
-            (r.profile_id, message[r.event_id], r.rule, r.left_type, r.left_value, r.right_type, r.right_value)
+            (
+                r.profile_id,
+                message[r.event_id],
+                r.rule,
+                r.left_type,
+                r.left_value,
+                r.right_type,
+                r.right_value,
+            )
             for r in conn.execute(sa.select(identity_links))
         }
         merged = dict(

@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencdp import __version__
-from opencdp.api import admin, collect, profiles, segments
+from opencdp.api import admin, collect, imports, profiles, segments
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from opencdp.api.responses import FastJSONResponse
 from opencdp.api.schemas import DOCUMENTED_MODELS
@@ -40,6 +40,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(profiles.router)
     app.include_router(segments.router)
+    app.include_router(imports.router)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

@@ -261,6 +261,8 @@ def profiles_get(profile_id: str | None, kind: str | None, value: str | None, hi
 
 
 from opencdp.cli.segments import segments_group, traits_group  # noqa: E402
+from opencdp.imports.cli import import_command  # noqa: E402
 
 main.add_command(segments_group)
 main.add_command(traits_group)
+main.add_command(import_command, "import")
