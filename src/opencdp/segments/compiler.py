@@ -7,6 +7,7 @@ test checks that both always agree, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +45,9 @@ def _typed(column: sa.ColumnElement[Any], key: str, value: Any) -> sa.ColumnElem
     return json_text(column, key)
 
 
+_COMPARE = {"eq": operator.eq, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+
+
 def value_test(column: sa.ColumnElement[Any], key: str, test: _ValueTest) -> sa.ColumnElement[bool]:
     """One op on one JSON key; `neq`/`not_in`/`not_exists` also match a missing value."""
     op, value = test.op, test.value
@@ -63,14 +67,7 @@ def value_test(column: sa.ColumnElement[Any], key: str, test: _ValueTest) -> sa.
         assert isinstance(value, str)
         prefix = sa.literal(value)
         return sa.and_(field.is_not(None), sa.func.substr(field, 1, sa.func.length(prefix)) == prefix)
-    compare = {
-        "eq": field == value,
-        "neq": field == value,
-        "gt": field > value,
-        "gte": field >= value,
-        "lt": field < value,
-        "lte": field <= value,
-    }[op]
+    compare = _COMPARE["eq" if op == "neq" else op](field, sa.literal(value, field.type))
     present = sa.and_(field.is_not(None), compare)
     return sa.not_(sa.func.coalesce(present, False)) if op == "neq" else present
 
