@@ -10,7 +10,15 @@ from opencdp.collect.messages import Envelope, Limits, normalise
 from opencdp.collect.writer import LogWriter
 from opencdp.identity.identifiers import IdentityRules
 from opencdp.process.processor import Processor
-from opencdp.store.schema import events, identities, identity_conflicts, identity_links, profiles, sources
+from opencdp.store.schema import (
+    events,
+    identities,
+    identity_conflicts,
+    identity_links,
+    profile_events,
+    profiles,
+    sources,
+)
 
 RULES = IdentityRules()
 
@@ -57,6 +65,9 @@ def world(engine: sa.Engine) -> dict[str, Any]:
             (message[r.event_id], r.rule, r.left_type, r.left_value, r.right_type, r.right_value)
             for r in conn.execute(sa.select(identity_conflicts))
         }
+        owned: dict[str, set[str]] = {}
+        for r in conn.execute(sa.select(profile_events.c.profile_id, profile_events.c.event_id)):
+            owned.setdefault(r.profile_id, set()).add(message[r.event_id])
         links = {
             (
                 r.profile_id,
@@ -83,6 +94,8 @@ def world(engine: sa.Engine) -> dict[str, Any]:
                 "first": row.first_seen,
                 "last": row.last_seen,
                 "identity_counts": {k: v for k, v in dict(row.identity_counts).items() if v},
+                "events": frozenset(owned.get(pid, set())),
+                "computed": row.computed,
             }
             for pid, row in live.items()
         },

@@ -435,6 +435,12 @@ class _Chunk:
             identity_links.update().where(identity_links.c.profile_id == old).values(profile_id=new)
         )
         self.conn.execute(profiles.update().where(profiles.c.merged_into == old).values(merged_into=new))
+        self.conn.execute(
+            profile_events.update().where(profile_events.c.profile_id == old).values(profile_id=new)
+        )
+        for fact in self.facts:
+            if fact["profile_id"] == old:
+                fact["profile_id"] = new
         for entry in self.ident.values():
             if entry[1] == old:
                 entry[1] = new
