@@ -23,6 +23,7 @@ sources = sa.Table(
     sa.Column("write_key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("enabled", sa.Boolean, nullable=False, default=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("retention_days", sa.Integer, nullable=True),
 )
 
 api_keys = sa.Table(
@@ -114,6 +115,7 @@ profiles = sa.Table(
     sa.Column("last_seen", UTCDateTime, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("computed", Json, nullable=True),
+    sa.Column("consent", Json, nullable=True),
 )
 
 #: Accepted joins: the answer to "why are these one person?".
@@ -215,6 +217,60 @@ segment_transitions = sa.Table(
     sa.Index("ix_segment_transitions_segment_at", "segment_id", "at"),
 )
 
+# --- Privacy: consent, suppression, audit (0005) ---
+
+#: Consent purposes, defined as data; consent is opt-in: no record means no consent.
+consent_purposes = sa.Table(
+    "consent_purposes",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: Every consent change of a profile (derived from events; follows merges like profile_events).
+consent_history = sa.Table(
+    "consent_history",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, primary_key=True),
+    sa.Column("purpose", sa.String(64), primary_key=True),
+    sa.Column("profile_id", sa.String(36), nullable=False, index=True),
+    sa.Column("granted", sa.Boolean, nullable=False),
+    sa.Column("version", sa.String(100), nullable=True),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("source_id", sa.Integer, nullable=False),
+)
+
+#: Salted hashes of erased people's identifiers: their future events are dropped at the collector.
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("identifier_hash", sa.String(64), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: Install-wide secrets and settings (e.g. the suppression salt).
+settings_store = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+#: Who read, exported or changed what. Never holds personal data itself.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("target_type", sa.String(50), nullable=True),
+    sa.Column("target_id", sa.String(200), nullable=True),
+    sa.Column("detail", Json, nullable=False),
+    sa.Index("ix_audit_log_at", "at"),
+)
+
 DERIVED_TABLES = (
     identities,
     identity_edges,
@@ -227,4 +283,5 @@ DERIVED_TABLES = (
     profile_events,
     segment_memberships,
     segment_transitions,
+    consent_history,
 )
