@@ -96,6 +96,7 @@ def world(engine: sa.Engine) -> dict[str, Any]:
                 "identity_counts": {k: v for k, v in dict(row.identity_counts).items() if v},
                 "events": frozenset(owned.get(pid, set())),
                 "computed": row.computed,
+                "consent": row.consent_meta,
             }
             for pid, row in live.items()
         },

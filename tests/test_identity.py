@@ -247,6 +247,10 @@ def event_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
                 message["traits" if kind == "identify" else "context"] = (
                     traits if kind == "identify" else {"traits": traits}
                 )
+            if draw(st.booleans()):
+                message.setdefault("context", {})["consent"] = {
+                    "purposes": {"email_marketing": {"granted": draw(st.booleans()), "version": "v1"}}
+                }
         out.append(message)
     return out
 

@@ -19,10 +19,12 @@ import sqlalchemy as sa
 from opencdp import logs
 from opencdp.identity.graph import Edge, EdgeKey, Group, Resolution, edge_for, resolve
 from opencdp.identity.identifiers import Identifier, IdentityRules
+from opencdp.privacy.consent import extract_consent
 from opencdp.profiles.state import ProfileState
 from opencdp.store.dialect import insert_ignoring_duplicates, lock_for_processing, upsert
 from opencdp.store.schema import (
     DERIVED_TABLES,
+    consent_history,
     event_owners,
     events,
     identities,
@@ -79,6 +81,8 @@ class _Profile:
             "traits": self.state.traits,
             "trait_meta": self.state.trait_meta,
             "event_counts": self.state.event_counts,
+            "consent": {purpose: record[0] for purpose, record in self.state.consent.items()},
+            "consent_meta": self.state.consent,
             "first_seen": _parse_iso(self.state.first_seen),
             "last_seen": _parse_iso(self.state.last_seen),
             "updated_at": datetime.now(UTC),
@@ -93,6 +97,7 @@ def _profile_from_row(row: Any) -> _Profile:
         dict(row.event_counts),
         iso_text(row.first_seen) if row.first_seen else None,
         iso_text(row.last_seen) if row.last_seen else None,
+        {k: list(v) for k, v in (row.consent_meta or {}).items()},
     )
     return _Profile(
         row.id,
@@ -144,6 +149,7 @@ class _Chunk:
         self.signatures: dict[str, tuple[EdgeKey, int]] = {}  # -> (edge key, event id)
         self.owners: list[dict[str, int]] = []
         self.facts: list[dict[str, Any]] = []
+        self.consents: list[dict[str, Any]] = []
         #: written at flush, in bulk: new edges (by signature) and identities' new profile ids
         self.pending_edges: dict[str, dict[str, Any]] = {}
         self.pending_profile_ids: dict[int, str] = {}
@@ -251,6 +257,18 @@ class _Chunk:
                 self._recompute_component(edge)
         owner_identity, owner_profile = self.ident[ids[0]]
         self.owners.append({"event_id": event.id, "identity_id": owner_identity})
+        for change in extract_consent(payload):
+            self.consents.append(
+                {
+                    "event_id": event.id,
+                    "purpose": change.purpose,
+                    "profile_id": owner_profile,
+                    "granted": change.granted,
+                    "version": change.version,
+                    "ts": event.timestamp,
+                    "source_id": event.source_id,
+                }
+            )
         properties = payload.get("properties")
         self.facts.append(
             {
@@ -438,7 +456,10 @@ class _Chunk:
         self.conn.execute(
             profile_events.update().where(profile_events.c.profile_id == old).values(profile_id=new)
         )
-        for fact in self.facts:
+        self.conn.execute(
+            consent_history.update().where(consent_history.c.profile_id == old).values(profile_id=new)
+        )
+        for fact in (*self.facts, *self.consents):
             if fact["profile_id"] == old:
                 fact["profile_id"] = new
         for entry in self.ident.values():
@@ -602,6 +623,9 @@ class _Chunk:
             conn.execute(
                 profile_events.update().where(profile_events.c.event_id.in_(owned)).values(profile_id=pid)
             )
+            conn.execute(
+                consent_history.update().where(consent_history.c.event_id.in_(owned)).values(profile_id=pid)
+            )
             self.profiles[pid] = profile
             self.dirty.add(pid)
         for old in sorted(old_ids - new_ids):
@@ -657,6 +681,9 @@ class _Chunk:
         if self.facts:
             self.conn.execute(profile_events.insert(), self.facts)
             self.facts = []
+        if self.consents:
+            self.conn.execute(consent_history.insert(), self.consents)
+            self.consents = []
         self.touched |= self.dirty
         if self.dirty:
             columns = [c.name for c in profiles.columns if c.name != "id"]

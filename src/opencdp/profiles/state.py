@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from opencdp.privacy.consent import extract_consent
+
 #: (ISO timestamp, message id, source id): which of two writes of a trait is newer.
 TraitStamp = tuple[str, str, int]
 
@@ -22,6 +24,8 @@ class ProfileState:
     event_counts: dict[str, int] = field(default_factory=dict)
     first_seen: str | None = None
     last_seen: str | None = None
+    #: per purpose: [granted, timestamp, message_id, source_id, source name, text version]
+    consent: dict[str, list[Any]] = field(default_factory=dict)
 
     def apply(
         self, payload: dict[str, Any], timestamp: str, message_id: str, source_id: int, source: str
@@ -32,6 +36,17 @@ class ProfileState:
             self.first_seen = timestamp
         if self.last_seen is None or timestamp > self.last_seen:
             self.last_seen = timestamp
+        for change in extract_consent(payload):
+            current = self.consent.get(change.purpose)
+            if current is None or (timestamp, message_id, source_id) > tuple(current[1:4]):
+                self.consent[change.purpose] = [
+                    change.granted,
+                    timestamp,
+                    message_id,
+                    source_id,
+                    source,
+                    change.version,
+                ]
         if kind == "group":
             return  # group traits describe the account, not the person
         stamp = [timestamp, message_id, source_id, source]
@@ -52,6 +67,10 @@ class ProfileState:
             if current is None or tuple(meta[:3]) > tuple(current[:3]):
                 self.traits[name] = other.traits[name]
                 self.trait_meta[name] = meta
+        for purpose, record in other.consent.items():
+            current = self.consent.get(purpose)
+            if current is None or tuple(record[1:4]) > tuple(current[1:4]):
+                self.consent[purpose] = record
         for kind, n in other.event_counts.items():
             self.event_counts[kind] = self.event_counts.get(kind, 0) + n
         for value in (other.first_seen,):

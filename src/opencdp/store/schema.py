@@ -116,6 +116,7 @@ profiles = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("computed", Json, nullable=True),
     sa.Column("consent", Json, nullable=True),
+    sa.Column("consent_meta", Json, nullable=True),
 )
 
 #: Accepted joins: the answer to "why are these one person?".

@@ -18,6 +18,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("profiles") as batch:
         batch.add_column(sa.Column("consent", Json, nullable=True))
+        batch.add_column(sa.Column("consent_meta", Json, nullable=True))
     with op.batch_alter_table("sources") as batch:
         batch.add_column(sa.Column("retention_days", sa.Integer, nullable=True))
     op.create_table(
@@ -93,4 +94,5 @@ def downgrade() -> None:
     with op.batch_alter_table("sources") as batch:
         batch.drop_column("retention_days")
     with op.batch_alter_table("profiles") as batch:
+        batch.drop_column("consent_meta")
         batch.drop_column("consent")

@@ -1,0 +1,1 @@
+"""Privacy by construction: consent, data subject requests, suppression, retention."""
