@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from opencdp.access.keys import create_api_key, create_source
 from opencdp.api.app import create_app
 from opencdp.config import Settings
+from opencdp.privacy.consent import seed_default_purposes
 from opencdp.store.database import create_engine, migrate
 from opencdp.store.schema import metadata
 from opencdp.system import OpenCDP
@@ -73,6 +74,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'opencdp.db'}"
     url: str = request.getfixturevalue("postgres_url")
     _truncate_all(url)
+    engine = sa.create_engine(url)
+    seed_default_purposes(engine)
+    engine.dispose()
     return url
 
 

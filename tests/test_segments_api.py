@@ -30,6 +30,7 @@ def _shop(cdp: OpenCDP) -> None:
         messages.append(
             {
                 "type": "identify",
+                "context": {"consent": {"purposes": {"email_marketing": n in (0, 3)}}},
                 "userId": f"c{n}",
                 "timestamp": "2026-05-01T10:00:00Z",
                 "traits": {
@@ -94,16 +95,21 @@ def test_segment_lifecycle_over_the_api(client: TestClient, cdp: OpenCDP, admin_
     )
     assert cycle.status_code == 400 and "refers to itself" in cycle.json()["message"]
 
-    page = client.get("/api/segments/DE shoe fans/members", params={"limit": 1}, headers=auth).json()
-    assert page["total"] == 2 and len(page["members"]) == 1 and page["next_after"]
+    page = client.get(
+        "/api/segments/DE shoe fans/members", params={"limit": 1, "purpose": "email_marketing"}, headers=auth
+    ).json()
+    assert page.get("total") == 2, page
+    assert len(page["members"]) == 1 and page["next_after"]
     rest = client.get(
-        "/api/segments/DE shoe fans/members", params={"after": page["next_after"]}, headers=auth
+        "/api/segments/DE shoe fans/members",
+        params={"after": page["next_after"], "purpose": "email_marketing"},
+        headers=auth,
     ).json()
     assert len(rest["members"]) == 1 and rest["next_after"] is None
 
     exported = client.get(
         "/api/segments/DE shoe fans/export",
-        params={"traits": "email,first_name", "computed": "order_count"},
+        params={"traits": "email,first_name", "computed": "order_count", "purpose": "email_marketing"},
         headers=auth,
     )
     assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
@@ -114,6 +120,12 @@ def test_segment_lifecycle_over_the_api(client: TestClient, cdp: OpenCDP, admin_
 
     in_use = client.delete("/api/segments/DE shoe fans", headers=auth)
     assert in_use.status_code == 400 and "refers to" in in_use.json()["message"]
+    no_purpose = client.get("/api/segments/DE shoe fans/export", headers=auth)
+    assert no_purpose.status_code == 400 and no_purpose.json()["errors"][0]["field"] == "purpose"
+    unknown = client.get("/api/segments/DE shoe fans/export", params={"purpose": "telepathy"}, headers=auth)
+    assert unknown.status_code == 400 and "defined purposes" in unknown.json()["message"]
+    sms = client.get("/api/segments/DE shoe fans/members", params={"purpose": "sms"}, headers=auth).json()
+    assert sms["total"] == 0  # opt-in: nobody said yes to SMS
     assert client.delete("/api/segments/big fans", headers=auth).status_code == 204
     assert client.delete("/api/segments/DE shoe fans", headers=auth).status_code == 204
     assert client.get("/api/segments/DE shoe fans", headers=auth).status_code == 404
@@ -159,7 +171,9 @@ def test_segments_from_the_command_line(cdp: OpenCDP, env_for: dict[str, str], t
     assert "saved with 2 members" in run("segments", "create", "fans", criteria).stdout
     assert run("segments", "list").stdout.startswith("fans\t2")
     out = f"{tmp_path}/fans.csv"
-    exported = run("segments", "export", "fans", "--traits", "email", "--out", out)
+    exported = run(
+        "segments", "export", "fans", "--traits", "email", "--out", out, "--purpose", "email_marketing"
+    )
     assert exported.returncode == 0 and "wrote 2 members" in exported.stderr
     with open(out, encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 2

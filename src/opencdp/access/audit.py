@@ -3,9 +3,13 @@ and segment ids — never identifiers or trait values, so it survives an erasure
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from opencdp.store.schema import audit_log
@@ -33,3 +37,84 @@ def record(
     else:
         with target.begin() as conn:
             conn.execute(audit_log.insert(), [row])
+
+
+#: Columns of every audit listing and CSV export, in order.
+COLUMNS = ("id", "at", "actor", "action", "target_type", "target_id", "detail")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _filtered(stmt: sa.Select[Any], action: str | None, actor: str | None) -> sa.Select[Any]:
+    """`action` is exact, or a prefix when it ends in `*` ("segment.*"); `actor` is exact."""
+    if action:
+        if action.endswith("*"):
+            stmt = stmt.where(audit_log.c.action.startswith(action[:-1], autoescape=True))
+        else:
+            stmt = stmt.where(audit_log.c.action == action)
+    if actor:
+        stmt = stmt.where(audit_log.c.actor == actor)
+    return stmt
+
+
+def entries(
+    engine: sa.Engine,
+    after_id: int = 0,
+    limit: int = 100,
+    action: str | None = None,
+    actor: str | None = None,
+) -> list[dict[str, Any]]:
+    """Entries with an id above `after_id`, oldest first: the id is the pagination cursor."""
+    stmt = sa.select(*(audit_log.c[name] for name in COLUMNS)).where(audit_log.c.id > after_id)
+    stmt = _filtered(stmt, action, actor).order_by(audit_log.c.id).limit(limit)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(stmt)]
+
+
+def latest(
+    engine: sa.Engine, limit: int, action: str | None = None, actor: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest `limit` entries, oldest first (what a person at a terminal wants to see)."""
+    stmt = sa.select(*(audit_log.c[name] for name in COLUMNS))
+    stmt = _filtered(stmt, action, actor).order_by(audit_log.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(stmt)]
+    return rows[::-1]
+
+
+def _cell(value: Any) -> str:
+    """One CSV cell. Text that a spreadsheet would run as a formula gets a leading quote."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def csv_line(values: list[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(values)
+    return out.getvalue()
+
+
+def csv_rows(rows: list[dict[str, Any]]) -> Iterator[str]:
+    yield csv_line(list(COLUMNS))
+    for row in rows:
+        yield csv_line([_cell(row[name]) for name in COLUMNS])
+
+
+def export_csv(
+    engine: sa.Engine,
+    action: str | None = None,
+    actor: str | None = None,
+    page_size: int = 1000,
+) -> Iterator[str]:
+    """Every matching entry as CSV lines, read page by page so a long log never sits in memory."""
+    yield csv_line(list(COLUMNS))
+    after = 0
+    while page := entries(engine, after, page_size, action, actor):
+        for row in page:
+            yield csv_line([_cell(row[name]) for name in COLUMNS])
+        after = page[-1]["id"]

@@ -1,4 +1,4 @@
-"""Secrets are shown once and stored only as SHA-256 hashes.
+"""Secrets are shown once and stored only as SHA-256 hashes; every change is audited.
 
 Keys are 192-bit random tokens, so a fast hash is enough (no password KDF needed): a stolen
 database does not reveal them, and lookup is one indexed equality on the hash.
@@ -16,11 +16,20 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from opencdp.access.audit import record
 from opencdp.store.schema import api_keys, sources
 
-ROLES = ("admin",)
+#: What an API key may do. Each scope includes the ones after it: admin ⊇ export ⊇ read.
+SCOPES = ("admin", "export", "read")
+#: A key's role is the widest scope it holds. Write keys belong to sources and only collect.
+ROLES = SCOPES
 WRITE_KEY_PREFIX = "wk_"
 ADMIN_KEY_PREFIX = "ak_"
+
+
+def grants(role: str, scope: str) -> bool:
+    """Whether a key of `role` may use an endpoint that needs `scope` (unknown names grant nothing)."""
+    return role in SCOPES and scope in SCOPES and SCOPES.index(role) <= SCOPES.index(scope)
 
 
 class AccessError(ValueError):
@@ -51,8 +60,13 @@ class ApiKey:
     enabled: bool
     created_at: datetime
 
+    @property
+    def actor(self) -> str:
+        """How the audit log names this key."""
+        return f"key:{self.id}"
 
-def create_source(engine: sa.Engine, name: str) -> tuple[Source, str]:
+
+def create_source(engine: sa.Engine, name: str, *, actor: str = "system") -> tuple[Source, str]:
     name = name.strip()
     if not name:
         raise AccessError("a source needs a name")
@@ -66,6 +80,7 @@ def create_source(engine: sa.Engine, name: str) -> tuple[Source, str]:
                 name=name, write_key_hash=hash_secret(write_key), enabled=True, created_at=now
             )
         ).inserted_primary_key[0]  # type: ignore[index]
+        record(conn, actor, "source.create", "source", name, {"id": source_id})
     return Source(source_id, name, True, now), write_key
 
 
@@ -79,14 +94,15 @@ def list_sources(engine: sa.Engine) -> list[Source]:
         return [Source(*row) for row in rows]
 
 
-def set_source_enabled(engine: sa.Engine, name: str, enabled: bool) -> None:
+def set_source_enabled(engine: sa.Engine, name: str, enabled: bool, *, actor: str = "system") -> None:
     with engine.begin() as conn:
         result = conn.execute(sources.update().where(sources.c.name == name).values(enabled=enabled))
         if result.rowcount == 0:
             raise AccessError(f"no source named {name!r}")
+        record(conn, actor, "source.enable" if enabled else "source.disable", "source", name)
 
 
-def rotate_write_key(engine: sa.Engine, name: str) -> str:
+def rotate_write_key(engine: sa.Engine, name: str, *, actor: str = "system") -> str:
     """Give a source a new write key; the old one stops working (after the key cache's few seconds)."""
     write_key = new_secret(WRITE_KEY_PREFIX)
     with engine.begin() as conn:
@@ -95,10 +111,13 @@ def rotate_write_key(engine: sa.Engine, name: str) -> str:
         )
         if result.rowcount == 0:
             raise AccessError(f"no source named {name!r}")
+        record(conn, actor, "source.rotate_key", "source", name)
     return write_key
 
 
-def create_api_key(engine: sa.Engine, role: str, name: str = "") -> tuple[ApiKey, str]:
+def create_api_key(
+    engine: sa.Engine, role: str, name: str = "", *, actor: str = "system"
+) -> tuple[ApiKey, str]:
     if role not in ROLES:
         raise AccessError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
     secret = new_secret(ADMIN_KEY_PREFIX)
@@ -110,6 +129,7 @@ def create_api_key(engine: sa.Engine, role: str, name: str = "") -> tuple[ApiKey
                 name=name, role=role, key_hash=hash_secret(secret), enabled=True, created_at=now
             )
         ).inserted_primary_key[0]  # type: ignore[index]
+        record(conn, actor, "key.create", "api_key", str(key_id), {"role": role})
     return ApiKey(key_id, name, role, True, now), secret
 
 
@@ -123,11 +143,12 @@ def list_api_keys(engine: sa.Engine) -> list[ApiKey]:
         return [ApiKey(*row) for row in rows]
 
 
-def set_api_key_enabled(engine: sa.Engine, key_id: int, enabled: bool) -> None:
+def set_api_key_enabled(engine: sa.Engine, key_id: int, enabled: bool, *, actor: str = "system") -> None:
     with engine.begin() as conn:
         result = conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(enabled=enabled))
         if result.rowcount == 0:
             raise AccessError(f"no API key with id {key_id}")
+        record(conn, actor, "key.enable" if enabled else "key.disable", "api_key", str(key_id))
 
 
 class KeyRing:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from opencdp.access.keys import ApiKey
 from opencdp.api.auth import admin_key
 from opencdp.api.errors import ApiError
+from opencdp.privacy.consent import ConsentError, require_purpose
 from opencdp.segments import queries, store
 from opencdp.segments.language import CriteriaError
 from opencdp.system import OpenCDP
@@ -99,8 +100,12 @@ def _segment_error(exc: store.SegmentError) -> ApiError:
     return ApiError(400, "invalid_segment", text, [{"field": "criteria", "problem": text}])
 
 
+def _purpose_error(exc: ConsentError) -> ApiError:
+    return ApiError(400, "invalid_purpose", str(exc), [{"field": "purpose", "problem": str(exc)}])
+
+
 def _out(engine: Any, segment: store.Segment) -> dict[str, Any]:
-    page = queries.members(engine, segment.name, None, 1)
+    page = {"total": queries.member_count(engine, segment.name)}
     return {
         "name": segment.name,
         "description": segment.description,
@@ -190,13 +195,18 @@ def list_members(
     request: Request,
     _key: AdminKey,
     name: str,
+    purpose: Annotated[
+        str, Query(description="Consent purpose: only members who consented to it are listed")
+    ],
     after: Annotated[str | None, Query(description="Cursor: next_after of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     try:
-        return queries.members(_engine(request), name, after, limit)
+        return queries.members(_engine(request), name, after, limit, purpose)
     except store.SegmentError as exc:
         raise _segment_error(exc) from None
+    except ConsentError as exc:
+        raise _purpose_error(exc) from None
 
 
 @router.get(
@@ -209,16 +219,23 @@ def export(
     request: Request,
     _key: AdminKey,
     name: str,
+    purpose: Annotated[
+        str, Query(description="Consent purpose: only members who consented to it are exported")
+    ],
     traits: Annotated[str, Query(description="Comma-separated trait names")] = "",
     computed: Annotated[str, Query(description="Comma-separated computed trait names")] = "",
 ) -> StreamingResponse:
     engine = _engine(request)
     try:
         store.get(engine, name)
+        with engine.connect() as conn:
+            purpose = require_purpose(conn, purpose)
     except store.SegmentError as exc:
         raise _segment_error(exc) from None
+    except ConsentError as exc:
+        raise _purpose_error(exc) from None
     rows = queries.export_csv(
-        engine, name, [t for t in traits.split(",") if t], [c for c in computed.split(",") if c]
+        engine, name, [t for t in traits.split(",") if t], [c for c in computed.split(",") if c], purpose
     )
     filename = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "segment"
     return StreamingResponse(

@@ -26,6 +26,7 @@ def _engine() -> Any:
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn expected failures into one readable line instead of a traceback."""
     from opencdp.access.keys import AccessError
+    from opencdp.privacy.consent import ConsentError
     from opencdp.segments.language import CriteriaError
     from opencdp.segments.store import SegmentError
     from opencdp.traits.store import TraitDefinitionError
@@ -36,7 +37,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CriteriaError as exc:
             lines = [f"  {p['path'] or '(root)'}: {p['problem']}" for p in exc.problems]
             raise click.ClickException("invalid criteria:\n" + "\n".join(lines)) from None
-        except (AccessError, SegmentError, TraitDefinitionError) as exc:
+        except (AccessError, ConsentError, SegmentError, TraitDefinitionError) as exc:
             raise click.ClickException(str(exc)) from None
 
     wrapper.__name__ = fn.__name__

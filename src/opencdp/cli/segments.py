@@ -75,25 +75,23 @@ def preview(criteria: str, sample: int) -> None:
 @_friendly
 def create(name: str, criteria: str, description: str, replace: bool) -> None:
     """Save a segment; its memberships are computed at once and kept up to date."""
-    from opencdp.segments.queries import members
+    from opencdp.segments.queries import member_count
     from opencdp.segments.store import save
 
     engine = _engine()
     segment = save(engine, name, _criteria(criteria), description, replace=replace)
-    click.echo(f"segment {segment.name!r} saved with {members(engine, name, None, 1)['total']} members")
+    click.echo(f"segment {segment.name!r} saved with {member_count(engine, name)} members")
 
 
 @segments_group.command("list")
 def list_segments() -> None:
     """List segments and their member counts."""
-    from opencdp.segments.queries import members
+    from opencdp.segments.queries import member_count
     from opencdp.segments.store import list_all
 
     engine = _engine()
     for segment in list_all(engine):
-        click.echo(
-            f"{segment.name}\t{members(engine, segment.name, None, 1)['total']}\t{segment.description}"
-        )
+        click.echo(f"{segment.name}\t{member_count(engine, segment.name)}\t{segment.description}")
 
 
 @segments_group.command("show")
@@ -119,36 +117,43 @@ def delete(name: str) -> None:
 
 @segments_group.command("members")
 @click.argument("name")
+@click.option("--purpose", required=True, help="Consent purpose: only members who consented to it are listed")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--after", default=None, help="Continue after this profile id")
 @_friendly
-def list_members(name: str, limit: int, after: str | None) -> None:
-    """List current members (profile id, entered time)."""
+def list_members(name: str, purpose: str, limit: int, after: str | None) -> None:
+    """List current members who consented to PURPOSE (profile id, entered time)."""
     from opencdp.segments.queries import members
 
-    page = members(_engine(), name, after, limit)
+    page = members(_engine(), name, after, limit, purpose)
     for member in page["members"]:
         click.echo(f"{member['profile_id']}\t{member['entered_at'].isoformat()}")
-    click.echo(f"{page['total']} members in all", err=True)
+    click.echo(f"{page['total']} consenting members in all", err=True)
 
 
 @segments_group.command("export")
 @click.argument("name")
+@click.option(
+    "--purpose", required=True, help="Consent purpose: only members who consented to it are exported"
+)
 @click.option("--traits", default="", help="Comma-separated traits, e.g. email,first_name,country")
 @click.option("--computed", default="", help="Comma-separated computed traits, e.g. rfm_segment")
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), default=None, help="File [default: stdout]"
 )
 @_friendly
-def export(name: str, traits: str, computed: str, out: str | None) -> None:
-    """Export current members as CSV with the chosen traits."""
+def export(name: str, purpose: str, traits: str, computed: str, out: str | None) -> None:
+    """Export current members who consented to PURPOSE as CSV with the chosen traits."""
+    from opencdp.privacy.consent import require_purpose
     from opencdp.segments.queries import export_csv
     from opencdp.segments.store import get
 
     engine = _engine()
     get(engine, name)
+    with engine.connect() as conn:
+        purpose = require_purpose(conn, purpose)
     lines = export_csv(
-        engine, name, [t for t in traits.split(",") if t], [c for c in computed.split(",") if c]
+        engine, name, [t for t in traits.split(",") if t], [c for c in computed.split(",") if c], purpose
     )
     if out is None:
         for line in lines:

@@ -61,6 +61,29 @@ class ConsentError(ValueError):
     pass
 
 
+#: The purposes a new installation starts with (migration 0005 seeds the same).
+DEFAULT_PURPOSES = {
+    "analytics": "Measuring and improving our site and shop",
+    "email_marketing": "Marketing e-mails and newsletters",
+    "sms": "Marketing text messages",
+    "personalisation": "Personalised content and offers",
+    "advertising": "Audiences for advertising platforms",
+}
+
+
+def seed_default_purposes(engine: sa.Engine) -> None:
+    """Insert the default purposes that are missing (for databases emptied by hand or by tests)."""
+    with engine.begin() as conn:
+        existing = {r[0] for r in conn.execute(sa.select(consent_purposes.c.name))}
+        missing = [
+            {"name": n, "description": d, "created_at": datetime.now(UTC)}
+            for n, d in DEFAULT_PURPOSES.items()
+            if n not in existing
+        ]
+        if missing:
+            conn.execute(consent_purposes.insert(), missing)
+
+
 def list_purposes(engine: sa.Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return [

@@ -10,8 +10,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from opencdp.privacy.consent import require_purpose
 from opencdp.segments.compiler import SegmentReferenceError, members_query
 from opencdp.segments.store import SegmentError, check, get, lookup_in
+from opencdp.store.dialect import json_bool
 from opencdp.store.schema import identities, profiles, segment_memberships
 
 
@@ -66,12 +68,19 @@ def _brief(conn: sa.Connection, ids: Sequence[str]) -> list[dict[str, Any]]:
     ]
 
 
-def members(engine: sa.Engine, name: str, after: str | None, limit: int) -> dict[str, Any]:
+def members(
+    engine: sa.Engine, name: str, after: str | None, limit: int, purpose: str | None
+) -> dict[str, Any]:
+    """Current members that consented to `purpose` — required for anything that leaves the system;
+    None only for internal counts (the dashboard's and the API's segment sizes)."""
     segment = get(engine, name)
     with engine.connect() as conn:
+        where = [segment_memberships.c.segment_id == segment.id, segment_memberships.c.exited_at.is_(None)]
+        if purpose is not None:
+            where.append(_consented(require_purpose(conn, purpose)))
         stmt = (
             sa.select(segment_memberships.c.profile_id, segment_memberships.c.entered_at)
-            .where(segment_memberships.c.segment_id == segment.id, segment_memberships.c.exited_at.is_(None))
+            .where(*where)
             .order_by(segment_memberships.c.profile_id)
             .limit(limit)
         )
@@ -79,13 +88,12 @@ def members(engine: sa.Engine, name: str, after: str | None, limit: int) -> dict
             stmt = stmt.where(segment_memberships.c.profile_id > after)
         rows = conn.execute(stmt).all()
         total = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(segment_memberships)
-            .where(segment_memberships.c.segment_id == segment.id, segment_memberships.c.exited_at.is_(None))
+            sa.select(sa.func.count()).select_from(segment_memberships).where(*where)
         ).scalar_one()
         briefs = {b["id"]: b for b in _brief(conn, [r.profile_id for r in rows])}
     return {
         "segment": segment.name,
+        "purpose": purpose,
         "total": int(total),
         "members": [
             {
@@ -99,15 +107,31 @@ def members(engine: sa.Engine, name: str, after: str | None, limit: int) -> dict
     }
 
 
+def member_count(engine: sa.Engine, name: str) -> int:
+    """All current members, consent or not (a number, not data about anyone)."""
+    return int(members(engine, name, None, 1, None)["total"])
+
+
+def _consented(purpose: str) -> sa.ColumnElement[bool]:
+    """Opt-in: only a recorded, granted consent counts."""
+    return segment_memberships.c.profile_id.in_(
+        sa.select(profiles.c.id).where(json_bool(profiles.c.consent, purpose) == sa.true())
+    )
+
+
 def export_csv(
     engine: sa.Engine,
     name: str,
     traits: Sequence[str],
     computed: Sequence[str],
+    purpose: str,
     identifier_types: Sequence[str] = ("user_id", "email", "phone"),
 ) -> Iterator[str]:
-    """The current members as CSV, streamed in pages: profile id, entered time, identifiers, chosen traits."""
+    """Current members that consented to `purpose`, as CSV streamed in pages (profile id, entered time,
+    identifiers, chosen traits). Consent is checked per page, so a withdrawal applies at once."""
     segment = get(engine, name)
+    with engine.connect() as conn:
+        purpose = require_purpose(conn, purpose)
     header = ["profile_id", "entered_at", *identifier_types, *traits, *(f"computed.{c}" for c in computed)]
     yield _line(header)
     after = ""
@@ -125,6 +149,7 @@ def export_csv(
                     segment_memberships.c.segment_id == segment.id,
                     segment_memberships.c.exited_at.is_(None),
                     segment_memberships.c.profile_id > after,
+                    _consented(purpose),
                 )
                 .order_by(segment_memberships.c.profile_id)
                 .limit(1000)
