@@ -10,6 +10,7 @@ from opencdp.collect.messages import Limits
 from opencdp.collect.writer import LogWriter
 from opencdp.config import Settings
 from opencdp.identity.identifiers import IdentityRules
+from opencdp.privacy.suppression import Suppressor
 from opencdp.process.loop import ProcessorLoop
 from opencdp.process.processor import Processor
 from opencdp.store.database import open_database
@@ -24,6 +25,7 @@ class OpenCDP:
         self.keys = KeyRing(self.engine, settings.key_cache_seconds)
         self.limits = Limits(settings.max_event_bytes, settings.max_nesting_depth)
         self.processor = Processor(self.engine, IdentityRules.from_env())
+        self.suppressor = Suppressor(self.engine, self.processor.rules)
         #: The embedded default processes events inside the server; `OPENCDP_PROCESS_IN_SERVER=0`
         #: leaves it to separate `opencdp worker` processes (PostgreSQL).
         self.loop = (

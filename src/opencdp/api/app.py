@@ -12,7 +12,8 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencdp import __version__
-from opencdp.api import admin, collect, imports, profiles, segments
+from opencdp.access.ratelimit import RateLimit, TokenBuckets
+from opencdp.api import admin, audit, collect, imports, privacy, profiles, segments
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from opencdp.api.responses import FastJSONResponse
 from opencdp.api.schemas import DOCUMENTED_MODELS
@@ -36,11 +37,15 @@ def create_app(cdp: OpenCDP) -> FastAPI:
         default_response_class=FastJSONResponse,
     )
     app.state.cdp = cdp
+    limit = RateLimit.from_env()  # OPENCDP_RATE_LIMIT, per write key
+    app.state.rate_limits = TokenBuckets(limit) if limit else None
     app.include_router(collect.router)
     app.include_router(admin.router)
     app.include_router(profiles.router)
     app.include_router(segments.router)
     app.include_router(imports.router)
+    app.include_router(privacy.router)
+    app.include_router(audit.router)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Request
 
-from opencdp.api.auth import source_for, write_key_from_header
+from opencdp.api.auth import check_rate, source_for, write_key_from_header
 from opencdp.api.errors import ApiError
 from opencdp.api.http_body import parse_json_object, read_body
 from opencdp.api.responses import FastJSONResponse
-from opencdp.api.schemas import batch_request, call_request, error_responses
+from opencdp.api.schemas import Error, batch_request, call_request, error_responses
 from opencdp.collect.messages import CALL_TYPES, Envelope, InvalidMessage, normalise, normalise_batch
 from opencdp.collect.writer import WriterClosed
 from opencdp.system import OpenCDP
@@ -21,16 +22,33 @@ router = APIRouter(prefix="/v1", tags=["collect"])
 _SUCCESS = FastJSONResponse({"success": True})
 
 
+def _responses() -> dict[int | str, dict[str, Any]]:
+    limited = "Too many requests for this write key (OPENCDP_RATE_LIMIT); nothing stored, retry"
+    return {**error_responses(), 429: {"description": limited, "model": Error}}
+
+
 async def _ingest(request: Request, call_type: str | None) -> FastJSONResponse:
     cdp: OpenCDP = request.app.state.cdp
     received_at = datetime.now(UTC)
     header_key = write_key_from_header(request)
-    if header_key:  # authenticate before reading a byte of the body
+    if header_key:  # authenticate (and rate-limit) before reading a byte of the body
         source = source_for(cdp, header_key)
+        check_rate(request, source)
     body = parse_json_object(await read_body(request, cdp.settings.max_batch_bytes))
     if not header_key:
         key = body.get("writeKey")
         source = source_for(cdp, key if isinstance(key, str) else None)
+        check_rate(request, source)
+
+    if cdp.suppressor.active():  # erased people: their new events are dropped, the client sees success
+        if call_type is None and isinstance(body.get("batch"), list):
+            body["batch"] = [
+                m for m in body["batch"] if not (isinstance(m, dict) and cdp.suppressor.is_suppressed(m))
+            ]
+            if not body["batch"]:
+                return _SUCCESS
+        elif call_type is not None and cdp.suppressor.is_suppressed({**body, "type": call_type}):
+            return _SUCCESS
 
     if call_type is None:
         rows, problems = normalise_batch(body, source.id, cdp.limits, received_at)
@@ -82,7 +100,7 @@ def _call_route(call_type: str) -> None:
         methods=["POST"],
         summary=f"Record one {call_type} call",
         openapi_extra=call_request(call_type),
-        responses=error_responses(),
+        responses=_responses(),
     )
 
 
@@ -94,15 +112,13 @@ for _type in CALL_TYPES:
     "/batch",
     summary="Record up to 500 KB of calls at once",
     openapi_extra=batch_request(),
-    responses=error_responses(),
+    responses=_responses(),
 )
 async def batch(request: Request) -> FastJSONResponse:
     """All-or-nothing: either every message is stored, or none is and the 400 lists each bad one."""
     return await _ingest(request, None)
 
 
-@router.post(
-    "/import", summary="Alias of /v1/batch", openapi_extra=batch_request(), responses=error_responses()
-)
+@router.post("/import", summary="Alias of /v1/batch", openapi_extra=batch_request(), responses=_responses())
 async def import_(request: Request) -> FastJSONResponse:
     return await _ingest(request, None)

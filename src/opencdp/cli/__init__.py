@@ -66,7 +66,7 @@ def sources() -> None:
 @_friendly
 def sources_create(name: str) -> None:
     """Create a source and print its write key (shown only this once)."""
-    source, write_key = keys.create_source(_engine(), name)
+    source, write_key = keys.create_source(_engine(), name, actor="cli")
     click.echo(write_key)
     click.echo(
         f"source {source.name!r} created (id {source.id}); the write key above is shown only once", err=True
@@ -86,7 +86,7 @@ def sources_list() -> None:
 @_friendly
 def sources_disable(name: str) -> None:
     """Disable a source: its write key is refused with 401 from now on."""
-    keys.set_source_enabled(_engine(), name, False)
+    keys.set_source_enabled(_engine(), name, False, actor="cli")
     click.echo(f"source {name!r} disabled")
 
 
@@ -95,13 +95,14 @@ def sources_disable(name: str) -> None:
 @_friendly
 def sources_enable(name: str) -> None:
     """Enable a disabled source again."""
-    keys.set_source_enabled(_engine(), name, True)
+    keys.set_source_enabled(_engine(), name, True, actor="cli")
     click.echo(f"source {name!r} enabled")
 
 
 @main.group("keys")
 def keys_group() -> None:
-    """API keys for the admin API (/api)."""
+    """API keys for /api. Roles: admin (everything), export (read + segment member lists, CSV
+    exports, personal data export), read (profiles, events, segments, traits, previews)."""
 
 
 @keys_group.command("create")
@@ -110,7 +111,7 @@ def keys_group() -> None:
 @_friendly
 def keys_create(role: str, name: str) -> None:
     """Create an API key and print its secret (shown only this once)."""
-    key, secret = keys.create_api_key(_engine(), role, name)
+    key, secret = keys.create_api_key(_engine(), role, name, actor="cli")
     click.echo(secret)
     click.echo(f"{role} key {key.id} created; the secret above is shown only once", err=True)
 
@@ -128,7 +129,7 @@ def keys_list() -> None:
 @_friendly
 def keys_disable(key_id: int) -> None:
     """Disable an API key by its id."""
-    keys.set_api_key_enabled(_engine(), key_id, False)
+    keys.set_api_key_enabled(_engine(), key_id, False, actor="cli")
     click.echo(f"key {key_id} disabled")
 
 
@@ -266,3 +267,7 @@ from opencdp.imports.cli import import_command  # noqa: E402
 main.add_command(segments_group)
 main.add_command(traits_group)
 main.add_command(import_command, "import")
+
+from opencdp.cli.privacy import privacy_group  # noqa: E402
+
+main.add_command(privacy_group)

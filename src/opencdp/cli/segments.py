@@ -1,4 +1,4 @@
-"""`opencdp segments …` and `opencdp traits …`."""
+"""`opencdp segments …` and `opencdp traits …`. Changes and member reads are audited (actor "cli")."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import click
 import orjson
 
+from opencdp.access.audit import record
 from opencdp.cli.common import _engine, _friendly
 
 
@@ -62,7 +63,10 @@ def preview(criteria: str, sample: int) -> None:
     """Count the matching profiles now, with a sample, without saving anything."""
     from opencdp.segments.queries import preview as run
 
-    result = run(_engine(), _criteria(criteria), sample)
+    engine = _engine()
+    result = run(engine, _criteria(criteria), sample)
+    shown = {"count": result["count"], "sample": len(result["sample"])}
+    record(engine, "cli", "segment.preview", detail=shown)  # criteria may hold values: counts only
     click.echo(f"{result['count']} profiles match", err=True)
     _print(result["sample"])
 
@@ -80,6 +84,7 @@ def create(name: str, criteria: str, description: str, replace: bool) -> None:
 
     engine = _engine()
     segment = save(engine, name, _criteria(criteria), description, replace=replace)
+    record(engine, "cli", "segment.update" if replace else "segment.create", "segment", segment.name)
     click.echo(f"segment {segment.name!r} saved with {member_count(engine, name)} members")
 
 
@@ -111,7 +116,9 @@ def delete(name: str) -> None:
     """Delete a segment and its memberships."""
     from opencdp.segments.store import delete as run
 
-    run(_engine(), name)
+    engine = _engine()
+    run(engine, name)
+    record(engine, "cli", "segment.delete", "segment", name)
     click.echo(f"segment {name!r} deleted")
 
 
@@ -125,7 +132,10 @@ def list_members(name: str, purpose: str, limit: int, after: str | None) -> None
     """List current members who consented to PURPOSE (profile id, entered time)."""
     from opencdp.segments.queries import members
 
-    page = members(_engine(), name, after, limit, purpose)
+    engine = _engine()
+    page = members(engine, name, after, limit, purpose)
+    shown = {"purpose": purpose, "count": len(page["members"])}
+    record(engine, "cli", "segment.members", "segment", name, shown)
     for member in page["members"]:
         click.echo(f"{member['profile_id']}\t{member['entered_at'].isoformat()}")
     click.echo(f"{page['total']} consenting members in all", err=True)
@@ -152,6 +162,11 @@ def export(name: str, purpose: str, traits: str, computed: str, out: str | None)
     get(engine, name)
     with engine.connect() as conn:
         purpose = require_purpose(conn, purpose)
+    columns = {
+        "traits": [t for t in traits.split(",") if t],
+        "computed": [c for c in computed.split(",") if c],
+    }
+    record(engine, "cli", "segment.export", "segment", name, {"purpose": purpose, **columns})
     lines = export_csv(
         engine, name, [t for t in traits.split(",") if t], [c for c in computed.split(",") if c], purpose
     )
@@ -220,7 +235,9 @@ def define(definition: str) -> None:
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()]
         raise click.ClickException("invalid definition:\n" + "\n".join(lines)) from None
-    run(_engine(), parsed)
+    engine = _engine()
+    run(engine, parsed)
+    record(engine, "cli", "trait.define", "computed_trait", parsed.name, {"kind": parsed.kind})
     click.echo(
         f"computed trait {parsed.name!r} defined; run `opencdp traits refresh` to fill it for everyone"
     )
@@ -233,7 +250,9 @@ def delete_trait(name: str) -> None:
     """Delete a custom computed trait."""
     from opencdp.traits.store import remove
 
-    remove(_engine(), name)
+    engine = _engine()
+    remove(engine, name)
+    record(engine, "cli", "trait.delete", "computed_trait", name)
     click.echo(f"computed trait {name!r} deleted")
 
 

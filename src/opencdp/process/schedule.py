@@ -54,4 +54,7 @@ def refresh_all(
     with engine.begin() as conn:
         lock_for_processing(conn, PROCESSOR)
         refresh_segments(conn, None, now)
+    from opencdp.privacy.retention import apply_retention
+
+    apply_retention(engine, now)
     return done
