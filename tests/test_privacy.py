@@ -294,3 +294,33 @@ def test_privacy_commands(cdp: OpenCDP, env_for: dict[str, str], tmp_path: Any) 
     assert "no profile" in run("privacy", "export", "user_id:user-zq81").stderr
     assert run("privacy", "retention", "test", "30").returncode == 0
     assert "expired events deleted" in run("privacy", "apply-retention").stdout
+
+
+def test_consent_from_an_import(cdp: OpenCDP, tmp_path: Any) -> None:
+    from opencdp.imports.mapping import ImportMapping
+    from opencdp.imports.runner import run_import
+
+    path = tmp_path / "crm.csv"
+    path.write_text("crm_id,email,optin\n1,a@example.com,yes\n2,b@example.com,no\n", encoding="utf-8")
+    mapping = ImportMapping.model_validate(
+        {
+            "kind": "contacts",
+            "key": ["crm_id"],
+            "consent_version": "crm-1",
+            "columns": {
+                "crm_id": {"identifier": "crm_id"},
+                "email": {"identifier": "email", "trait": True},
+                "optin": {"type": "boolean", "consent": "email_marketing"},
+            },
+        }
+    )
+    run_import(cdp.engine, path, "crm", mapping, tmp_path / "rejects.csv", progress=False)
+    with cdp.engine.connect() as conn:
+        consent = {
+            r.traits["email"]: r.consent
+            for r in conn.execute(sa.select(profiles.c.traits, profiles.c.consent))
+        }
+    assert consent == {
+        "a@example.com": {"email_marketing": True},
+        "b@example.com": {"email_marketing": False},
+    }

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ColumnType = Literal["string", "integer", "number", "boolean", "date", "datetime"]
 Kind = Literal["contacts", "transactions"]
@@ -72,6 +72,12 @@ class ImportColumn(BaseModel):
         None, description="Transactions only: write the value as this event property (default: column name)"
     )
 
+    consent: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="A boolean column recording consent for this purpose (e.g. email_marketing)",
+    )
+
     @field_validator("format")
     @classmethod
     def _strptime_format(cls, value: str | None) -> str | None:
@@ -83,6 +89,12 @@ class ImportColumn(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"is not a usable strptime format ({exc})") from None
         return value
+
+    @model_validator(mode="after")
+    def _consent_is_boolean(self) -> ImportColumn:
+        if self.consent is not None and self.type != "boolean":
+            raise ValueError("a consent column must have type boolean (yes/no, true/false, 1/0)")
+        return self
 
     @field_validator("trait", "property")
     @classmethod
@@ -106,6 +118,9 @@ class ImportMapping(BaseModel):
     )
     timestamp: str | None = Field(
         None, description="The date or datetime column that says when it happened (default: import time)"
+    )
+    consent_version: str | None = Field(
+        None, max_length=100, description="Version of the consent text the file's consent columns refer to"
     )
     timezone: str = Field("UTC", description="Time zone of dates and of date-times without an offset")
     columns: dict[str, ImportColumn] = Field(

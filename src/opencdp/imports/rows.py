@@ -50,6 +50,7 @@ class _Col:
     identifier: str | None
     trait: str | None
     property: str | None
+    consent: str | None = None
 
 
 def check_columns(mapping: ImportMapping, present: Sequence[str], where: str) -> list[str]:
@@ -115,6 +116,7 @@ class RowConverter:
                 spec.identifier,
                 mapping.trait_of(name),
                 mapping.property_of(name),
+                spec.consent,
             )
             for name, spec in mapping.columns.items()
         ]
@@ -176,6 +178,7 @@ class RowConverter:
         external: list[dict[str, str]] = []
         traits: dict[str, Any] = {}
         properties: dict[str, Any] = {}
+        consents: dict[str, Any] = {}
         usable: set[str] = set()
         for col in self.columns:
             if col.name not in values:
@@ -194,6 +197,8 @@ class RowConverter:
                 traits[col.trait] = as_json(value)
             if col.property is not None:
                 properties[col.property] = as_json(value)
+            if col.consent is not None and isinstance(value, bool):
+                consents[col.consent] = {"granted": value, "version": mapping.consent_version}
         if not usable:
             given = [
                 f"{c.name}={values[c.name]!r}" for c in self.columns if c.identifier and c.name in values
@@ -212,6 +217,8 @@ class RowConverter:
             context["import"] = {**self.origin, self.position_label: position}
         if external:
             context["externalIds"] = external
+        if consents:
+            context["consent"] = {"purposes": consents}
         if mapping.kind == "contacts":
             message["type"] = "identify"
             message["traits"] = traits
