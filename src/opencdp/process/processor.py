@@ -9,17 +9,22 @@ profiles.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from opencdp import logs
-from opencdp.identity.graph import Edge, EdgeKey, Group, Resolution, edge_for, resolve
+from opencdp.identity.graph import Edge, EdgeKey, Resolution, edge_for, resolve
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.privacy.consent import extract_consent
+from opencdp.process.working_set import (
+    WorkingProfile,
+    forest_path,
+    iso_text,
+    profile_from_row,
+    signature,
+)
 from opencdp.profiles.state import ProfileState
 from opencdp.store.dialect import insert_ignoring_duplicates, lock_for_processing, upsert
 from opencdp.store.schema import (
@@ -42,100 +47,6 @@ log = logs.get("opencdp.processor")
 PROCESSOR = "profiles"
 
 
-def iso_text(moment: datetime) -> str:
-    """Fixed-width UTC text: sorts exactly like the instants it names."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_iso(text: str | None) -> datetime | None:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if text else None
-
-
-@dataclass
-class _Profile:
-    id: str
-    anchor_key: tuple[Any, ...]
-    anchor: Identifier
-    last_key: EdgeKey
-    counts: dict[str, int]
-    state: ProfileState = field(default_factory=ProfileState)
-    merged_into: str | None = None
-
-    def as_group(self, members: set[Identifier]) -> Group:
-        from collections import Counter
-
-        return Group(self.anchor_key, self.anchor, set(members), Counter(self.counts), self.last_key)
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "merged_into": self.merged_into,
-            "anchor": [
-                list(self.anchor_key[0]),
-                list(self.anchor_key[1]),
-                self.anchor.type,
-                self.anchor.value,
-            ],
-            "last_edge_key": list(self.last_key),
-            "identity_counts": self.counts,
-            "traits": self.state.traits,
-            "trait_meta": self.state.trait_meta,
-            "event_counts": self.state.event_counts,
-            "consent": {purpose: record[0] for purpose, record in self.state.consent.items()},
-            "consent_meta": self.state.consent,
-            "first_seen": _parse_iso(self.state.first_seen),
-            "last_seen": _parse_iso(self.state.last_seen),
-            "updated_at": datetime.now(UTC),
-        }
-
-
-def _profile_from_row(row: Any) -> _Profile:
-    anchor = row.anchor
-    state = ProfileState(
-        dict(row.traits),
-        dict(row.trait_meta),
-        dict(row.event_counts),
-        iso_text(row.first_seen) if row.first_seen else None,
-        iso_text(row.last_seen) if row.last_seen else None,
-        {k: list(v) for k, v in (row.consent_meta or {}).items()},
-    )
-    return _Profile(
-        row.id,
-        (tuple(anchor[0]), tuple(anchor[1])),
-        Identifier(anchor[2], anchor[3]),
-        tuple(row.last_edge_key),
-        dict(row.identity_counts),
-        state,
-        row.merged_into,
-    )
-
-
-def _forest_path(
-    adjacent: dict[Identifier, list[tuple[Identifier, int, EdgeKey]]], start: Identifier, goal: Identifier
-) -> list[tuple[int, EdgeKey]] | None:
-    """The links on the unique path between two identifiers of a spanning forest (None: not connected)."""
-    previous: dict[Identifier, tuple[Identifier, int, EdgeKey] | None] = {start: None}
-    queue = [start]
-    while queue:
-        node = queue.pop()
-        if node == goal:
-            path = []
-            while (step := previous[node]) is not None:
-                path.append((step[1], step[2]))
-                node = step[0]
-            return path
-        for neighbour, link_id, key in adjacent.get(node, []):
-            if neighbour not in previous:
-                previous[neighbour] = (node, link_id, key)
-                queue.append(neighbour)
-    return None
-
-
-def _signature(ids: list[Identifier], rule: str) -> str:
-    text = rule + "\x1d" + "\x1f".join(f"{i.type}\x1e{i.value}" for i in ids)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class _Chunk:
     """The working set of one transaction: caches of identities and profiles it touches."""
 
@@ -144,7 +55,7 @@ class _Chunk:
         self.rules = rules
         self.dialect = conn.dialect.name
         self.ident: dict[Identifier, list[Any]] = {}  # -> [identity id, profile id]
-        self.profiles: dict[str, _Profile] = {}
+        self.profiles: dict[str, WorkingProfile] = {}
         self.dirty: set[str] = set()
         self.signatures: dict[str, tuple[EdgeKey, int]] = {}  # -> (edge key, event id)
         self.owners: list[dict[str, int]] = []
@@ -188,7 +99,7 @@ class _Chunk:
             for row in self.conn.execute(
                 sa.select(profiles).where(profiles.c.id.in_(missing[start : start + 400]))
             ):
-                self.profiles[row.id] = _profile_from_row(row)
+                self.profiles[row.id] = profile_from_row(row)
 
     def insert_identities(self, first_seen: dict[Identifier, int]) -> None:
         """Create every identifier this chunk sees for the first time, in one statement."""
@@ -227,7 +138,7 @@ class _Chunk:
         for ident in ids:
             self._identity(ident, event.id)
         edge = edge_for(event.id, key, ids, event.type)
-        sig = _signature(ids, edge.rule)
+        sig = signature(ids, edge.rule)
         known = self.signatures.get(sig)
         if known is not None and key < known[0]:
             # The same identifiers were seen together before, but this event is earlier: the edge
@@ -291,7 +202,9 @@ class _Chunk:
 
         old = self.profiles[pid]
         new_id = profile_id_for(ident)
-        fresh = _Profile(new_id, (key, ident.sort_key()), ident, old.last_key, dict(old.counts), old.state)
+        fresh = WorkingProfile(
+            new_id, (key, ident.sort_key()), ident, old.last_key, dict(old.counts), old.state
+        )
         old.state, old.merged_into = ProfileState(), new_id
         self.profiles[new_id] = fresh
         self._retarget(pid, new_id)
@@ -323,7 +236,7 @@ class _Chunk:
             adjacent.setdefault(right, []).append((left, r.id, link_key))
         head = edge.identifiers[0]
         for other in edge.identifiers[1:]:
-            path = _forest_path(adjacent, head, other)
+            path = forest_path(adjacent, head, other)
             if path is None:
                 return False
             newest = max(path, key=lambda step: step[1])
@@ -427,7 +340,7 @@ class _Chunk:
             pid = group.profile_id
             survivor = self.profiles.get(pid)
             if survivor is None:
-                survivor = self.profiles[pid] = _Profile(
+                survivor = self.profiles[pid] = WorkingProfile(
                     pid, group.anchor_key, group.anchor, group.last_key, {}
                 )
             old = {self.ident[i][1] for i in group.members if self.ident[i][1]} - {pid}
@@ -616,7 +529,7 @@ class _Chunk:
                     )
                 if ident in self.ident:
                     self.ident[ident][1] = pid
-            profile = _Profile(pid, group.anchor_key, group.anchor, group.last_key, dict(group.counts))
+            profile = WorkingProfile(pid, group.anchor_key, group.anchor, group.last_key, dict(group.counts))
             member_ids = [by_ident[i].id for i in group.members]
             profile.state = self._refold(member_ids)
             owned = sa.select(event_owners.c.event_id).where(event_owners.c.identity_id.in_(member_ids))
@@ -736,7 +649,7 @@ class Processor:
             chunk.preload(
                 {i for ids in extracted for i in ids},
                 {
-                    _signature(ids, "alias" if e.type == "alias" else "same_event")
+                    signature(ids, "alias" if e.type == "alias" else "same_event")
                     for e, ids in zip(batch, extracted, strict=True)
                     if ids
                 },
