@@ -67,7 +67,7 @@ def entries(
     stmt = sa.select(*(audit_log.c[name] for name in COLUMNS)).where(audit_log.c.id > after_id)
     stmt = _filtered(stmt, action, actor).order_by(audit_log.c.id).limit(limit)
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(stmt)]
+        return [dict(zip(COLUMNS, row, strict=True)) for row in conn.execute(stmt)]
 
 
 def latest(
@@ -77,7 +77,7 @@ def latest(
     stmt = sa.select(*(audit_log.c[name] for name in COLUMNS))
     stmt = _filtered(stmt, action, actor).order_by(audit_log.c.id.desc()).limit(limit)
     with engine.connect() as conn:
-        rows = [dict(row._mapping) for row in conn.execute(stmt)]
+        rows = [dict(zip(COLUMNS, row, strict=True)) for row in conn.execute(stmt)]
     return rows[::-1]
 
 

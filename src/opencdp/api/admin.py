@@ -1,21 +1,20 @@
-"""The admin API under /api: sources and the event log. Every route needs an admin key."""
+"""The admin API under /api: sources (admin key) and the event log (read key, audited)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from opencdp.access.keys import ApiKey, list_sources
-from opencdp.api.auth import admin_key
+from opencdp.access.keys import list_sources
+from opencdp.api.audit import audit
+from opencdp.api.auth import AdminKey, ReadKey
 from opencdp.log.reader import EventQuery, read_events
 from opencdp.system import OpenCDP
 
 router = APIRouter(prefix="/api", tags=["admin"])
-
-AdminKey = Annotated[ApiKey, Depends(admin_key)]
 
 
 class SourceOut(BaseModel):
@@ -64,17 +63,22 @@ def get_sources(request: Request, _key: AdminKey) -> list[Any]:
 @router.get("/events", response_model=EventPage, summary="Read the event log in order")
 def get_events(
     request: Request,
-    _key: AdminKey,
+    key: ReadKey,
     source: Annotated[str | None, Query(description="Source name")] = None,
     type: Annotated[str | None, Query(description="Call type: identify, track, …")] = None,
     user_id: str | None = None,
     anonymous_id: str | None = None,
     message_id: str | None = None,
-    after_id: Annotated[int, Query(ge=0, description="Return events with a larger id (the cursor)")] = 0,
+    after_id: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Return events with a larger id (the cursor)")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     rows = read_events(
         request.app.state.cdp.engine,
         EventQuery(source, type, user_id, anonymous_id, message_id, after_id, limit),
     )
+    given = (("source", source), ("type", type), ("user_id", user_id), ("anonymous_id", anonymous_id))
+    filters = [name for name, value in (*given, ("message_id", message_id)) if value is not None]
+    audit(request, key, "events.read", detail={"filters": filters, "count": len(rows)})  # names only
     return {"events": rows, "next_after_id": rows[-1]["id"] if len(rows) == limit else None}

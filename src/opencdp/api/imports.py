@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from opencdp.access.keys import ApiKey
-from opencdp.api.auth import admin_key
+from opencdp.api.audit import audit
+from opencdp.api.auth import AdminKey, storable, storable_rows
 from opencdp.api.errors import ApiError
 from opencdp.imports.mapping import ImportFailed, ImportMapping, MappingError
 from opencdp.imports.runner import MAX_API_ROWS, import_rows
 from opencdp.system import OpenCDP
 
 router = APIRouter(prefix="/api", tags=["imports"])
-AdminKey = Annotated[ApiKey, Depends(admin_key)]
 
 
 class ImportRequest(BaseModel):
@@ -44,11 +43,13 @@ class ImportRequest(BaseModel):
         }
     )
 
-    source: str = Field(
+    source: Annotated[str, AfterValidator(storable)] = Field(
         ..., min_length=1, max_length=200, description="Source name; created if it does not exist"
     )
-    mapping: ImportMapping = Field(..., description="The mapping, as in a mapping file (docs/import.md)")
-    rows: list[dict[str, Any]] = Field(
+    mapping: Annotated[ImportMapping, AfterValidator(storable)] = Field(
+        ..., description="The mapping, as in a mapping file (docs/import.md)"
+    )
+    rows: Annotated[list[dict[str, Any]], AfterValidator(storable_rows)] = Field(
         ...,
         min_length=1,
         max_length=MAX_API_ROWS,
@@ -84,7 +85,7 @@ class ImportResult(BaseModel):
     summary="Import CRM/offline rows as events (contacts → identify, transactions → track)",
     responses={400: {"description": "Invalid mapping or rows; `errors` name each field"}},
 )
-def create_import(request: Request, _key: AdminKey, body: ImportRequest) -> dict[str, Any]:
+def create_import(request: Request, key: AdminKey, body: ImportRequest) -> dict[str, Any]:
     cdp: OpenCDP = request.app.state.cdp
     try:
         summary, rejected = import_rows(
@@ -97,6 +98,8 @@ def create_import(request: Request, _key: AdminKey, body: ImportRequest) -> dict
         code = "invalid_mapping" if isinstance(exc, MappingError) or errors else "import_failed"
         raise ApiError(400, code, str(exc), errors or None) from None
     out = summary.as_dict()
+    counts = ("kind", "rows_read", "accepted", "rejected", "duplicates", "events_written", "source_created")
+    audit(request, key, "import.run", "source", summary.source, {name: out[name] for name in counts})
     out.pop("rejects_path")
     out["rejected_rows"] = [{"index": r.position, "reason": r.reason, "column": r.column} for r in rejected]
     return out

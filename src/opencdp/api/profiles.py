@@ -1,21 +1,21 @@
-"""Profile API under /api/profiles: the single customer view. Every route needs an admin key."""
+"""Profile API under /api/profiles: the single customer view. Read keys; every read is audited
+by profile id (a lookup records the profile found, never the identifier searched for)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from opencdp.access.keys import ApiKey
-from opencdp.api.auth import admin_key
+from opencdp.api.audit import audit, safe_token
+from opencdp.api.auth import ReadKey
 from opencdp.api.errors import ApiError
 from opencdp.profiles.reader import ProfileNotFound, find_profile_id, get_profile, merge_history, timeline
 from opencdp.system import OpenCDP
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"])
-AdminKey = Annotated[ApiKey, Depends(admin_key)]
 
 
 class IdentifierOut(BaseModel):
@@ -86,39 +86,48 @@ def _not_found(exc: ProfileNotFound) -> ApiError:
 @router.get("/lookup", response_model=ProfileOut, summary="Find a profile by any identifier")
 def lookup(
     request: Request,
-    _key: AdminKey,
+    key: ReadKey,
     type: Annotated[str, Query(min_length=1, description="Identifier type, e.g. email")],
     value: Annotated[str, Query(min_length=1)],
 ) -> dict[str, Any]:
     cdp = _cdp(request)
+    detail: dict[str, Any] = {"by": safe_token(type)}
     try:
-        return get_profile(cdp.engine, find_profile_id(cdp.engine, cdp.processor.rules, type, value))
+        out = get_profile(cdp.engine, find_profile_id(cdp.engine, cdp.processor.rules, type, value))
     except ProfileNotFound as exc:
+        audit(request, key, "profile.lookup", detail={**detail, "found": False})
         raise _not_found(exc) from None
+    audit(request, key, "profile.lookup", "profile", out["id"], {**detail, "found": True})
+    return out
 
 
 @router.get(
     "/{profile_id}", response_model=ProfileOut, summary="One profile (merged ids resolve to the survivor)"
 )
-def profile(request: Request, _key: AdminKey, profile_id: str) -> dict[str, Any]:
+def profile(request: Request, key: ReadKey, profile_id: str) -> dict[str, Any]:
     try:
-        return get_profile(_cdp(request).engine, profile_id)
+        out = get_profile(_cdp(request).engine, profile_id)
     except ProfileNotFound as exc:
         raise _not_found(exc) from None
+    audit(request, key, "profile.get", "profile", out["id"])
+    return out
 
 
 @router.get("/{profile_id}/events", response_model=TimelinePage, summary="The profile's events, newest first")
 def events(
     request: Request,
-    _key: AdminKey,
+    key: ReadKey,
     profile_id: str,
-    before_id: Annotated[int | None, Query(ge=1, description="Cursor from next_before_id")] = None,
+    before_id: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Cursor from next_before_id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     try:
         survivor, rows = timeline(_cdp(request).engine, profile_id, before_id, limit)
     except ProfileNotFound as exc:
         raise _not_found(exc) from None
+    audit(request, key, "profile.events", "profile", survivor, {"count": len(rows)})
     return {
         "profile_id": survivor,
         "events": rows,
@@ -129,8 +138,10 @@ def events(
 @router.get(
     "/{profile_id}/merges", response_model=MergeHistory, summary="Why these identifiers are one person"
 )
-def merges(request: Request, _key: AdminKey, profile_id: str) -> dict[str, Any]:
+def merges(request: Request, key: ReadKey, profile_id: str) -> dict[str, Any]:
     try:
-        return merge_history(_cdp(request).engine, profile_id)
+        out = merge_history(_cdp(request).engine, profile_id)
     except ProfileNotFound as exc:
         raise _not_found(exc) from None
+    audit(request, key, "profile.merges", "profile", out["id"])
+    return out

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-from opencdp.access.keys import ApiKey
-from opencdp.api.auth import admin_key
+from opencdp.api.audit import audit, safe_token
+from opencdp.api.auth import AdminKey, ExportKey, ReadKey, storable
 from opencdp.api.errors import ApiError
 from opencdp.privacy.consent import ConsentError, require_purpose
 from opencdp.segments import queries, store
@@ -20,11 +20,12 @@ from opencdp.traits import store as trait_store
 from opencdp.traits.definitions import DERIVED, ComputedTrait
 
 router = APIRouter(prefix="/api", tags=["segments"])
-AdminKey = Annotated[ApiKey, Depends(admin_key)]
 
 
 class CriteriaIn(BaseModel):
-    criteria: dict[str, Any] = Field(..., description="A criteria document, see docs/segments.md")
+    criteria: Annotated[dict[str, Any], AfterValidator(storable)] = Field(
+        ..., description="A criteria document, see docs/segments.md"
+    )
 
 
 class PreviewIn(CriteriaIn):
@@ -32,8 +33,8 @@ class PreviewIn(CriteriaIn):
 
 
 class SegmentIn(CriteriaIn):
-    name: str = Field(..., min_length=1, max_length=200)
-    description: str = ""
+    name: Annotated[str, AfterValidator(storable)] = Field(..., min_length=1, max_length=200)
+    description: Annotated[str, AfterValidator(storable)] = ""
 
 
 class SegmentOut(BaseModel):
@@ -119,7 +120,7 @@ def _out(engine: Any, segment: store.Segment) -> dict[str, Any]:
 @router.post(
     "/segments/validate", response_model=Validation, summary="Check criteria; 400 names each bad path"
 )
-def validate(request: Request, _key: AdminKey, body: CriteriaIn) -> dict[str, Any]:
+def validate(request: Request, _key: ReadKey, body: CriteriaIn) -> dict[str, Any]:
     try:
         with _engine(request).connect() as conn:
             store.check(conn, body.criteria)
@@ -131,22 +132,27 @@ def validate(request: Request, _key: AdminKey, body: CriteriaIn) -> dict[str, An
 
 
 @router.post("/segments/preview", response_model=PreviewOut, summary="Count and sample, without saving")
-def preview(request: Request, _key: AdminKey, body: PreviewIn) -> dict[str, Any]:
+def preview(request: Request, key: ReadKey, body: PreviewIn) -> dict[str, Any]:
     try:
-        return queries.preview(_engine(request), body.criteria, body.sample_size)
+        out = queries.preview(_engine(request), body.criteria, body.sample_size)
     except CriteriaError as exc:
         raise _bad_criteria(exc) from None
     except store.SegmentError as exc:
         raise _segment_error(exc) from None
+    # Criteria may hold values ("email = ann@…"): only counts go to the audit log.
+    audit(request, key, "segment.preview", detail={"count": out["count"], "sample": len(out["sample"])})
+    return out
 
 
 @router.post("/segments", response_model=SegmentOut, status_code=201, summary="Save a segment")
-def create(request: Request, _key: AdminKey, body: SegmentIn) -> dict[str, Any]:
-    return _save(request, body, replace=False)
+def create(request: Request, key: AdminKey, body: SegmentIn) -> dict[str, Any]:
+    out = _save(request, body, replace=False)
+    audit(request, key, "segment.create", "segment", body.name)
+    return out
 
 
 @router.put("/segments/{name}", response_model=SegmentOut, summary="Replace a segment's criteria")
-def replace(request: Request, _key: AdminKey, name: str, body: SegmentIn) -> dict[str, Any]:
+def replace(request: Request, key: AdminKey, name: str, body: SegmentIn) -> dict[str, Any]:
     if body.name != name:
         raise ApiError(
             400,
@@ -154,7 +160,9 @@ def replace(request: Request, _key: AdminKey, name: str, body: SegmentIn) -> dic
             "name in the body differs from the path",
             [{"field": "name", "problem": "must equal the segment name in the path"}],
         )
-    return _save(request, body, replace=True)
+    out = _save(request, body, replace=True)
+    audit(request, key, "segment.update", "segment", name)
+    return out
 
 
 def _save(request: Request, body: SegmentIn, replace: bool) -> dict[str, Any]:
@@ -169,13 +177,13 @@ def _save(request: Request, body: SegmentIn, replace: bool) -> dict[str, Any]:
 
 
 @router.get("/segments", response_model=list[SegmentOut], summary="List segments with member counts")
-def list_segments(request: Request, _key: AdminKey) -> list[dict[str, Any]]:
+def list_segments(request: Request, _key: ReadKey) -> list[dict[str, Any]]:
     engine = _engine(request)
     return [_out(engine, s) for s in store.list_all(engine)]
 
 
 @router.get("/segments/{name}", response_model=SegmentOut, summary="One segment")
-def get_segment(request: Request, _key: AdminKey, name: str) -> dict[str, Any]:
+def get_segment(request: Request, _key: ReadKey, name: str) -> dict[str, Any]:
     try:
         return _out(_engine(request), store.get(_engine(request), name))
     except store.SegmentError as exc:
@@ -183,17 +191,18 @@ def get_segment(request: Request, _key: AdminKey, name: str) -> dict[str, Any]:
 
 
 @router.delete("/segments/{name}", status_code=204, summary="Delete a segment and its memberships")
-def delete_segment(request: Request, _key: AdminKey, name: str) -> None:
+def delete_segment(request: Request, key: AdminKey, name: str) -> None:
     try:
         store.delete(_engine(request), name)
     except store.SegmentError as exc:
         raise _segment_error(exc) from None
+    audit(request, key, "segment.delete", "segment", name)
 
 
 @router.get("/segments/{name}/members", response_model=MemberPage, summary="Current members, paginated")
 def list_members(
     request: Request,
-    _key: AdminKey,
+    key: ExportKey,
     name: str,
     purpose: Annotated[
         str, Query(description="Consent purpose: only members who consented to it are listed")
@@ -202,11 +211,14 @@ def list_members(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     try:
-        return queries.members(_engine(request), name, after, limit, purpose)
+        page = queries.members(_engine(request), name, after, limit, purpose)
     except store.SegmentError as exc:
         raise _segment_error(exc) from None
     except ConsentError as exc:
         raise _purpose_error(exc) from None
+    detail = {"purpose": safe_token(purpose), "count": len(page["members"])}
+    audit(request, key, "segment.members", "segment", name, detail)
+    return page
 
 
 @router.get(
@@ -217,7 +229,7 @@ def list_members(
 )
 def export(
     request: Request,
-    _key: AdminKey,
+    key: ExportKey,
     name: str,
     purpose: Annotated[
         str, Query(description="Consent purpose: only members who consented to it are exported")
@@ -234,9 +246,15 @@ def export(
         raise _segment_error(exc) from None
     except ConsentError as exc:
         raise _purpose_error(exc) from None
-    rows = queries.export_csv(
-        engine, name, [t for t in traits.split(",") if t], [c for c in computed.split(",") if c], purpose
-    )
+    trait_names = [t for t in traits.split(",") if t]
+    computed_names = [c for c in computed.split(",") if c]
+    detail = {
+        "purpose": safe_token(purpose),
+        "traits": [safe_token(t) for t in trait_names],
+        "computed": [safe_token(c) for c in computed_names],
+    }
+    audit(request, key, "segment.export", "segment", name, detail)
+    rows = queries.export_csv(engine, name, trait_names, computed_names, purpose)
     filename = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "segment"
     return StreamingResponse(
         rows,
@@ -251,7 +269,7 @@ class TraitList(BaseModel):
 
 
 @router.get("/traits/computed", response_model=TraitList, summary="Computed trait definitions")
-def computed_traits(request: Request, _key: AdminKey) -> dict[str, Any]:
+def computed_traits(request: Request, _key: ReadKey) -> dict[str, Any]:
     with _engine(request).connect() as conn:
         return {"definitions": trait_store.definitions(conn), "derived": DERIVED}
 
@@ -262,17 +280,21 @@ def computed_traits(request: Request, _key: AdminKey) -> dict[str, Any]:
     status_code=201,
     summary="Define a custom computed trait (applies as profiles update; run a refresh for all)",
 )
-def define_trait(request: Request, _key: AdminKey, body: ComputedTrait) -> ComputedTrait:
+def define_trait(
+    request: Request, key: AdminKey, body: Annotated[ComputedTrait, AfterValidator(storable)]
+) -> ComputedTrait:
     try:
         trait_store.define(_engine(request), body)
     except trait_store.TraitDefinitionError as exc:
         raise ApiError(400, "invalid_trait", str(exc), [{"field": "name", "problem": str(exc)}]) from None
+    audit(request, key, "trait.define", "computed_trait", body.name, {"kind": body.kind})
     return body
 
 
 @router.delete("/traits/computed/{name}", status_code=204, summary="Delete a custom computed trait")
-def delete_trait(request: Request, _key: AdminKey, name: str) -> None:
+def delete_trait(request: Request, key: AdminKey, name: str) -> None:
     try:
         trait_store.remove(_engine(request), name)
     except trait_store.TraitDefinitionError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
+    audit(request, key, "trait.delete", "computed_trait", name)

@@ -271,3 +271,7 @@ main.add_command(import_command, "import")
 from opencdp.cli.privacy import privacy_group  # noqa: E402
 
 main.add_command(privacy_group)
+
+from opencdp.cli.audit import audit_command  # noqa: E402
+
+main.add_command(audit_command)
