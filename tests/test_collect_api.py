@@ -202,6 +202,17 @@ BAD_SINGLE: list[tuple[str, Any, str]] = [
     ("track", {"userId": "u", "event": "E", "timestamp": "yesterday"}, "timestamp"),
     ("track", {"userId": "u", "event": "E", "timestamp": 1700000000}, "timestamp"),
     ("track", {"userId": "u", "event": "E", "sentAt": "nope"}, "sentAt"),
+    ("track", {"userId": "u", "event": "E", "timestamp": "0473-12-29T12:26:17Z"}, "timestamp"),
+    (
+        "track",
+        {"userId": "u", "event": "E", "timestamp": "9999-12-31T00:00:00Z", "sentAt": "1970-01-01T00:00:00Z"},
+        "timestamp",
+    ),
+    (
+        "track",
+        {"userId": "u", "event": "E", "timestamp": "2199-01-01T00:00:00Z", "sentAt": "1901-01-01T00:00:00Z"},
+        "sentAt",
+    ),
     ("track", {"userId": "u" * 300, "event": "E"}, "userId"),
     ("track", {"userId": "u", "event": "E", "messageId": {"a": 1}}, "messageId"),
     ("group", {"userId": "u"}, "groupId"),

@@ -457,13 +457,8 @@ def test_cli_import(env_for: dict[str, str], tmp_path: Path) -> None:
 
 @pytest.fixture
 def api(cdp: OpenCDP) -> Iterator[TestClient]:
-    """The app with the import router (included here until `create_app` does it)."""
-    from opencdp.api.imports import router
-
-    app = create_app(cdp)
-    if not any(getattr(route, "path", None) == "/api/imports" for route in app.routes):
-        app.include_router(router)
-    with TestClient(app) as test_client:
+    """The app, as `opencdp serve` builds it."""
+    with TestClient(create_app(cdp)) as test_client:
         yield test_client
 
 

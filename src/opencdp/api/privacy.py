@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from opencdp.access.audit import record
-from opencdp.api.auth import AdminKey, ExportKey, ReadKey
+from opencdp.api.auth import AdminKey, ExportKey, ReadKey, storable
 from opencdp.api.errors import ApiError
 from opencdp.api.responses import FastJSONResponse
 from opencdp.privacy.consent import ConsentError, define_purpose, list_purposes, require_purpose
@@ -23,9 +23,12 @@ from opencdp.system import OpenCDP
 router = APIRouter(prefix="/api", tags=["privacy"])
 
 
+Text = Annotated[str, AfterValidator(storable)]
+
+
 class PurposeIn(BaseModel):
-    name: str = Field(..., min_length=1, max_length=64)
-    description: str = ""
+    name: Text = Field(..., min_length=1, max_length=64)
+    description: Text = ""
 
 
 class PurposeOut(BaseModel):
@@ -35,9 +38,9 @@ class PurposeOut(BaseModel):
 
 
 class ConsentIn(BaseModel):
-    purpose: str = Field(..., min_length=1, max_length=64)
+    purpose: Text = Field(..., min_length=1, max_length=64)
     granted: bool
-    version: str | None = Field(None, max_length=100, description="Version of the consent text shown")
+    version: Text | None = Field(None, max_length=100, description="Version of the consent text shown")
 
 
 class ConsentAccepted(BaseModel):
@@ -48,8 +51,8 @@ class ConsentAccepted(BaseModel):
 
 
 class Person(BaseModel):
-    type: str = Field(..., min_length=1, description="Identifier type, e.g. email or user_id")
-    value: str = Field(..., min_length=1)
+    type: Text = Field(..., min_length=1, description="Identifier type, e.g. email or user_id")
+    value: Text = Field(..., min_length=1)
 
 
 class Erased(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -56,14 +56,24 @@ class Limits:
     max_nesting_depth: int = 32
 
 
+#: Times outside this range are refused: they are mistakes, and they do not sort as text.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def parse_time(value: Any, field: str) -> datetime:
     if not isinstance(value, str):
         raise InvalidMessage(field, f"must be an ISO-8601 date-time string, got {type(value).__name__}")
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidMessage(field, f"is not an ISO-8601 date-time: {value[:64]!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if not EARLIEST <= parsed <= LATEST:
+        raise InvalidMessage(
+            field, f"is outside the supported range {EARLIEST.year}-{LATEST.year}: {value[:64]!r}"
+        )
+    return parsed
 
 
 def iso(moment: datetime) -> str:
@@ -191,7 +201,14 @@ def normalise(
     elif sent_at is None:
         timestamp = original_ts
     else:  # correct the client's clock skew (Segment's rule)
-        timestamp = received_at - (sent_at - original_ts)
+        try:
+            timestamp = received_at - (sent_at - original_ts)
+        except OverflowError:
+            timestamp = LATEST + timedelta(days=1)
+        if not EARLIEST <= timestamp <= LATEST:
+            raise InvalidMessage(
+                prefix + "sentAt", "and timestamp differ by more than any clock skew could explain"
+            )
 
     if not message_id:
         message_id = str(uuid.uuid4())

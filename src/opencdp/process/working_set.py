@@ -16,7 +16,9 @@ from opencdp.profiles.state import ProfileState
 
 def iso_text(moment: datetime) -> str:
     """Fixed-width UTC text: sorts exactly like the instants it names."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    m = moment.astimezone(UTC)
+    day = f"{m.year:04d}-{m.month:02d}-{m.day:02d}"
+    return f"{day}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
 
 
 def parse_iso(text: str | None) -> datetime | None:
