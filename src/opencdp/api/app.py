@@ -18,6 +18,7 @@ from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, 
 from opencdp.api.responses import FastJSONResponse
 from opencdp.api.schemas import DOCUMENTED_MODELS
 from opencdp.system import OpenCDP
+from opencdp.ui import router as ui_router
 
 
 def create_app(cdp: OpenCDP) -> FastAPI:
@@ -44,6 +45,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(profiles.router)
     app.include_router(segments.router)
     app.include_router(imports.router)
+    app.include_router(ui_router)
     app.include_router(privacy.router)
     app.include_router(audit.router)
     app.add_exception_handler(ApiError, api_error_handler)

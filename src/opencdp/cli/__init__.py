@@ -275,3 +275,7 @@ main.add_command(privacy_group)
 from opencdp.cli.audit import audit_command  # noqa: E402
 
 main.add_command(audit_command)
+
+from opencdp.ui.cli import users_group  # noqa: E402
+
+main.add_command(users_group)

@@ -1,0 +1,45 @@
+"""Dashboard settings, read from the environment once per process (documented in docs/ui.md).
+
+They live here rather than in `opencdp.config.Settings` because only the dashboard uses them;
+moving them there later changes nothing for users.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+from opencdp.config import ConfigError
+
+
+def _minutes(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of minutes, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class UISettings:
+    #: A session ends after this long without a request (the laptop left open in a café).
+    idle: timedelta
+    #: …and after this long in any case, so a stolen cookie is not valid for ever.
+    lifetime: timedelta
+    #: Mark cookies `Secure` even when the request looks like plain HTTP (behind a TLS proxy that
+    #: does not send X-Forwarded-Proto).
+    secure_cookies: bool
+
+    @classmethod
+    def from_env(cls) -> UISettings:
+        return cls(
+            idle=timedelta(minutes=_minutes("OPENCDP_UI_IDLE_MINUTES", 120)),
+            lifetime=timedelta(minutes=_minutes("OPENCDP_UI_SESSION_MINUTES", 12 * 60)),
+            secure_cookies=os.environ.get("OPENCDP_UI_SECURE_COOKIES", "0").lower() in {"1", "true", "yes"},
+        )

@@ -1,0 +1,252 @@
+"""Segments: the list, the builder (save, duplicate, delete), the live preview and CSV export."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from opencdp.access import audit
+from opencdp.privacy.consent import ConsentError, list_purposes, require_purpose
+from opencdp.segments import queries, store
+from opencdp.segments.language import CriteriaError
+from opencdp.store.schema import segment_memberships, segments
+from opencdp.ui.catalog import catalog
+from opencdp.ui.profiles import display_name
+from opencdp.ui.web import (
+    BadRequest,
+    Checked,
+    Editor,
+    NotFound,
+    SignedIn,
+    UIRoute,
+    engine_of,
+    redirect,
+    render,
+)
+
+router = APIRouter(route_class=UIRoute, include_in_schema=False)
+DONE = {"saved": "Segment saved.", "duplicated": "Copy created.", "deleted": "Segment deleted."}
+
+
+def _member_counts(engine: sa.Engine) -> dict[int, int]:
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(
+                sa.select(segment_memberships.c.segment_id, sa.func.count())
+                .where(segment_memberships.c.exited_at.is_(None))
+                .group_by(segment_memberships.c.segment_id)
+            ).all()
+        )
+
+
+def _by_id(engine: sa.Engine, segment_id: int) -> store.Segment:
+    with engine.connect() as conn:
+        name = conn.execute(sa.select(segments.c.name).where(segments.c.id == segment_id)).scalar()
+    if name is None:
+        raise NotFound("There is no segment with this id (it may have been deleted).")
+    return store.get(engine, name)
+
+
+def _problems(exc: Exception) -> list[str]:
+    if isinstance(exc, CriteriaError):
+        return [f"{p['path'] or 'criteria'}: {p['problem']}" for p in exc.problems]
+    return [str(exc)]
+
+
+@router.get("/segments")
+def list_segments(request: Request, session: SignedIn, done: str = "") -> Response:
+    engine = engine_of(request)
+    counts = _member_counts(engine)
+    rows = [{"segment": s, "members": counts.get(s.id, 0)} for s in store.list_all(engine)]
+    return render(request, "segments.html", {"nav": "segments", "rows": rows, "done": DONE.get(done, "")})
+
+
+def _builder(
+    request: Request,
+    segment: store.Segment | None,
+    criteria: Any,
+    name: str = "",
+    description: str | None = None,
+    problems: list[str] | None = None,
+    status: int = 200,
+    done: str = "",
+) -> Response:
+    engine = engine_of(request)
+    names = catalog(engine)
+    members = _member_counts(engine).get(segment.id, 0) if segment else None
+    return render(
+        request,
+        "segment_builder.html",
+        {
+            "nav": "segments",
+            "segment": segment,
+            "members": members,
+            "name": segment.name if segment else name,
+            "description": description if description is not None else segment.description if segment else "",
+            "criteria_json": criteria if isinstance(criteria, dict) else {"and": []},
+            "catalog": {
+                **names,
+                "segments": [s for s in names["segments"] if not segment or s != segment.name],
+            },
+            "problems": problems or [],
+            "purposes": list_purposes(engine) if segment else [],
+            "done": DONE.get(done, ""),
+        },
+        status,
+    )
+
+
+@router.get("/segments/new")
+def new_segment(request: Request, session: SignedIn) -> Response:
+    return _builder(request, None, {"and": []})
+
+
+@router.get("/segments/{segment_id}")
+def edit_segment(request: Request, session: SignedIn, segment_id: int, done: str = "") -> Response:
+    segment = _by_id(engine_of(request), segment_id)
+    return _builder(request, segment, segment.criteria, done=done)
+
+
+def _save(
+    request: Request,
+    session: Editor,
+    segment: store.Segment | None,
+    name: str,
+    description: str,
+    criteria_text: str,
+) -> Response:
+    engine = engine_of(request)
+    try:
+        criteria = orjson.loads(criteria_text)
+    except orjson.JSONDecodeError:
+        return _builder(
+            request, segment, {"and": []}, name, description, ["The conditions could not be read."], 400
+        )
+    try:
+        saved = store.save(
+            engine, segment.name if segment else name, criteria, description, replace=segment is not None
+        )
+    except (CriteriaError, store.SegmentError) as exc:
+        return _builder(request, segment, criteria, name, description, _problems(exc), 400)
+    audit.record(engine, f"user:{session.user.id}", "segment.save", "segment", str(saved.id))
+    return redirect(f"/segments/{saved.id}?done=saved")
+
+
+@router.post("/segments")
+def create_segment(
+    request: Request,
+    session: Editor,
+    name: Annotated[str, Form(max_length=200)] = "",
+    description: Annotated[str, Form(max_length=2000)] = "",
+    criteria: Annotated[str, Form(max_length=200_000)] = "",
+) -> Response:
+    return _save(request, session, None, name, description, criteria)
+
+
+@router.post("/segments/{segment_id}")
+def update_segment(
+    request: Request,
+    session: Editor,
+    segment_id: int,
+    description: Annotated[str, Form(max_length=2000)] = "",
+    criteria: Annotated[str, Form(max_length=200_000)] = "",
+) -> Response:
+    segment = _by_id(engine_of(request), segment_id)
+    return _save(request, session, segment, segment.name, description, criteria)
+
+
+@router.post("/segments/{segment_id}/duplicate")
+def duplicate_segment(request: Request, session: Editor, segment_id: int) -> Response:
+    engine = engine_of(request)
+    segment = _by_id(engine, segment_id)
+    taken = {s.name for s in store.list_all(engine)}
+    base = segment.name[:180]
+    name = next(
+        n for n in (f"{base} (copy{f' {i}' if i > 1 else ''})" for i in range(1, 1000)) if n not in taken
+    )
+    copy = store.save(engine, name, segment.criteria, segment.description)
+    audit.record(engine, f"user:{session.user.id}", "segment.save", "segment", str(copy.id))
+    return redirect(f"/segments/{copy.id}?done=duplicated")
+
+
+@router.post("/segments/{segment_id}/delete")
+def delete_segment(request: Request, session: Editor, segment_id: int) -> Response:
+    engine = engine_of(request)
+    segment = _by_id(engine, segment_id)
+    try:
+        store.delete(engine, segment.name)
+    except store.SegmentError as exc:
+        return _builder(request, segment, segment.criteria, problems=[str(exc)], status=409)
+    audit.record(engine, f"user:{session.user.id}", "segment.delete", "segment", str(segment.id))
+    return redirect("/segments?done=deleted")
+
+
+@router.get("/segments/{segment_id}/export.csv")
+def export_segment(
+    request: Request,
+    session: SignedIn,
+    segment_id: int,
+    purpose: str = "",
+    traits: Annotated[list[str] | None, Query(max_length=100)] = None,
+    computed: Annotated[list[str] | None, Query(max_length=100)] = None,
+) -> Response:
+    """Only members who consented to the chosen purpose leave the system (docs/privacy.md)."""
+    engine = engine_of(request)
+    segment = _by_id(engine, segment_id)
+    try:
+        with engine.connect() as conn:
+            purpose = require_purpose(conn, purpose)
+    except ConsentError as exc:
+        raise BadRequest(f"{exc}. Choose the purpose the export is for.") from None
+    detail = {"purpose": purpose, "columns": len(traits or []) + len(computed or [])}
+    audit.record(engine, f"user:{session.user.id}", "segment.export", "segment", str(segment.id), detail)
+    rows = queries.export_csv(engine, segment.name, traits or [], computed or [], purpose)
+    filename = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in segment.name) or "segment"
+    return StreamingResponse(
+        rows,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+    )
+
+
+class PreviewIn(BaseModel):
+    criteria: dict[str, Any] = Field(..., description="A criteria document (docs/segments.md)")
+
+
+@router.post("/ui/api/segments/preview")
+def preview(request: Request, session: Checked, body: PreviewIn) -> Response:
+    """Count and sample for the builder, nothing saved. Problems come back as 200 with `problems`
+    so the page can show them next to the count without treating them as failures."""
+    started = time.perf_counter()
+    try:
+        result = queries.preview(engine_of(request), body.criteria, sample_size=8)
+    except (CriteriaError, store.SegmentError) as exc:
+        return JSONResponse({"count": None, "problems": _problems(exc)})
+    sample = []
+    for brief in result["sample"]:
+        idents: dict[str, list[str]] = {}
+        for ident in brief["identifiers"]:
+            idents.setdefault(ident["type"], []).append(ident["value"])
+        traits = brief["traits"] or {}
+        sample.append(
+            {
+                "id": brief["id"],
+                "label": display_name({"traits": traits, "identifiers": idents}),
+                "email": (idents.get("email") or [""])[0],
+                "country": str(traits.get("country", "")),
+            }
+        )
+    return JSONResponse(
+        {
+            "count": result["count"],
+            "sample": sample,
+            "ms": round((time.perf_counter() - started) * 1000),
+            "problems": [],
+        }
+    )

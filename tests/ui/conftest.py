@@ -1,0 +1,69 @@
+"""Fixtures for the dashboard: users of each role, signed-in TestClients, demo data (both engines)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx2
+import pytest
+from fastapi.testclient import TestClient
+
+from opencdp.privacy.consent import seed_default_purposes
+from opencdp.system import OpenCDP
+from opencdp.ui import users
+from tests.ui.demo_data import fill_shop
+
+PASSWORD = "correct horse battery"
+EMAILS = {"admin": "ada@example.com", "marketer": "mia@example.com", "analyst": "ann@example.com"}
+
+
+@pytest.fixture
+def ui_users(cdp: OpenCDP) -> dict[str, users.User]:
+    seed_default_purposes(cdp.engine)  # PostgreSQL tests truncate every table, seeded rows included
+    return {role: users.create_user(cdp.engine, email, PASSWORD, role) for role, email in EMAILS.items()}
+
+
+@pytest.fixture
+def shop(cdp: OpenCDP) -> OpenCDP:
+    """A small demo shop (40 customers) processed into profiles, plus the injection customer."""
+    fill_shop(cdp.engine, customers=40)
+    return cdp
+
+
+def login_token(client: TestClient) -> str:
+    page = client.get("/login")
+    assert page.status_code == 200
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found
+    return found.group(1)
+
+
+def sign_in(client: TestClient, email: str, password: str = PASSWORD, next_url: str = "/") -> httpx2.Response:
+    token = login_token(client)
+    return client.post(
+        "/login",
+        data={"email": email, "password": password, "csrf_token": token, "next": next_url},
+        follow_redirects=False,
+    )
+
+
+def csrf_token(client: TestClient, page: str = "/segments") -> str:
+    response = client.get(page)
+    assert response.status_code == 200, response.text
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)">', response.text)
+    assert found
+    return found.group(1)
+
+
+@pytest.fixture
+def as_role(client: TestClient, ui_users: dict[str, users.User]) -> Callable[[str], TestClient]:
+    """Sign the test client in as the user of a role (signing out whoever was signed in)."""
+
+    def signed(role: str) -> TestClient:
+        client.cookies.clear()
+        response = sign_in(client, EMAILS[role])
+        assert response.status_code == 303, response.text
+        return client
+
+    return signed

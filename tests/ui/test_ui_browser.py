@@ -1,0 +1,204 @@
+"""The dashboard in a real browser (headless Chromium via Playwright) against a real server on
+127.0.0.1: sign in, find a customer, the 360° view, a nested segment with a live count, save it and
+download its CSV, and script injected through trait values and event names shown as text."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from playwright.sync_api import expect
+
+from opencdp.segments import queries
+from opencdp.store.schema import identities, profiles, segment_memberships, segments
+from opencdp.ui.web import NO_VALUE
+from tests.ui.browser_env import CHROMIUM, Dashboard, chromium, running_dashboard, sign_in
+from tests.ui.demo_data import XSS_EMAIL, XSS_EVENT, XSS_NAME, XSS_TRAIT
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    with running_dashboard(tmp_path_factory.mktemp("dashboard")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as instance:
+        yield instance
+
+
+@pytest.fixture
+def page(browser: Any, dashboard: Dashboard) -> Iterator[Any]:
+    """A fresh browser context per test; any script error or CSP violation fails the test."""
+    context = browser.new_context(viewport={"width": 1366, "height": 860}, accept_downloads=True)
+    page = context.new_page()
+    problems: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            problems.append(f"console: {message.text}")
+
+    def on_dialog(dialog: Any) -> None:  # an injected alert() would end up here
+        problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", on_console)
+    page.on("dialog", on_dialog)
+    yield page
+    context.close()
+    assert problems == []
+
+
+def _customer(dashboard: Dashboard) -> tuple[str, str, int]:
+    """A signed-up customer with more events than one timeline page: (e-mail, profile id, events)."""
+    with dashboard.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(identities.c.value, profiles.c.id, profiles.c.event_counts)
+            .join(profiles, profiles.c.id == identities.c.profile_id)
+            .where(identities.c.type == "email", profiles.c.merged_into.is_(None))
+        ).all()
+    best = max(rows, key=lambda r: sum(r.event_counts.values()))
+    return best.value, best.id, sum(best.event_counts.values())
+
+
+def test_sign_in_find_a_customer_and_open_the_360_view(page: Any, dashboard: Dashboard) -> None:
+    page.goto(dashboard.url + "/profiles")
+    expect(page).to_have_url(dashboard.url + "/login?next=%2Fprofiles")
+    sign_in(page, dashboard.url)
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(page.locator(".chart-svg").first).to_be_visible()
+
+    email, profile_id, events = _customer(dashboard)
+    page.get_by_placeholder("Find a customer…").fill(email.upper())
+    page.keyboard.press("Enter")
+    result = page.locator("#results tbody tr")
+    expect(result).to_have_count(1)
+    result.get_by_role("link").click()
+    expect(page).to_have_url(f"{dashboard.url}/profiles/{profile_id}")
+    expect(page.locator("#identifiers")).to_contain_text(email)
+    expect(page.locator("#traits")).to_contain_text("first_name")
+    expect(page.locator("#computed")).to_contain_text("rfm_segment")
+    expect(page.locator("#consent")).to_contain_text("email_marketing")
+    expect(page.locator("#merges")).to_contain_text("arrived together in one event")
+    assert events > 25
+    expect(page.locator("#timeline .event")).to_have_count(25)
+    page.get_by_role("link", name="Older events →").click()
+    expect(page).to_have_url(re.compile(rf"/profiles/{profile_id}\?before=\d+#timeline$"))
+    expect(page.locator("#timeline .event")).to_have_count(min(25, events - 25))
+
+
+def _count(dashboard: Dashboard, criteria: dict[str, Any]) -> str:
+    return f"{queries.preview(dashboard.engine, criteria, 0)['count']:,}"
+
+
+def test_build_a_nested_segment_save_it_and_download_its_csv(
+    page: Any, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    sign_in(page, dashboard.url)
+    page.get_by_role("link", name="Segments", exact=True).click()
+    page.get_by_role("link", name="New segment").click()
+    page.locator("#segment-name").fill("Engaged Germans")
+    live = page.locator("#live-count")
+    expect(live).to_have_text(NO_VALUE)
+
+    root = page.locator("#builder > .group")
+    root.locator(":scope > .adders").get_by_role("button", name="+ Trait").click()
+    trait = root.locator(":scope > .group-body > .cond").first
+    trait.get_by_label("Trait name").select_option("country")
+    trait.get_by_label("Value", exact=True).fill("DE")
+    germans = {"and": [{"trait": "country", "op": "eq", "value": "DE"}]}
+    expect(live).to_have_text(_count(dashboard, germans))
+
+    root.locator(":scope > .adders").get_by_role("button", name="+ Group").click()
+    group = root.locator(":scope > .group-body > .group")
+    group.locator(":scope > .adders").get_by_role("button", name="+ Event").click()
+    group.locator(".cond.event").get_by_label("Event", exact=True).select_option(label="Order Completed")
+    buyers = {"and": [germans["and"][0], {"or": [{"event": "Order Completed"}]}]}
+    expect(live).to_have_text(_count(dashboard, buyers))
+
+    group.locator(":scope > .adders").get_by_role("button", name="+ Computed trait").click()
+    computed = group.locator(":scope > .group-body > .cond").nth(1)
+    computed.get_by_label("Computed name").select_option("email_opens_30_days")
+    computed.get_by_label("Operator").select_option("gte")
+    computed.get_by_label("Value", exact=True).fill("1")
+    nested = {
+        "and": [
+            germans["and"][0],
+            {
+                "or": [
+                    {"event": "Order Completed"},
+                    {"computed": "email_opens_30_days", "op": "gte", "value": 1},
+                ]
+            },
+        ]
+    }
+    expect(live).to_have_text(_count(dashboard, nested))
+    expect(page.locator("#live-sample li").first).to_be_visible()
+
+    page.get_by_role("button", name="Save segment").click()
+    expect(page.get_by_role("status")).to_have_text("Segment saved.")
+    with dashboard.engine.connect() as conn:
+        saved = conn.execute(sa.select(segments).where(segments.c.name == "Engaged Germans")).one()
+    assert saved.criteria == nested
+    assert page.url.startswith(f"{dashboard.url}/segments/{saved.id}")
+    expect(live).to_have_text(_count(dashboard, nested))  # the saved segment reopens as built
+
+    page.locator("#export-purpose").select_option("email_marketing")
+    with page.expect_download() as download:
+        page.locator("#export-csv").click()
+    target = tmp_path / "members.csv"
+    download.value.save_as(target)
+    assert download.value.suggested_filename == "Engaged_Germans.csv"
+    with target.open(newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header[:5] == ["profile_id", "entered_at", "user_id", "email", "phone"]
+    assert "country" in header and "computed.total_revenue" in header
+    with dashboard.engine.connect() as conn:
+        members = {
+            r.id
+            for r in conn.execute(
+                sa.select(profiles.c.id, profiles.c.consent)
+                .join(segment_memberships, segment_memberships.c.profile_id == profiles.c.id)
+                .where(
+                    segment_memberships.c.segment_id == saved.id, segment_memberships.c.exited_at.is_(None)
+                )
+            )
+            if (r.consent or {}).get("email_marketing") is True
+        }
+    assert {row[0] for row in rows} == members and members
+
+
+def test_script_in_trait_values_and_event_names_is_shown_as_text(page: Any, dashboard: Dashboard) -> None:
+    sign_in(page, dashboard.url)
+    page.goto(dashboard.url + "/profiles?q=mallory")
+    link = page.locator("#results tbody tr").get_by_role("link")
+    expect(link).to_have_text(XSS_NAME)
+    link.click()
+    expect(page.locator("#profile-name")).to_have_text(XSS_NAME)
+    expect(page.locator("#identifiers")).to_contain_text(XSS_EMAIL)
+    expect(page.locator("#traits")).to_contain_text(XSS_TRAIT)
+    expect(page.locator("#timeline .event-name").first).to_have_text(XSS_EVENT)
+    page.goto(dashboard.url + "/")
+    expect(page.locator("svg[aria-label='Top events']")).to_contain_text("<script>window.__xss=3")
+    page.goto(dashboard.url + "/segments/new")
+    page.locator("#builder .adders").get_by_role("button", name="+ Event").click()
+    page.locator(".cond.event").get_by_label("Event", exact=True).select_option(label=XSS_EVENT)
+    expect(page.locator("#live-count")).to_have_text("1")
+    expect(page.locator("#live-sample a")).to_have_text(XSS_NAME)
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("img[src=x]").count() == 0

@@ -1,0 +1,229 @@
+"""The segment builder's server side: catalog, live preview, save, duplicate, delete, CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from opencdp.segments import queries
+from opencdp.store.schema import profiles, segment_memberships, segments
+from opencdp.system import OpenCDP
+from tests.ui.conftest import csrf_token
+from tests.ui.demo_data import XSS_EVENT
+
+NESTED = {
+    "and": [
+        {"trait": "country", "op": "eq", "value": "DE"},
+        {
+            "or": [
+                {"event": "Order Completed", "within_days": 60},
+                {"computed": "email_opens_30_days", "op": "gte", "value": 1},
+            ]
+        },
+    ]
+}
+
+
+def _save(client: TestClient, name: str, criteria: Any) -> int:
+    response = client.post(
+        "/segments",
+        data={
+            "name": name,
+            "description": "for the test",
+            "criteria": json.dumps(criteria),
+            "csrf_token": csrf_token(client),
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    found = re.match(r"/segments/(\d+)\?done=saved", response.headers["location"])
+    assert found
+    return int(found.group(1))
+
+
+def test_builder_offers_the_names_in_the_database(
+    client: TestClient, shop: OpenCDP, as_role: Callable[[str], TestClient]
+) -> None:
+    as_role("marketer")
+    _save(client, "Germany", {"trait": "country", "op": "eq", "value": "DE"})
+    page = client.get("/segments/new")
+    found = re.search(r'<script type="application/json" id="builder-data">(.*?)</script>', page.text, re.S)
+    assert found
+    data = json.loads(found.group(1))
+    catalog = data["catalog"]
+    traits = {t["name"]: t for t in catalog["traits"]}
+    assert {"country", "email", "first_name", "newsletter"} <= set(traits)
+    assert traits["newsletter"]["kind"] == "boolean" and "DE" in traits["country"]["examples"]
+    assert {"order_count", "total_revenue", "rfm_segment"} <= {c["name"] for c in catalog["computed"]}
+    events = {e["name"]: e["type"] for e in catalog["events"]}
+    assert events["Order Completed"] == "track" and events["Shoes"] in ("page", "screen")
+    assert set(events) == {
+        "Order Completed",
+        "Product Viewed",
+        "Signed Up",
+        "Email Opened",
+        "Email Link Clicked",
+        "Shoes",
+        "Jackets",
+        "Accessories",
+        "Outdoor",
+        "Kids",
+        XSS_EVENT,
+    }
+    assert {"revenue", "category"} <= {p["name"] for p in catalog["properties"]["Order Completed"]}
+    assert catalog["segments"] == ["Germany"]
+    assert data["criteria"] == {"and": []}
+
+
+def test_live_preview_counts_like_the_engine(
+    client: TestClient, shop: OpenCDP, as_role: Callable[[str], TestClient]
+) -> None:
+    as_role("analyst")
+    token = csrf_token(client)
+    result = client.post(
+        "/ui/api/segments/preview", json={"criteria": NESTED}, headers={"X-CSRF-Token": token}
+    )
+    assert result.status_code == 200
+    body = result.json()
+    expected = queries.preview(shop.engine, NESTED, 0)["count"]
+    assert body["count"] == expected > 0 and body["problems"] == []
+    assert 0 < len(body["sample"]) <= 8 and {"id", "label", "email", "country"} <= set(body["sample"][0])
+    bad = client.post(
+        "/ui/api/segments/preview",
+        json={"criteria": {"and": [{"trait": "age", "op": "gt", "value": "old"}]}},
+        headers={"X-CSRF-Token": token},
+    ).json()
+    assert bad["count"] is None and bad["problems"][0].startswith("and.0")
+    missing = client.post(
+        "/ui/api/segments/preview", json={"criteria": {"segment": "nope"}}, headers={"X-CSRF-Token": token}
+    ).json()
+    assert missing["problems"] == ["there is no segment named 'nope'"]
+    assert (
+        client.post("/ui/api/segments/preview", json={}, headers={"X-CSRF-Token": token}).status_code == 400
+    )
+
+
+def test_save_duplicate_delete(
+    client: TestClient, shop: OpenCDP, as_role: Callable[[str], TestClient]
+) -> None:
+    as_role("marketer")
+    segment_id = _save(client, "German customers", NESTED)
+    page = client.get(f"/segments/{segment_id}?done=saved")
+    assert "Segment saved." in page.text and "German customers" in page.text
+    with shop.engine.connect() as conn:
+        members = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(segment_memberships)
+            .where(segment_memberships.c.segment_id == segment_id, segment_memberships.c.exited_at.is_(None))
+        ).scalar_one()
+    assert members == queries.preview(shop.engine, NESTED, 0)["count"]
+    assert f"{members:,} members saved" in page.text
+
+    again = client.post(
+        "/segments",
+        data={"name": "German customers", "criteria": json.dumps(NESTED), "csrf_token": csrf_token(client)},
+    )
+    assert again.status_code == 400 and "already exists" in again.text
+    invalid = client.post(
+        "/segments",
+        data={
+            "name": "Broken",
+            "criteria": '{"and": [{"event": "X", "count": {"op": "gte", "value": -1}}]}',
+            "csrf_token": csrf_token(client),
+        },
+    )
+    assert invalid.status_code == 400 and "and.0.count.value" in invalid.text
+    assert "Broken" in invalid.text  # the form keeps what was typed
+
+    changed = {"trait": "country", "op": "in", "value": ["DE", "AT"]}
+    update = client.post(
+        f"/segments/{segment_id}",
+        data={"description": "DACH", "criteria": json.dumps(changed), "csrf_token": csrf_token(client)},
+        follow_redirects=False,
+    )
+    assert update.status_code == 303
+    with shop.engine.connect() as conn:
+        row = conn.execute(sa.select(segments).where(segments.c.id == segment_id)).one()
+    assert row.criteria == changed and row.description == "DACH" and row.name == "German customers"
+
+    copy = client.post(
+        f"/segments/{segment_id}/duplicate", data={"csrf_token": csrf_token(client)}, follow_redirects=False
+    )
+    assert copy.status_code == 303
+    copy_id = int(copy.headers["location"].split("/")[2].split("?")[0])
+    assert "German customers (copy)" in client.get(f"/segments/{copy_id}").text
+    second = client.post(
+        f"/segments/{segment_id}/duplicate", data={"csrf_token": csrf_token(client)}, follow_redirects=False
+    )
+    assert "German customers (copy 2)" in client.get(second.headers["location"]).text
+
+    referrer = _save(client, "Refers", {"segment": "German customers"})
+    refused = client.post(f"/segments/{segment_id}/delete", data={"csrf_token": csrf_token(client)})
+    assert refused.status_code == 409 and "refers to" in refused.text
+    for sid in (referrer, segment_id):
+        gone = client.post(
+            f"/segments/{sid}/delete", data={"csrf_token": csrf_token(client)}, follow_redirects=False
+        )
+        assert gone.status_code == 303 and gone.headers["location"] == "/segments?done=deleted"
+    assert client.get(f"/segments/{segment_id}").status_code == 404
+    listing = client.get("/segments").text
+    assert "German customers (copy)" in listing and f'href="/segments/{segment_id}"' not in listing
+
+
+def test_export_only_consenting_members(
+    client: TestClient, shop: OpenCDP, as_role: Callable[[str], TestClient]
+) -> None:
+    as_role("marketer")
+    segment_id = _save(client, "Known", {"trait": "email", "op": "exists"})
+    without = client.get(f"/segments/{segment_id}/export.csv")
+    assert without.status_code == 400 and "purpose" in without.text
+    unknown = client.get(f"/segments/{segment_id}/export.csv", params={"purpose": "telepathy"})
+    assert unknown.status_code == 400 and "unknown purpose" in unknown.text
+    response = client.get(
+        f"/segments/{segment_id}/export.csv",
+        params=[
+            ("purpose", "email_marketing"),
+            ("traits", "email"),
+            ("traits", "country"),
+            ("computed", "order_count"),
+        ],
+    )
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-disposition"] == 'attachment; filename="Known.csv"'
+    header, *lines = list(csv.reader(io.StringIO(response.text)))
+    assert header == [
+        "profile_id",
+        "entered_at",
+        "user_id",
+        "email",
+        "phone",
+        "email",
+        "country",
+        "computed.order_count",
+    ]
+    rows = [dict(zip(header, line, strict=True)) for line in lines]
+    with shop.engine.connect() as conn:
+        consented = {
+            r.id
+            for r in conn.execute(
+                sa.select(profiles.c.id, profiles.c.consent).where(profiles.c.merged_into.is_(None))
+            )
+            if (r.consent or {}).get("email_marketing") is True
+        }
+        members = {
+            r[0]
+            for r in conn.execute(
+                sa.select(segment_memberships.c.profile_id).where(
+                    segment_memberships.c.segment_id == segment_id, segment_memberships.c.exited_at.is_(None)
+                )
+            )
+        }
+    assert {r["profile_id"] for r in rows} == members & consented
+    assert 0 < len(rows) < len(members)  # every third demo customer refused
