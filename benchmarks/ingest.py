@@ -73,9 +73,22 @@ HEALTH_TIMEOUT_S = 60.0
 # Wide enough for the results table when stdout is a pipe (rich would assume 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
-COLUMNS = ("engine", "server settings", "connections", "batch size", "requests", "events accepted",
-           "events/s", "p50 ms", "p99 ms", "rows in log == acknowledged", "server CPU", "machine CPU",
-           "unprocessed at end")
+COLUMNS = (
+    "engine",
+    "server settings",
+    "connections",
+    "batch size",
+    "requests",
+    "events accepted",
+    "events/s",
+    "p50 ms",
+    "p99 ms",
+    "rows in log == acknowledged",
+    "CPU cores: server / postgres / client / other",
+    "unprocessed at end",
+)
+#: More CPU than this used by unrelated processes during a run makes its numbers suspect.
+MAX_OTHER_CORES = 0.15
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,8 +122,13 @@ _USER_AGENTS = [
     "Version/17.5 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
 ]
-_LOCALES = [("en-US", "America/New_York"), ("de-DE", "Europe/Berlin"), ("fr-FR", "Europe/Paris"),
-            ("en-GB", "Europe/London"), ("nl-NL", "Europe/Amsterdam")]
+_LOCALES = [
+    ("en-US", "America/New_York"),
+    ("de-DE", "Europe/Berlin"),
+    ("fr-FR", "Europe/Paris"),
+    ("en-GB", "Europe/London"),
+    ("nl-NL", "Europe/Amsterdam"),
+]
 _CURRENCIES = ["USD", "EUR", "GBP"]
 _TRACK_EVENTS = ["Product Viewed", "Product Added", "Cart Viewed", "Checkout Started", "Order Completed"]
 _LIBRARY = {"name": "analytics.js", "version": "5.2.1"}
@@ -134,8 +152,12 @@ class EventFactory:
         locale, timezone = rng.choice(_LOCALES)
         return {
             "library": _LIBRARY,
-            "page": {"path": path, "url": _SITE + path, "title": title,
-                     "referrer": rng.choice(["https://www.google.com/", "https://www.bing.com/", ""])},
+            "page": {
+                "path": path,
+                "url": _SITE + path,
+                "title": title,
+                "referrer": rng.choice(["https://www.google.com/", "https://www.bing.com/", ""]),
+            },
             "userAgent": rng.choice(_USER_AGENTS),
             "ip": f"203.0.113.{rng.randrange(1, 255)}",
             "locale": locale,
@@ -159,9 +181,15 @@ class EventFactory:
             message.update(
                 type="track",
                 event=rng.choice(_TRACK_EVENTS),
-                properties={"product_id": product_id, "name": product,
-                            "category": category, "price": price, "quantity": quantity,
-                            "value": round(price * quantity, 2), "currency": rng.choice(_CURRENCIES)},
+                properties={
+                    "product_id": product_id,
+                    "name": product,
+                    "category": category,
+                    "price": price,
+                    "quantity": quantity,
+                    "value": round(price * quantity, 2),
+                    "currency": rng.choice(_CURRENCIES),
+                },
                 context=self._context(f"/products/{product_id}", f"{product} | Example Shop"),
             )
         elif kind < 0.9:
@@ -169,17 +197,26 @@ class EventFactory:
             message.update(
                 type="page",
                 name=category,
-                properties={"path": path, "url": _SITE + path, "title": f"{category} | Example Shop",
-                            "category": category},
+                properties={
+                    "path": path,
+                    "url": _SITE + path,
+                    "title": f"{category} | Example Shop",
+                    "category": category,
+                },
                 context=self._context(path, f"{category} | Example Shop"),
             )
         else:
             user = message.setdefault("userId", f"user_{rng.randrange(1, 2_000_000)}")
             message.update(
                 type="identify",
-                traits={"email": f"{user}@example.org", "firstName": "Alex", "lastName": "Doe",
-                        "plan": rng.choice(["free", "plus", "pro"]), "createdAt": "2023-11-02T09:14:00Z",
-                        "address": {"city": "Utrecht", "country": "NL"}},
+                traits={
+                    "email": f"{user}@example.org",
+                    "firstName": "Alex",
+                    "lastName": "Doe",
+                    "plan": rng.choice(["free", "plus", "pro"]),
+                    "createdAt": "2023-11-02T09:14:00Z",
+                    "address": {"city": "Utrecht", "country": "NL"},
+                },
                 context=self._context("/account", "Your account | Example Shop"),
             )
         return message
@@ -206,6 +243,7 @@ class Target:
     database_url: str
     env: dict[str, str]
     workdir: Path
+    postgres_db: str | None = None
 
 
 def _base_env(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
@@ -238,7 +276,7 @@ def postgres_target(admin_url: str, server_env: dict[str, str]) -> Iterator[Targ
             workdir = Path(tmp)
             env = _base_env(workdir, server_env)
             env["OPENCDP_DATABASE_URL"] = url
-            yield Target("postgresql", url, env, workdir)
+            yield Target("postgresql", url, env, workdir, postgres_db=name)
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -252,8 +290,13 @@ def opencdp_command() -> list[str]:
 
 
 def create_source(target: Target) -> str:
-    done = subprocess.run([*opencdp_command(), "sources", "create", "bench"], env=target.env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*opencdp_command(), "sources", "create", "bench"],
+        env=target.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"`opencdp sources create` failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout.strip().splitlines()[0]
@@ -275,7 +318,9 @@ class Server:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [*opencdp_command(), "serve", "--host", HOST, "--port", str(self.port)],
-            env=target.env, stdout=self._log, stderr=subprocess.STDOUT,
+            env=target.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
@@ -317,22 +362,93 @@ class Server:
 # CPU accounting (Linux /proc; silently absent elsewhere)
 
 
-def process_cpu_seconds(pid: int) -> float | None:
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stat(pid: str) -> tuple[str, float] | None:
+    """(command name, CPU seconds used) of one process."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    name = text[text.find("(") + 1 : text.rfind(")")]
+    fields = text.rpartition(")")[2].split()
+    return name, (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
 
 
 def machine_cpu_busy() -> tuple[float, float] | None:
-    """(busy, total) jiffies over all cores since boot."""
+    """(busy, total) CPU seconds over all cores since boot."""
     try:
-        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
     except (OSError, ValueError):
         return None
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return float(sum(values) - idle), float(sum(values))
+    idle = values[3] + values[4]  # idle + iowait; guest time is already inside user
+    return (sum(values) - idle) / _TICK, sum(values) / _TICK
+
+
+def _serves_database(pid: str, database: str) -> bool:
+    """A PostgreSQL backend of `database` ("postgres: user db host(port) state"), or one of the
+    server's shared helpers (WAL writer, checkpointer, ...); not backends of other databases."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    words = title.split()
+    if not words or words[0] != "postgres:":
+        return False
+    for i, word in enumerate(words[1:], start=1):  # the client address follows user and database
+        if word == "[local]" or (word.endswith(")") and "(" in word):
+            return words[i - 1] == database
+    return True
+
+
+@dataclass
+class CpuSnapshot:
+    """CPU seconds used so far by the server, PostgreSQL's processes, this client and the machine."""
+
+    server: float
+    postgres: float
+    client: float
+    machine: float
+
+    @classmethod
+    def take(cls, server_pid: int, postgres_db: str | None) -> CpuSnapshot | None:
+        machine = machine_cpu_busy()
+        server = _proc_stat(str(server_pid))
+        if machine is None or server is None:
+            return None
+        postgres = 0.0
+        if postgres_db:
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit() and _serves_database(entry.name, postgres_db):
+                    postgres += (_proc_stat(entry.name) or ("", 0.0))[1]
+        times = os.times()
+        return cls(server[1], postgres, times.user + times.system, machine[0])
+
+
+@dataclass
+class CpuUse:
+    """Average cores busy over the measured window; `other` is everything else on the machine."""
+
+    server: float
+    postgres: float
+    client: float
+    other: float
+
+    @classmethod
+    def between(cls, before: CpuSnapshot | None, after: CpuSnapshot | None, seconds: float) -> CpuUse | None:
+        if before is None or after is None or seconds <= 0:
+            return None
+        server, postgres, client = (
+            after.server - before.server,
+            after.postgres - before.postgres,
+            after.client - before.client,
+        )
+        other = max(0.0, after.machine - before.machine - server - postgres - client)
+        return cls(server / seconds, postgres / seconds, client / seconds, other / seconds)
+
+    def __str__(self) -> str:
+        return f"{self.server:.2f} / {self.postgres:.2f} / {self.client:.2f} / {self.other:.2f}"
 
 
 def background_load(seconds: float = 1.0) -> float | None:
@@ -372,8 +488,15 @@ class Window:
     end: float
 
 
-def worker(port: int, auth: str, bodies: list[bytes], events_per_body: int, window: Window,
-           stop: threading.Event, stats: WorkerStats) -> None:
+def worker(
+    port: int,
+    auth: str,
+    bodies: list[bytes],
+    events_per_body: int,
+    window: Window,
+    stop: threading.Event,
+    stats: WorkerStats,
+) -> None:
     """One keep-alive connection sending its share of the pool until the window closes."""
     headers = {"Authorization": auth, "Content-Type": "application/json"}
     conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
@@ -414,8 +537,7 @@ class Result:
     p99_ms: float
     acked_events: int
     rows: int
-    server_cpu: float | None  # fraction of one core
-    machine_cpu: float | None  # fraction of all cores
+    cpu: CpuUse | None
     settings: str = ""
     unprocessed: int | None = None  # events the in-server processor had not reached yet
     server_exit: int | None = None
@@ -451,10 +573,12 @@ def count_rows(database_url: str) -> tuple[int, int | None]:
             rows = int(conn.execute(sa.text("select count(*) from events")).scalar_one())
             if not sa.inspect(conn).has_table("processor_state"):
                 return rows, None
-            unprocessed = conn.execute(sa.text(
-                "select count(*) from events where id > "
-                "(select coalesce(min(last_event_id), 0) from processor_state)"
-            )).scalar_one()
+            unprocessed = conn.execute(
+                sa.text(
+                    "select count(*) from events where id > "
+                    "(select coalesce(min(last_event_id), 0) from processor_state)"
+                )
+            ).scalar_one()
             return rows, int(unprocessed)
     finally:
         engine.dispose()
@@ -467,9 +591,23 @@ class Profiler:
         self.out = out
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         self.process = subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "200",
-             "--nonblocking", "--format", "raw", "--output", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                exe,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(max(1, round(seconds))),
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
     def finish(self) -> str:
@@ -520,23 +658,25 @@ def run_engine(target: Target, bodies: list[bytes], args: argparse.Namespace) ->
         start = time.perf_counter()
         window = Window(start, start + args.warmup, start + args.warmup + args.seconds)
         threads = [
-            threading.Thread(target=worker, name=f"client-{i}", daemon=True,
-                             args=(server.port, auth, share, args.batch_size, window, stop, stats[i]))
+            threading.Thread(
+                target=worker,
+                name=f"client-{i}",
+                daemon=True,
+                args=(server.port, auth, share, args.batch_size, window, stop, stats[i]),
+            )
             for i, share in enumerate(shares)
         ]
         for thread in threads:
             thread.start()
 
         stop.wait(max(0.0, window.measure_from - time.perf_counter()))
-        cpu_before = process_cpu_seconds(server.process.pid)
-        machine_before = machine_cpu_busy()
+        cpu_before = CpuSnapshot.take(server.process.pid, target.postgres_db)
         profiler = None
         if args.profile and not stop.is_set():
             args.profile.mkdir(parents=True, exist_ok=True)
             profiler = Profiler(server.process.pid, args.seconds, args.profile / f"{target.engine}.txt")
         stop.wait(max(0.0, window.end - time.perf_counter()))
-        cpu_after = process_cpu_seconds(server.process.pid)
-        machine_after = machine_cpu_busy()
+        cpu_after = CpuSnapshot.take(server.process.pid, target.postgres_db)
 
         for thread in threads:
             thread.join(REQUEST_TIMEOUT_S + 5)
@@ -552,17 +692,15 @@ def run_engine(target: Target, bodies: list[bytes], args: argparse.Namespace) ->
         err_console.print(f"[yellow]{target.engine}: server exited with {exit_code}[/yellow]")
         err_console.print(server.log_tail(), markup=False)
 
-    measured = sorted(latency for s in stats for finished, latency in s.completions
-                      if window.measure_from <= finished <= window.end)
+    measured = sorted(
+        latency
+        for s in stats
+        for finished, latency in s.completions
+        if window.measure_from <= finished <= window.end
+    )
     exhausted = any(s.exhausted for s in stats)
     last = max((finished for s in stats for finished, _ in s.completions), default=window.end)
     elapsed = (min(window.end, last) if exhausted else window.end) - window.measure_from
-    server_cpu = None
-    if cpu_before is not None and cpu_after is not None:
-        server_cpu = (cpu_after - cpu_before) / elapsed
-    machine_cpu = None
-    if machine_before and machine_after and machine_after[1] > machine_before[1]:
-        machine_cpu = (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
     return Result(
         engine=target.engine,
         connections=args.connections,
@@ -574,8 +712,7 @@ def run_engine(target: Target, bodies: list[bytes], args: argparse.Namespace) ->
         p99_ms=percentile(measured, 99) * 1000,
         acked_events=sum(s.acked_events for s in stats),
         rows=rows,
-        server_cpu=server_cpu,
-        machine_cpu=machine_cpu,
+        cpu=CpuUse.between(cpu_before, cpu_after, window.end - window.measure_from),
         server_exit=exit_code,
         settings=settings_label(target.engine, args.server_env),
         unprocessed=unprocessed,
@@ -596,11 +733,17 @@ def settings_label(engine: str, server_env: dict[str, str]) -> str:
 
 def result_cells(r: Result) -> list[str]:
     return [
-        r.engine, r.settings, str(r.connections), str(r.batch_size), f"{r.requests:,}", f"{r.events:,}",
-        f"{r.events_per_s:,.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+        r.engine,
+        r.settings,
+        str(r.connections),
+        str(r.batch_size),
+        f"{r.requests:,}",
+        f"{r.events:,}",
+        f"{r.events_per_s:,.0f}",
+        f"{r.p50_ms:.1f}",
+        f"{r.p99_ms:.1f}",
         f"{'yes' if r.durable else 'NO'} ({r.rows:,} / {r.acked_events:,})",
-        "-" if r.server_cpu is None else f"{100 * r.server_cpu:.0f}% of 1 core",
-        "-" if r.machine_cpu is None else f"{100 * r.machine_cpu:.0f}% of {os.cpu_count()} cores",
+        "-" if r.cpu is None else str(r.cpu),
         "-" if r.unprocessed is None else f"{r.unprocessed:,}",
     ]
 
@@ -628,19 +771,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up first (default 2)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
     parser.add_argument("--batch-size", type=int, default=100, help="events per POST /v1/batch")
-    parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"], default="FULL",
-                        help="passed to the server as OPENCDP_SQLITE_SYNCHRONOUS (default FULL)")
-    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="more server settings, e.g. OPENCDP_PROCESS_IN_SERVER=0 (repeatable)")
-    parser.add_argument("--postgres-url", default=os.environ.get("OPENCDP_BENCH_POSTGRES_URL",
-                                                                 DEFAULT_POSTGRES_URL),
-                        help="server to create the scratch database on (it is dropped afterwards)")
-    parser.add_argument("--max-events", type=int, default=None,
-                        help=f"size of the pre-generated pool (default {POOL_EVENTS_PER_SECOND:,} "
-                             "events/s x (warmup + seconds)); the run stops early if it runs out")
-    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="record the server with py-spy during the measured window into DIR "
-                             "(slows the server down: do not publish those numbers)")
+    parser.add_argument(
+        "--sqlite-synchronous",
+        choices=["FULL", "NORMAL", "EXTRA"],
+        default="FULL",
+        help="passed to the server as OPENCDP_SQLITE_SYNCHRONOUS (default FULL)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more server settings, e.g. OPENCDP_PROCESS_IN_SERVER=0 (repeatable)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("OPENCDP_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="server to create the scratch database on (it is dropped afterwards)",
+    )
+    parser.add_argument(
+        "--max-events",
+        type=int,
+        default=None,
+        help=f"size of the pre-generated pool (default {POOL_EVENTS_PER_SECOND:,} "
+        "events/s x (warmup + seconds)); the run stops early if it runs out",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="record the server with py-spy during the measured window into DIR "
+        "(slows the server down: do not publish those numbers)",
+    )
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args(argv)
     if args.connections < 1 or args.batch_size < 1 or args.seconds <= 0 or args.warmup < 0:
@@ -660,8 +823,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def git_revision() -> str:
     """The commit measured, with `-dirty` when the working tree has uncommitted changes."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if done.returncode == 0:
             return done.stdout.strip()
     return "unknown revision"
@@ -686,13 +854,18 @@ def main(argv: list[str] | None = None) -> int:
 
     busy = background_load()
     if busy is not None and busy > 0.15:
-        err_console.print(f"[yellow]warning: {100 * busy:.0f}% of the CPUs are busy before the run "
-                          "(other processes); the results will be low and noisy[/yellow]")
+        err_console.print(
+            f"[yellow]warning: {100 * busy:.0f}% of the CPUs are busy before the run "
+            "(other processes); the results will be low and noisy[/yellow]"
+        )
 
     results: list[Result] = []
     for engine in engines:
-        target_cm = (sqlite_target(args.server_env) if engine == "sqlite"
-                     else postgres_target(args.postgres_url, args.server_env))
+        target_cm = (
+            sqlite_target(args.server_env)
+            if engine == "sqlite"
+            else postgres_target(args.postgres_url, args.server_env)
+        )
         try:
             with target_cm as target:
                 results.append(run_engine(target, bodies, args))
@@ -711,11 +884,19 @@ def main(argv: list[str] | None = None) -> int:
             err_console.print(r.errors[0], markup=False)
         if not r.durable:
             failed = True
-            err_console.print(f"[red]{r.engine}: the log holds {r.rows} events but {r.acked_events} were "
-                              "acknowledged[/red]")
+            err_console.print(
+                f"[red]{r.engine}: the log holds {r.rows} events but {r.acked_events} were acknowledged[/red]"
+            )
+        if r.cpu is not None and r.cpu.other > MAX_OTHER_CORES:
+            err_console.print(
+                f"[yellow]{r.engine}: other processes used {r.cpu.other:.2f} cores during the "
+                "measurement; rerun on a quiet machine[/yellow]"
+            )
         if r.exhausted:
-            err_console.print(f"[yellow]{r.engine}: the pre-generated pool ran out before the time was up; "
-                              "raise --max-events[/yellow]")
+            err_console.print(
+                f"[yellow]{r.engine}: the pre-generated pool ran out before the time was up; "
+                "raise --max-events[/yellow]"
+            )
         if r.acked_events == 0:
             failed = True
     return 1 if failed else 0

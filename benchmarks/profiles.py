@@ -12,20 +12,25 @@ that are dropped at the end):
    for random user ids and e-mail addresses, then the same over HTTP against a real
    `opencdp serve` (`GET /api/profiles/lookup` and `GET /api/profiles/{id}`, one keep-alive
    connection, requests one after another).
-3. End-to-end latency, accepted -> visible, on a fresh database: a real `opencdp serve`
-   (processing in the server, its default) receives steady load, new demo events in batches of
-   `--batch-size` at `--rate` events/s for `--seconds`. Whenever the prober is idle, the next
-   acknowledged batch that carries an identify with a never-seen userId is sampled: from the
-   moment its 200 arrives, a second keep-alive connection polls
-   `GET /api/profiles/lookup?type=user_id&value=...` every `--poll-ms` until it answers 200.
+3. End-to-end latency, accepted -> visible, on a fresh database per `--rate`: a real
+   `opencdp serve` (processing in the server, its default) receives steady load, new demo events
+   in batches of `--batch-size` on a fixed arrival schedule of `--rate` events/s for `--seconds`,
+   from `--connections` keep-alive connections (so one slow response does not hold back the
+   schedule). Whenever the prober is idle, the next acknowledged batch that carries an identify
+   with a never-seen userId is sampled: from the moment its 200 arrives, a separate keep-alive
+   connection polls `GET /api/profiles/lookup?type=user_id&value=...` every `--poll-ms` until it
+   answers 200. One probe at a time, so no probe waits in a queue.
 
 Everything is bounded: the pre-load by `--customers`, the load by `--seconds` and a fixed pool of
 batches, every request and every probe by a timeout. Only 127.0.0.1 is ever contacted.
 
 Usage:
     .venv/bin/python benchmarks/profiles.py [--engine sqlite|postgresql|both] [--customers N]
-        [--lookups N] [--rate EVENTS_PER_S] [--seconds N] [--batch-size N] [--poll-ms N]
-        [--parts throughput,lookups,e2e] [--markdown]
+        [--lookups N] [--rate EVENTS_PER_S ...] [--seconds N] [--batch-size N] [--connections N]
+        [--poll-ms N] [--parts throughput,lookups,e2e] [--markdown]
+
+The processing measurement also counts, as diagnostics, the SQL statements the processor sends
+and how often it had to recompute a whole identity component because an edge arrived late.
 
 Exit status: 0 when every measurement ran without errors (targets missed are reported, not fatal).
 """
@@ -47,6 +52,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,11 +64,14 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+import opencdp
+from opencdp import logs
 from opencdp.access.keys import create_source
 from opencdp.collect.messages import Envelope, Limits, normalise
 from opencdp.config import Settings
 from opencdp.demo.shop import ShopGenerator
 from opencdp.identity.identifiers import IdentityRules
+from opencdp.process import processor as processor_module
 from opencdp.process.processor import Processor
 from opencdp.profiles.reader import find_profile_id, get_profile
 from opencdp.store.database import open_database
@@ -135,7 +144,13 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def git_revision() -> str:
+def measured_code() -> str:
+    """Which opencdp is measured: the repository's commit (`-dirty` with uncommitted changes), or
+    the directory it is imported from when that is not this repository (e.g. via PYTHONPATH)."""
+    package = Path(opencdp.__file__).resolve().parent
+    repo_src = Path(__file__).resolve().parent.parent / "src" / "opencdp"
+    if package != repo_src:
+        return f"opencdp from {package}"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         done = subprocess.run(
             ["git", "describe", "--always", "--dirty"],
@@ -145,8 +160,8 @@ def git_revision() -> str:
             timeout=10,
         )
         if done.returncode == 0:
-            return done.stdout.strip()
-    return "unknown revision"
+            return f"opencdp at {done.stdout.strip()}"
+    return "opencdp at an unknown revision"
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,9 +214,9 @@ def scratch_database(engine: str, role: str, postgres_url: str) -> Iterator[Data
 
 def cli(db: Database, *args: str) -> str:
     """Run the `opencdp` CLI as a user would; its first stdout line (a key, for the create commands)."""
-    script = Path(sys.executable).parent / "opencdp"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "opencdp"]
-    done = subprocess.run([*command, *args], env=db.env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*opencdp_command(), *args], env=db.env, capture_output=True, text=True, timeout=120
+    )
     if done.returncode != 0:
         raise RuntimeError(f"`opencdp {' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout.strip().splitlines()[0]
@@ -214,20 +229,50 @@ def free_port() -> int:
         return port
 
 
-class Server:
-    """`opencdp serve` as a child process on a free loopback port; output goes to a log file."""
+def opencdp_command() -> list[str]:
+    """The `opencdp` console script of the running interpreter's environment."""
+    script = Path(sys.executable).parent / "opencdp"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "opencdp"]
 
-    def __init__(self, db: Database) -> None:
-        script = Path(sys.executable).parent / "opencdp"
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "opencdp"]
-        self.port = free_port()
-        self.log_path = db.workdir / f"server-{self.port}.log"
-        self._log = self.log_path.open("wb")
+
+class Child:
+    """An `opencdp` child process; its output goes to a log file so a failure can be shown."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = args[0]
+        self.log_path = log_path
+        self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [*command, "serve", "--host", HOST, "--port", str(self.port)],
-            env=db.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            [*opencdp_command(), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGINT (uvicorn's graceful shutdown; the worker's clean exit), then SIGTERM, then SIGKILL."""
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            if self.process.poll() is not None:
+                break
+            self.process.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(wait)
+        self._log.close()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def cpu_seconds(self) -> float | None:
+        return process_cpu_seconds(self.process.pid)
+
+
+class Server(Child):
+    """`opencdp serve` on a free loopback port."""
+
+    def __init__(self, db: Database, env: dict[str, str]) -> None:
+        self.port = free_port()
+        super().__init__(
+            ["serve", "--host", HOST, "--port", str(self.port)], env, db.workdir / f"serve-{self.port}.log"
         )
 
     def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
@@ -246,45 +291,46 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"server did not answer /api/health within {timeout:.0f} s:\n{self.log_tail()}")
 
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGINT (uvicorn's graceful shutdown), then SIGKILL if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
-        return self.process.returncode
 
-    def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+def _stopped(db: Database, child: Child) -> None:
+    code = child.stop()
+    if code not in (0, None):
+        err_console.print(f"[yellow]{db.engine}: opencdp {child.name} exited with {code}[/yellow]")
+        err_console.print(child.log_tail(), markup=False)
 
 
 @contextlib.contextmanager
-def running_server(db: Database) -> Iterator[Server]:
-    server = Server(db)
+def running_server(db: Database, env: dict[str, str] | None = None) -> Iterator[Server]:
+    server = Server(db, env or db.env)
     try:
         server.wait_healthy()
         yield server
     finally:
-        code = server.stop()
-        if code not in (0, None):
-            err_console.print(f"[yellow]{db.engine}: server exited with {code}[/yellow]")
-            err_console.print(server.log_tail(), markup=False)
+        _stopped(db, server)
+
+
+@contextlib.contextmanager
+def running_worker(db: Database, env: dict[str, str]) -> Iterator[Child]:
+    worker = Child(["worker"], env, db.workdir / "worker.log")
+    try:
+        yield worker
+    finally:
+        _stopped(db, worker)
 
 
 class Client:
     """One HTTP/1.1 keep-alive connection to the server."""
 
-    def __init__(self, port: int, authorization: str) -> None:
+    def __init__(self, port: int, authorization: str = "") -> None:
         self.conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
-        self.headers = {"Authorization": authorization}
+        self.authorization = authorization
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        headers = self.headers if body is None else {**self.headers, "Content-Type": "application/json"}
+    def request(
+        self, method: str, path: str, body: bytes | None = None, authorization: str | None = None
+    ) -> tuple[int, bytes]:
+        headers = {"Authorization": authorization or self.authorization}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         self.conn.request(method, path, body=body, headers=headers)
         response = self.conn.getresponse()
         return response.status, response.read()
@@ -313,7 +359,6 @@ class Metric:
 class EngineReport:
     engine: str
     metrics: list[Metric] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
     def add(self, name: str, value: str, target: str = "", ok: bool | None = None) -> None:
         self.metrics.append(Metric(name, value, target, ok))
@@ -346,15 +391,12 @@ def preload(engine: sa.Engine, customers: int, seed: int) -> int:
     insert = insert_ignoring_duplicates(engine.dialect.name, events, ["source_id", "message_id"])
     limits = Limits()
     rows: list[dict[str, Any]] = []
-    written = 0
 
     def flush() -> None:
-        nonlocal rows, written
         if rows:
             with engine.begin() as conn:
                 conn.execute(insert, rows)
-            written += len(rows)
-            rows = []
+            rows.clear()
 
     for source, batch in demo_order(customers, seed, DEMO_BATCH):
         envelope = Envelope(received_at=datetime.now(UTC))
@@ -381,6 +423,50 @@ def derived_counts(engine: sa.Engine) -> dict[str, int]:
         }
 
 
+@dataclass
+class Work:
+    statements: Counter[str] = field(default_factory=Counter)
+    recomputes: int | None = None
+
+    @property
+    def statement_total(self) -> int:
+        return sum(self.statements.values())
+
+
+@contextlib.contextmanager
+def count_work(engine: sa.Engine) -> Iterator[Work]:
+    """Diagnostics for the timed run (cost: microseconds per statement): SQL statements sent, by
+    kind, and how often the processor fell back to recomputing a whole component because an edge
+    arrived out of order. The latter wraps a private method, so it is skipped if that is renamed."""
+    work = Work()
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        words = statement.split(None, 3)
+        verb = words[0].upper()
+        table = words[2] if verb in ("INSERT", "DELETE") and len(words) > 2 else ""
+        if verb == "UPDATE" and len(words) > 1:
+            table = words[1]
+        work.statements[f"{verb} {table}".strip()] += 1
+
+    chunk_class: Any = getattr(processor_module, "_Chunk", None)
+    original = getattr(chunk_class, "_recompute_component", None)
+    if original is not None:
+        work.recomputes = 0
+
+        def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+            work.recomputes = (work.recomputes or 0) + 1
+            return original(self, *args, **kwargs)
+
+        chunk_class._recompute_component = counting
+    sa.event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        yield work
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", on_execute)
+        if original is not None:
+            chunk_class._recompute_component = original
+
+
 def measure_processing(engine: sa.Engine, args: argparse.Namespace, report: EngineReport) -> None:
     began = time.perf_counter()
     rows = preload(engine, args.customers, args.seed)
@@ -391,20 +477,39 @@ def measure_processing(engine: sa.Engine, args: argparse.Namespace, report: Engi
     )
     processor = Processor(engine, IdentityRules(), chunk_size=args.chunk_size)
     backlog = processor.backlog()
-    cpu_before = time.process_time()
-    began = time.perf_counter()
-    processed = processor.run_until_caught_up()
-    elapsed = time.perf_counter() - began
-    cpu = time.process_time() - cpu_before
+    with count_work(engine) as work:
+        machine_before = machine_cpu_busy()
+        cpu_before = time.process_time()
+        began = time.perf_counter()
+        processed = processor.run_until_caught_up()
+        elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu_before
+        machine_after = machine_cpu_busy()
+    machine = ""
+    if machine_before and machine_after and machine_after[1] > machine_before[1]:
+        busy = (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
+        machine = f"; machine {100 * busy:.0f}% busy ({os.cpu_count()} cores)"
     if processed != backlog or processed != rows:
         raise RuntimeError(f"processed {processed} events, but the backlog was {backlog} and the log {rows}")
     rate = processed / elapsed
     report.add(
         "processing throughput",
         f"{rate:,.0f} events/s ({processed:,} in {elapsed:.1f} s, chunk {args.chunk_size}, "
-        f"benchmark process CPU {100 * cpu / elapsed:.0f}% of 1 core)",
+        f"benchmark process CPU {100 * cpu / elapsed:.0f}% of 1 core{machine})",
         f">= {TARGET_EVENTS_PER_S:,} events/s",
         rate >= TARGET_EVENTS_PER_S,
+    )
+    statements = ", ".join(f"{n:,} {kind}" for kind, n in work.statements.most_common(3))
+    report.add(
+        "processing work",
+        f"{work.statement_total:,} SQL executions ({work.statement_total / processed:.2f} per event; "
+        f"most: {statements})"
+        + (
+            f"; {work.recomputes:,} component recomputes for late edges "
+            f"({100 * work.recomputes / processed:.1f}% of events)"
+            if work.recomputes is not None
+            else ""
+        ),
     )
     counts = derived_counts(engine)
     report.add("resolved", ", ".join(f"{v:,} {k}" for k, v in counts.items()))
@@ -555,27 +660,36 @@ class Prober(threading.Thread):
         super().__init__(name="prober", daemon=True)
         self.client = Client(port, f"Bearer {admin_key}")
         self.poll_s = poll_s
-        self.busy = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = False
         self.inbox: queue.Queue[Probe | None] = queue.Queue()
         self.done: list[Probe] = []
         self.errors: list[str] = []
 
     def offer(self, probe: Probe) -> bool:
-        """Take a probe if idle (only one at a time, so no probe ever waits in a queue)."""
-        if self.busy.is_set():
-            return False
-        self.busy.set()
+        """Take a probe if idle: one at a time, so no probe ever waits in a queue (which would
+        add the wait to its latency)."""
+        with self._lock:
+            if self._busy:
+                return False
+            self._busy = True
         self.inbox.put(probe)
         return True
+
+    def finish(self, timeout: float) -> None:
+        self.inbox.put(None)
+        self.join(timeout)
 
     def run(self) -> None:
         try:
             while (probe := self.inbox.get()) is not None:
                 self._probe(probe)
-                self.busy.clear()
+                with self._lock:
+                    self._busy = False
         except (OSError, http.client.HTTPException) as exc:
-            self.errors.append(f"{type(exc).__name__}: {exc}")
-            self.busy.set()  # refuse further probes
+            self.errors.append(f"prober: {type(exc).__name__}: {exc}")
+            with self._lock:
+                self._busy = True  # refuse further probes
         finally:
             self.client.close()
 
@@ -600,6 +714,94 @@ class Prober(threading.Thread):
         self.done.append(probe)
 
 
+class Load:
+    """Sends the planned batches on a fixed arrival schedule (batch i is due when the events
+    before it, at `rate`, have been sent) from several keep-alive connections, so a slow response
+    does not hold back the schedule; stops at `seconds`."""
+
+    def __init__(
+        self,
+        port: int,
+        auth: dict[str, str],
+        batches: list[Batch],
+        rate: float,
+        seconds: float,
+        connections: int,
+        prober: Prober,
+    ) -> None:
+        self.port = port
+        self.auth = auth
+        self.batches = batches
+        self.offsets: list[float] = []
+        total = 0
+        for batch in batches:
+            self.offsets.append(total / rate)
+            total += batch.events
+        self.seconds = seconds
+        self.connections = connections
+        self.prober = prober
+        self._lock = threading.Lock()
+        self._next = 0
+        self.start = 0.0
+        self.last_ack = 0.0
+        self.sent_events = 0
+        self.post_latencies: list[float] = []
+        self.max_late = 0.0  # how far behind its schedule a batch was sent
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        threads = [
+            threading.Thread(target=self._worker, name=f"sender-{n}", daemon=True)
+            for n in range(self.connections)
+        ]
+        self.start = time.perf_counter() + 0.05
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(self.seconds + REQUEST_TIMEOUT_S + 10)
+        if any(thread.is_alive() for thread in threads):
+            self.stop.set()
+            self.errors.append("sender threads did not finish within the request timeout")
+
+    def _take(self) -> int | None:
+        with self._lock:
+            n = self._next
+            if n >= len(self.batches) or self.offsets[n] >= self.seconds or self.stop.is_set():
+                return None
+            self._next += 1
+            return n
+
+    def _worker(self) -> None:
+        client = Client(self.port)
+        try:
+            while (n := self._take()) is not None:
+                batch = self.batches[n]
+                due = self.start + self.offsets[n]
+                time.sleep(max(0.0, due - time.perf_counter()))
+                began = time.perf_counter()
+                try:
+                    status, reply = client.request("POST", "/v1/batch", batch.body, self.auth[batch.source])
+                except (OSError, http.client.HTTPException) as exc:
+                    self.errors.append(f"POST /v1/batch: {type(exc).__name__}: {exc}")
+                    self.stop.set()
+                    return
+                acked = time.perf_counter()
+                if status != 200:
+                    self.errors.append(f"POST /v1/batch answered {status}: {reply[:200]!r}")
+                    self.stop.set()
+                    return
+                if batch.fresh_user_ids:
+                    self.prober.offer(Probe(batch.fresh_user_ids[0], acked))
+                with self._lock:
+                    self.post_latencies.append(acked - began)
+                    self.sent_events += batch.events
+                    self.last_ack = max(self.last_ack, acked)
+                    self.max_late = max(self.max_late, began - due)
+        finally:
+            client.close()
+
+
 def unprocessed(db: Database) -> tuple[int, int]:
     """(events in the log, events beyond the processor's checkpoint)."""
     engine = sa.create_engine(db.url)
@@ -613,81 +815,69 @@ def unprocessed(db: Database) -> tuple[int, int]:
         engine.dispose()
 
 
-def measure_visibility(db: Database, args: argparse.Namespace, report: EngineReport) -> None:
+def measure_visibility(
+    db: Database, args: argparse.Namespace, rate: float, mode: str, report: EngineReport
+) -> None:
+    """One e2e run. `mode` embedded: `opencdp serve` processes (the default); worker: the server
+    only collects (OPENCDP_PROCESS_IN_SERVER=0) and a separate `opencdp worker` process processes."""
     write_keys = {name: cli(db, "sources", "create", f"demo-{name}") for name in SOURCES}
     admin_key = cli(db, "keys", "create", "--role", "admin", "--name", "bench")
     auth = {
         name: "Basic " + base64.b64encode(f"{key}:".encode()).decode() for name, key in write_keys.items()
     }
-    batches = plan_batches(int(args.rate * args.seconds), args.batch_size, args.seed + 1)
-    with running_server(db) as server:
-        clients = {name: Client(server.port, header) for name, header in auth.items()}
+    batches = plan_batches(int(rate * args.seconds), args.batch_size, args.seed + 1)
+    env = db.env if mode == "embedded" else {**db.env, "OPENCDP_PROCESS_IN_SERVER": "0"}
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(running_server(db, env))
+        children: list[Child] = [server]
+        if mode == "worker":
+            children.append(stack.enter_context(running_worker(db, env)))
         prober = Prober(server.port, admin_key, args.poll_ms / 1000)
         prober.start()
-        post_latencies: list[float] = []
-        errors: list[str] = []
-        sent = 0
-        cpu_before = process_cpu_seconds(server.process.pid)
-        start = time.perf_counter()
-        end = start + args.seconds
-        elapsed_send = 0.0
-        try:
-            for batch in batches:
-                due = start + sent / args.rate  # fixed arrival schedule, independent of response times
-                if due >= end:
-                    break
-                time.sleep(max(0.0, due - time.perf_counter()))
-                began = time.perf_counter()
-                try:
-                    status, reply = clients[batch.source].request("POST", "/v1/batch", batch.body)
-                except (OSError, http.client.HTTPException) as exc:
-                    errors.append(f"{type(exc).__name__}: {exc}")
-                    break
-                acked = time.perf_counter()
-                if status != 200:
-                    errors.append(f"POST /v1/batch answered {status}: {reply[:200]!r}")
-                    break
-                post_latencies.append(acked - began)
-                sent += batch.events
-                if batch.fresh_user_ids:
-                    prober.offer(Probe(batch.fresh_user_ids[0], acked))
-            elapsed_send = time.perf_counter() - start
-            cpu_after = process_cpu_seconds(server.process.pid)
-            backlog_at_stop = unprocessed(db)[1]
-            prober.inbox.put(None)
-            prober.join(PROBE_TIMEOUT_S + REQUEST_TIMEOUT_S)
-            drain_deadline = time.monotonic() + 60
-            while (left := unprocessed(db)[1]) and time.monotonic() < drain_deadline:
-                time.sleep(0.1)
-        finally:
-            for client in clients.values():
-                client.close()
-    errors += prober.errors
+        load = Load(server.port, auth, batches, rate, args.seconds, args.connections, prober)
+        cpu_before = [c.cpu_seconds() for c in children]
+        machine_before = machine_cpu_busy()
+        load.run()
+        cpu_after = [c.cpu_seconds() for c in children]
+        machine_after = machine_cpu_busy()
+        backlog_at_stop = unprocessed(db)[1]
+        prober.finish(PROBE_TIMEOUT_S + REQUEST_TIMEOUT_S)
+        drain_deadline = time.monotonic() + 60
+        while (left := unprocessed(db)[1]) and time.monotonic() < drain_deadline:
+            time.sleep(0.1)
+    errors = load.errors + prober.errors
     if errors:
         raise RuntimeError(f"{len(errors)} error(s) during the load; first: {errors[0]}")
-    server_cpu = (
-        f", server CPU {100 * (cpu_after - cpu_before) / elapsed_send:.0f}% of 1 core"
-        if cpu_before is not None and cpu_after is not None
-        else ""
+    elapsed = load.last_ack - load.start
+    server_cpu = "".join(
+        f"; {child.name} CPU {100 * (after - before) / elapsed:.0f}% of 1 core"
+        for child, before, after in zip(children, cpu_before, cpu_after, strict=True)
+        if before is not None and after is not None and elapsed > 0
     )
+    if machine_before and machine_after and machine_after[1] > machine_before[1]:
+        busy = (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
+        server_cpu += f"; machine {100 * busy:.0f}% busy ({os.cpu_count()} cores)"
+    label = f"@ {rate:,.0f} events/s" + (", separate worker" if mode == "worker" else "")
     report.add(
-        "steady load on a fresh database",
-        f"{sent:,} events in {len(post_latencies):,} batches of <= {args.batch_size} over "
-        f"{elapsed_send:.1f} s = {sent / elapsed_send:,.0f} events/s (asked {args.rate:,.0f}); "
-        f"POST {latency_cell(post_latencies)}{server_cpu}",
+        f"steady load {label}, fresh database",
+        f"{load.sent_events:,} events in {len(load.post_latencies):,} batches of {args.batch_size} "
+        f"over {elapsed:.1f} s = {load.sent_events / elapsed:,.0f} events/s (asked {rate:,.0f}, "
+        f"{args.connections} connections, at most {ms(load.max_late)} ms behind schedule); "
+        f"POST {latency_cell(load.post_latencies)}{server_cpu}",
     )
     visible = sorted(p.visible_after for p in prober.done if p.visible_after is not None)
     missing = sum(1 for p in prober.done if p.visible_after is None)
     if not visible:
         raise RuntimeError("no sampled identify became visible")
     report.add(
-        "accepted -> visible (lookup by new userId)",
+        f"accepted -> visible {label}",
         f"{latency_cell(visible, 95)}, polled every {args.poll_ms:g} ms"
-        + (f", {missing} NOT visible within {PROBE_TIMEOUT_S:.0f} s" if missing else ""),
+        + (f"; {missing} NOT visible within {PROBE_TIMEOUT_S:.0f} s" if missing else ""),
     )
     report.add(
-        "processor backlog when the load stopped",
-        f"{backlog_at_stop:,} events" + (f" ({left:,} still unprocessed 60 s later)" if left else ""),
+        f"processor backlog at end of load {label}",
+        f"{backlog_at_stop:,} events (processed {(load.sent_events - backlog_at_stop) / elapsed:,.0f} "
+        "events/s while loaded)" + (f"; {left:,} still unprocessed 60 s later" if left else ""),
     )
 
 
@@ -709,11 +899,16 @@ def run_engine(engine_name: str, args: argparse.Namespace) -> EngineReport:
                 engine.dispose()
             if "lookups" in args.parts:
                 rng = random.Random(args.seed)
-                by_id = rng.sample(profile_ids, k=min(len(profile_ids), args.lookups))
+                unique = sorted(set(profile_ids))
+                by_id = rng.sample(unique, k=min(len(unique), args.lookups))
                 measure_http_lookups(db, sample, by_id, report)
     if "e2e" in args.parts:
-        with scratch_database(engine_name, "e2e", args.postgres_url) as db:
-            measure_visibility(db, args, report)
+        for mode in ("embedded", "worker"):
+            if args.processing not in (mode, "both"):
+                continue
+            for rate in args.rate:
+                with scratch_database(engine_name, "e2e", args.postgres_url) as db:
+                    measure_visibility(db, args, rate, mode, report)
     return report
 
 
@@ -745,9 +940,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="demo shop seed (42)")
     parser.add_argument("--chunk-size", type=int, default=500, help="Processor chunk size (500)")
     parser.add_argument("--lookups", type=int, default=2000, help="lookups per kind (2000)")
-    parser.add_argument("--rate", type=float, default=1500, help="e2e load in events/s (1500)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        action="append",
+        help="e2e load in events/s; repeat for several runs (default: 1000 and 2000)",
+    )
     parser.add_argument("--seconds", type=float, default=10, help="e2e load duration (10)")
     parser.add_argument("--batch-size", type=int, default=20, help="events per e2e POST (20)")
+    parser.add_argument("--connections", type=int, default=4, help="e2e sender connections (4)")
+    parser.add_argument(
+        "--processing",
+        choices=["embedded", "worker", "both"],
+        default="embedded",
+        help="e2e: processing inside `opencdp serve` (default), in a separate `opencdp worker`, or both",
+    )
     parser.add_argument("--poll-ms", type=float, default=5, help="e2e lookup poll interval (5)")
     parser.add_argument(
         "--parts",
@@ -761,13 +968,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--markdown", action="store_true", help="also print the results as Markdown")
     args = parser.parse_args(argv)
+    args.rate = args.rate or [1000.0, 2000.0]
     args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not args.parts or args.parts - {"throughput", "lookups", "e2e"}:
         parser.error("--parts takes a comma separated subset of throughput,lookups,e2e")
     if not 1 <= args.customers <= 30_000:
         parser.error("--customers must be between 1 and 30000 (keeps the run bounded)")
-    if not 0 < args.seconds <= 120 or not 0 < args.rate <= 20_000:
-        parser.error("--seconds must be in (0, 120] and --rate in (0, 20000]")
+    if not 0 < args.seconds <= 120 or not all(0 < r <= 20_000 for r in args.rate) or len(args.rate) > 5:
+        parser.error("--seconds must be in (0, 120], --rate in (0, 20000], at most 5 rates")
+    if not 1 <= args.connections <= 32:
+        parser.error("--connections must be between 1 and 32")
     if not 1 <= args.lookups <= 50_000 or not 1 <= args.batch_size <= 500 or args.poll_ms <= 0:
         parser.error("--lookups in [1, 50000], --batch-size in [1, 500], --poll-ms > 0")
     if sa.make_url(args.postgres_url).host not in (None, "127.0.0.1", "localhost", "::1"):
@@ -777,11 +987,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C: servers are stopped, scratch databases dropped.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    # A shell starts background jobs with SIGINT ignored, and children inherit that: the servers
+    # would then ignore the SIGINT that asks them to shut down gracefully. A handler is reset on exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    logs.configure("WARNING")  # the in-process processor logs every recomputed component at DEBUG
     engines = ["sqlite", "postgresql"] if args.engine == "both" else [args.engine]
     busy = background_load()
     header = (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} x {cpu_model()}, "
-        f"opencdp at {git_revision()}, CPU busy before the run: "
+        f"{measured_code()}, CPU busy before the run: "
         + ("unknown" if busy is None else f"{100 * busy:.0f}%")
     )
     console.print(f"[dim]{header}[/dim]")
