@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -16,6 +16,8 @@ from opencdp.segments.compiler import members_query
 from opencdp.segments.language import parse_criteria
 from opencdp.segments.store import lookup_in
 from opencdp.store.schema import profiles, segment_memberships, segment_transitions, segments
+
+T = TypeVar("T")
 
 
 def refresh(
@@ -43,32 +45,33 @@ def refresh(
                 r[0] for r in conn.execute(current_q.where(segment_memberships.c.profile_id.in_(part)))
             }
     entered, exited = sorted(members - current), sorted(current - members)
-    if entered:
+    for part in _parts(entered):  # in parts: PostgreSQL takes at most 65,535 parameters a statement
         conn.execute(
             segment_memberships.delete().where(
-                segment_memberships.c.segment_id == segment_id, segment_memberships.c.profile_id.in_(entered)
+                segment_memberships.c.segment_id == segment_id, segment_memberships.c.profile_id.in_(part)
             )
         )
         conn.execute(
             segment_memberships.insert(),
-            [
-                {"segment_id": segment_id, "profile_id": p, "entered_at": now, "exited_at": None}
-                for p in entered
-            ],
+            [{"segment_id": segment_id, "profile_id": p, "entered_at": now, "exited_at": None} for p in part],
         )
-    if exited:
+    for part in _parts(exited):
         conn.execute(
             segment_memberships.update()
-            .where(
-                segment_memberships.c.segment_id == segment_id, segment_memberships.c.profile_id.in_(exited)
-            )
+            .where(segment_memberships.c.segment_id == segment_id, segment_memberships.c.profile_id.in_(part))
             .values(exited_at=now)
         )
-    changes = [{"segment_id": segment_id, "profile_id": p, "change": "entered", "at": now} for p in entered]
+    changes: list[dict[str, Any]] = [
+        {"segment_id": segment_id, "profile_id": p, "change": "entered", "at": now} for p in entered
+    ]
     changes += [{"segment_id": segment_id, "profile_id": p, "change": "exited", "at": now} for p in exited]
-    if changes:
-        conn.execute(segment_transitions.insert(), changes)
+    for batch in _parts(changes):
+        conn.execute(segment_transitions.insert(), batch)
     return len(entered), len(exited)
+
+
+def _parts(items: list[T], size: int = 5000) -> list[list[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def refresh_segments(
