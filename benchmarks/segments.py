@@ -1007,7 +1007,7 @@ def print_report(r: EngineReport) -> None:
         what = (
             "refresh_all"
             if f.complete
-            else f"refresh_all FAILED: {f.error}"
+            else "refresh_all FAILED (error below)"
             if f.error
             else "refresh_all (STOPPED: over budget; rates measured so far)"
         )
@@ -1033,6 +1033,8 @@ def print_report(r: EngineReport) -> None:
         )
     table.add_row("engine", ", ".join(f"{k}={v}" for k, v in r.settings.items()), "", "", "")
     console.print(table)
+    if r.refresh and r.refresh.error:
+        console.print(f"  refresh_all failed: {r.refresh.error}", markup=False, highlight=False)
     if r.refresh:
         console.print(
             f"  computed traits written: {r.refresh.computed_rows:,} profiles; e.g. {r.refresh.sample}"
