@@ -141,11 +141,17 @@ def iso(moment: datetime) -> str:
 
 
 class EventFactory:
-    """Segment-spec track/page/identify calls of roughly 500-800 bytes, with unique messageIds."""
+    """Segment-spec track/page/identify calls of roughly 500-800 bytes, with unique messageIds.
 
-    def __init__(self, seed: int) -> None:
+    Events come from a pool of `visitors` returning browsers (about ten events each in a
+    default run), 40% of them signed in, as on a real shop: the identity processor sees repeat
+    visitors, not a brand-new person in every event.
+    """
+
+    def __init__(self, seed: int, visitors: int = 15_000) -> None:
         self.rng = random.Random(seed)
         self.now = datetime.now(UTC)
+        self.visitors = visitors
 
     def _context(self, path: str, title: str) -> dict[str, Any]:
         rng = self.rng
@@ -166,14 +172,14 @@ class EventFactory:
 
     def event(self, offset_ms: int) -> dict[str, Any]:
         rng = self.rng
-        known = rng.random() < 0.4
+        visitor = rng.randrange(self.visitors)
         message: dict[str, Any] = {
             "messageId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "anonymousId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "anonymousId": str(uuid.UUID(int=visitor * 0x9E3779B97F4A7C15 % 2**128, version=4)),
             "timestamp": iso(self.now - timedelta(milliseconds=offset_ms)),
         }
-        if known:
-            message["userId"] = f"user_{rng.randrange(1, 2_000_000)}"
+        if visitor % 5 < 2:  # signed in
+            message["userId"] = f"user_{visitor}"
         product_id, product, category, price = rng.choice(_PRODUCTS)
         kind = rng.random()
         if kind < 0.65:
@@ -206,7 +212,7 @@ class EventFactory:
                 context=self._context(path, f"{category} | Example Shop"),
             )
         else:
-            user = message.setdefault("userId", f"user_{rng.randrange(1, 2_000_000)}")
+            user = message.setdefault("userId", f"user_{visitor}")  # signing in now
             message.update(
                 type="identify",
                 traits={
