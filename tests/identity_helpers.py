@@ -7,8 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp.collect.messages import Envelope, Limits, normalise
-from opencdp.collect.writer import LogWriter
 from opencdp.identity.identifiers import IdentityRules
+from opencdp.log.append import LogAppender
 from opencdp.process.processor import Processor
 from opencdp.store.schema import (
     events,
@@ -45,8 +45,7 @@ def log_messages(engine: sa.Engine, messages: list[dict[str, Any]]) -> None:
 
     sid = source_id(engine)
     rows = [normalise(dict(m), Envelope(datetime(2026, 6, 1, tzinfo=UTC)), sid, Limits()) for m in messages]
-    writer = LogWriter(engine)
-    writer._write(rows)
+    LogAppender.for_engine(engine, RULES).append_committed(engine, rows)
 
 
 def process(engine: sa.Engine, chunk_size: int = 500) -> None:

@@ -10,6 +10,7 @@ from opencdp.collect.messages import Limits
 from opencdp.collect.writer import LogWriter
 from opencdp.config import Settings
 from opencdp.identity.identifiers import IdentityRules
+from opencdp.log.append import LogAppender
 from opencdp.privacy.suppression import Suppressor
 from opencdp.process.loop import ProcessorLoop
 from opencdp.process.processor import Processor
@@ -33,7 +34,8 @@ class OpenCDP:
             if (settings.process_in_server if process is None else process)
             else None
         )
-        self.writer = LogWriter(self.engine, on_commit=self.loop.notify if self.loop else None)
+        self.appender = LogAppender(self.engine.dialect.name, self.suppressor)
+        self.writer = LogWriter(self.engine, self.appender, on_commit=self.loop.notify if self.loop else None)
         self._started = False
 
     def start(self) -> None:

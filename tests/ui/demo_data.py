@@ -11,8 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp.collect.messages import Envelope, Limits, normalise
-from opencdp.collect.writer import LogWriter
 from opencdp.demo.shop import ShopGenerator
+from opencdp.log.append import LogAppender
 from tests.identity_helpers import process, source_id
 
 XSS_NAME = "<script>window.__xss=1</script>"
@@ -24,7 +24,7 @@ XSS_EMAIL = "mallory@example.com"
 def _write(engine: sa.Engine, source: str, messages: list[dict[str, Any]], received: datetime) -> None:
     sid = source_id(engine, f"demo-{source}")
     rows = [normalise(dict(m), Envelope(received), sid, Limits()) for m in messages]
-    LogWriter(engine)._write(rows)
+    LogAppender.for_engine(engine).append_committed(engine, rows)
 
 
 def fill_shop(

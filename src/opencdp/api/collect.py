@@ -40,14 +40,15 @@ async def _ingest(request: Request, call_type: str | None) -> FastJSONResponse:
         source = source_for(cdp, key if isinstance(key, str) else None)
         check_rate(request, source)
 
-    if cdp.suppressor.active():  # erased people: their new events are dropped, the client sees success
+    suppressed = cdp.suppressor.current()
+    if suppressed:  # erased people: their new events are dropped, the client sees success
         if call_type is None and isinstance(body.get("batch"), list):
             body["batch"] = [
-                m for m in body["batch"] if not (isinstance(m, dict) and cdp.suppressor.is_suppressed(m))
+                m for m in body["batch"] if not (isinstance(m, dict) and suppressed.is_suppressed(m))
             ]
             if not body["batch"]:
                 return _SUCCESS
-        elif call_type is not None and cdp.suppressor.is_suppressed({**body, "type": call_type}):
+        elif call_type is not None and suppressed.is_suppressed({**body, "type": call_type}):
             return _SUCCESS
 
     if call_type is None:
@@ -74,7 +75,7 @@ async def _ingest(request: Request, call_type: str | None) -> FastJSONResponse:
                 [{"field": exc.field, "problem": exc.problem}],
             ) from None
     try:
-        await asyncio.wrap_future(cdp.writer.submit(rows))
+        await asyncio.wrap_future(cdp.writer.submit(rows, suppressed.version))
     except WriterClosed:
         raise ApiError(
             503, "unavailable", "the server is shutting down; retry", headers={"Retry-After": "1"}

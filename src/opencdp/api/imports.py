@@ -71,7 +71,10 @@ class ImportResult(BaseModel):
     accepted: int = Field(..., description="rows_read - rejected")
     rejected: int
     duplicates: int = Field(..., description="Accepted rows whose key was imported before: skipped")
-    events_written: int = Field(..., description="accepted - duplicates")
+    suppressed: int = Field(
+        0, description="Accepted rows of erased people (on the suppression list): never stored"
+    )
+    events_written: int = Field(..., description="accepted - duplicates - suppressed")
     profiles_created: int
     profiles_merged: int
     ignored_columns: list[str] = Field(..., description="Columns the mapping does not use")
@@ -98,7 +101,16 @@ def create_import(request: Request, key: AdminKey, body: ImportRequest) -> dict[
         code = "invalid_mapping" if isinstance(exc, MappingError) or errors else "import_failed"
         raise ApiError(400, code, str(exc), errors or None) from None
     out = summary.as_dict()
-    counts = ("kind", "rows_read", "accepted", "rejected", "duplicates", "events_written", "source_created")
+    counts = (
+        "kind",
+        "rows_read",
+        "accepted",
+        "rejected",
+        "duplicates",
+        "suppressed",
+        "events_written",
+        "source_created",
+    )
     audit(request, key, "import.run", "source", summary.source, {name: out[name] for name in counts})
     out.pop("rejects_path")
     out["rejected_rows"] = [{"index": r.position, "reason": r.reason, "column": r.column} for r in rejected]

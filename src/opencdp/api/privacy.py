@@ -16,7 +16,8 @@ from opencdp.api.errors import ApiError
 from opencdp.api.responses import FastJSONResponse
 from opencdp.privacy.consent import ConsentError, define_purpose, list_purposes, require_purpose
 from opencdp.privacy.consent_events import consent_event
-from opencdp.privacy.requests import erase_person, export_person
+from opencdp.privacy.erasure import erase_person
+from opencdp.privacy.requests import export_person
 from opencdp.profiles.reader import ProfileNotFound, resolve_profile_id
 from opencdp.system import OpenCDP
 

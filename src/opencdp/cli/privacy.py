@@ -63,7 +63,7 @@ def export(identifier: str, out: str | None) -> None:
 def erase(identifier: str, yes: bool) -> None:
     """Erase a person from every table (event log included) and drop their future events."""
     from opencdp.identity.identifiers import IdentityRules
-    from opencdp.privacy.requests import erase_person
+    from opencdp.privacy.erasure import erase_person
     from opencdp.profiles.reader import ProfileNotFound
 
     kind, value = _person(identifier)

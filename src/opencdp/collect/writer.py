@@ -17,8 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp import logs
-from opencdp.store.dialect import insert_ignoring_duplicates
-from opencdp.store.schema import events
+from opencdp.log.append import LogAppender
 
 log = logs.get("opencdp.writer")
 
@@ -31,13 +30,17 @@ class WriterClosed(RuntimeError):
 
 class LogWriter:
     def __init__(
-        self, engine: sa.Engine, max_rows_per_commit: int = 5000, on_commit: Callable[[], None] | None = None
+        self,
+        engine: sa.Engine,
+        appender: LogAppender,
+        max_rows_per_commit: int = 5000,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._on_commit = on_commit
         self._engine = engine
+        self._appender = appender
         self._max_rows = max_rows_per_commit
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._insert = insert_ignoring_duplicates(engine.dialect.name, events, ["source_id", "message_id"])
         self._thread = threading.Thread(target=self._run, name="opencdp-log-writer", daemon=True)
         self._closed = False
         self.commits = 0
@@ -46,12 +49,13 @@ class LogWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, rows: list[dict[str, Any]]) -> Future[None]:
-        """Queue rows; the future completes once they are committed (or fails, with nothing written)."""
+    def submit(self, rows: list[dict[str, Any]], checked_version: int | None = None) -> Future[None]:
+        """Queue rows; the future completes once they are committed (or fails, with nothing written).
+        `checked_version`: the suppression list version the rows were already filtered against."""
         if self._closed:
             raise WriterClosed("the event log writer is shutting down")
         future: Future[None] = Future()
-        self._queue.put((rows, future))
+        self._queue.put((rows, future, checked_version))
         return future
 
     def close(self, timeout: float = 30.0) -> None:
@@ -82,31 +86,35 @@ class LogWriter:
                 rows += len(item[0])
             self._write_group(group)
 
-    def _write_group(self, group: list[tuple[list[dict[str, Any]], Future[None]]]) -> None:
+    def _write_group(self, group: list[tuple[list[dict[str, Any]], Future[None], int | None]]) -> None:
+        versions = {version for _, _, version in group}
         try:
-            self._write([row for rows, _ in group for row in rows])
+            self.write(
+                [row for rows, _, _ in group for row in rows], versions.pop() if len(versions) == 1 else None
+            )
         except Exception:
             if len(group) == 1:
                 log.exception("event write failed")
                 group[0][1].set_exception(RuntimeError("the event log could not be written"))
                 return
             # One request's rows broke the transaction: retry each alone so the others still land.
-            for rows, future in group:
+            for rows, future, version in group:
                 try:
-                    self._write(rows)
+                    self.write(rows, version)
                 except Exception as exc:
                     log.exception("event write failed", rows=len(rows))
                     future.set_exception(exc)
                 else:
                     future.set_result(None)
             return
-        for _, future in group:
+        for _, future, _ in group:
             future.set_result(None)
         if self._on_commit is not None:
             self._on_commit()
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, rows: list[dict[str, Any]], checked_version: int | None = None) -> None:
+        """Append rows in one transaction, now, on the calling thread."""
         with self._engine.begin() as conn:
-            conn.execute(self._insert, rows)
+            self._appender.append(conn, rows, checked_version)
         self.commits += 1
         self.rows_written += len(rows)

@@ -33,6 +33,8 @@ def summary_table(summary: ImportSummary) -> Table:
         ("profiles merged", summary.profiles_merged),
     ):
         table.add_row(label, f"{value:,}")
+    if summary.suppressed:
+        table.add_row("erased people (not stored)", f"{summary.suppressed:,}")
     return table
 
 

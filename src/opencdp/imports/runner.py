@@ -1,8 +1,9 @@
 """Running an import: rows → events in batches → processed into profiles → a summary.
 
-Events are inserted directly (not through the collector's writer thread) with the same
-idempotent insert, in batches of `batch_size` per transaction; `RETURNING` tells which rows were
-new, so re-imported rows are counted as duplicates exactly. The import then processes what it
+Events are appended directly (not through the collector's writer thread) through the same log
+appender — idempotent, serialised, and honouring the suppression list of erased people — in
+batches of `batch_size` per transaction; `RETURNING` tells which rows were new, so re-imported
+rows are counted as duplicates exactly. The import then processes what it
 wrote, so the summary can say how many profiles were created and merged.
 """
 
@@ -33,9 +34,9 @@ from opencdp.collect.messages import Limits
 from opencdp.imports.files import Format, RejectsFile, Row, detect_format, read_rows, scan
 from opencdp.imports.mapping import ImportFailed, ImportMapping, MappingError, load_mapping
 from opencdp.imports.rows import Reject, RowConverter, check_columns
+from opencdp.log.append import LogAppender
 from opencdp.process.processor import Processor
-from opencdp.store.dialect import insert_ignoring_duplicates
-from opencdp.store.schema import events, profiles, sources
+from opencdp.store.schema import profiles, sources
 
 BATCH_SIZE = 1000
 #: Rows per API call: the call answers after processing, so it must stay short.
@@ -44,7 +45,8 @@ MAX_API_ROWS = 10_000
 
 @dataclass
 class ImportSummary:
-    """What an import did. rows_read = accepted + rejected; accepted = events_written + duplicates."""
+    """What an import did. rows_read = accepted + rejected;
+    accepted = events_written + duplicates + suppressed (rows of erased people, never stored)."""
 
     source: str
     kind: str
@@ -53,6 +55,7 @@ class ImportSummary:
     accepted: int = 0
     rejected: int = 0
     duplicates: int = 0
+    suppressed: int = 0
     events_written: int = 0
     profiles_created: int = 0
     profiles_merged: int = 0
@@ -175,8 +178,7 @@ def _run(
     _process(job.processor, progress, "processing earlier events")  # so the counts below are ours
     before = profile_counts(job.engine)
 
-    insert = insert_ignoring_duplicates(job.engine.dialect.name, events, ["source_id", "message_id"])
-    insert = insert.returning(events.c.message_id)
+    appender = LogAppender.for_engine(job.engine, job.processor.rules)
     task = progress.add_task(description, total=total)
     batch: list[dict[str, Any]] = []
     handled = 0
@@ -184,10 +186,11 @@ def _run(
     def flush() -> None:
         nonlocal handled
         if batch:
-            with job.engine.begin() as conn:
-                written = len(conn.execute(insert, batch).all())
+            appended = appender.append_committed(job.engine, batch, count=True)
+            written = appended.written or 0
             summary.events_written += written
-            summary.duplicates += len(batch) - written
+            summary.suppressed += appended.suppressed
+            summary.duplicates += len(batch) - written - appended.suppressed
             batch.clear()
         progress.advance(task, handled)
         handled = 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,36 +51,58 @@ def suppress(conn: sa.Connection, identifiers: Iterable[Identifier]) -> int:
     return len(rows)
 
 
+def suppression_count(conn: sa.Connection) -> int:
+    """How many identifiers are suppressed: the list only grows, so the count is its version."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(suppressions)).scalar_one())
+
+
+@dataclass(frozen=True)
+class SuppressionList:
+    """One consistent copy of the list: checks and the version they were made against go together."""
+
+    hashes: frozenset[str]
+    salt: str
+    rules: IdentityRules
+
+    @property
+    def version(self) -> int:
+        return len(self.hashes)
+
+    def __bool__(self) -> bool:
+        return bool(self.hashes)
+
+    def is_suppressed(self, message: dict[str, Any]) -> bool:
+        if not self.hashes:
+            return False
+        return any(identifier_hash(self.salt, i) in self.hashes for i in self.rules.extract(message))
+
+
 class Suppressor:
-    """In-memory copy of the suppression list for the collector's hot path, refreshed every few
-    seconds (and at once after an erasure in this process). Costs nothing while the list is empty."""
+    """In-memory copy of the suppression list, refreshed every few seconds (and at once after an
+    erasure in this process). The collector checks it to answer fast; the log appender checks again
+    under the log lock whenever the copy is older than the list, so a stale copy never lets an erased
+    person back in. Costs nothing while the list is empty."""
 
     def __init__(self, engine: sa.Engine, rules: IdentityRules, refresh_seconds: float = 5.0) -> None:
         self._engine = engine
         self._rules = rules
         self._refresh_seconds = refresh_seconds
-        self._hashes: frozenset[str] = frozenset()
-        self._salt = ""
+        self._list = SuppressionList(frozenset(), "", rules)
         self._loaded_at = -1e9
-        self._lock = threading.Lock()
 
     def invalidate(self) -> None:
         self._loaded_at = -1e9
 
-    def _current(self) -> tuple[frozenset[str], str]:
+    def load(self, conn: sa.Connection) -> SuppressionList:
+        """The list as `conn`'s transaction sees it (and the cached copy from now on)."""
+        hashes = frozenset(r[0] for r in conn.execute(sa.select(suppressions.c.identifier_hash)))
+        current = SuppressionList(hashes, salt(conn) if hashes else "", self._rules)
+        self._list, self._loaded_at = current, time.monotonic()
+        return current
+
+    def current(self) -> SuppressionList:
+        """The cached copy, at most `refresh_seconds` old."""
         if time.monotonic() - self._loaded_at > self._refresh_seconds:
-            with self._lock, self._engine.begin() as conn:
-                hashes = frozenset(r[0] for r in conn.execute(sa.select(suppressions.c.identifier_hash)))
-                self._salt = salt(conn) if hashes else ""
-                self._hashes = hashes
-                self._loaded_at = time.monotonic()
-        return self._hashes, self._salt
-
-    def active(self) -> bool:
-        return bool(self._current()[0])
-
-    def is_suppressed(self, message: dict[str, Any]) -> bool:
-        hashes, salt_value = self._current()
-        if not hashes:
-            return False
-        return any(identifier_hash(salt_value, i) in hashes for i in self._rules.extract(message))
+            with self._engine.begin() as conn:
+                return self.load(conn)
+        return self._list

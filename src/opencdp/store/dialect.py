@@ -99,6 +99,42 @@ def lock_for_processing(conn: sa.Connection, name: str) -> None:
         )
 
 
+def lock_log_for_append(conn: sa.Connection) -> None:
+    """Serialise appends to the event log, held until the transaction ends.
+
+    With appends one at a time, ids become visible in the order they were given out: a reader that
+    sees event N also sees every event below N that will ever exist, so a processor's checkpoint
+    (`id > last`) can never pass over an event that commits later. PostgreSQL hands out sequence
+    values before commit, so two concurrent writers would otherwise commit out of id order. On
+    SQLite the write lock is taken up front (one writer at a time is SQLite's rule anyway) so the
+    suppression check that follows reads the state the insert will commit on."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('opencdp:log'))"))
+    else:
+        conn.execute(sa.text("UPDATE settings SET value = value WHERE name = 'opencdp:log'"))
+
+
+def purge_deleted_content(engine: sa.Engine, attempts: int = 50) -> bool:
+    """After an erasure: make sure no copy of deleted rows stays in the database files.
+
+    PostgreSQL: nothing to do here (dead tuples are reclaimed by vacuum; the files are the
+    server's). SQLite: `secure_delete` already zeroed the deleted cells in the new page versions;
+    a TRUNCATE checkpoint copies those into the main file and empties the WAL, which still holds
+    the old versions. A reader in the middle of a transaction can hold the checkpoint back, so it
+    is retried for a while; returns whether it completed."""
+    if engine.dialect.name != "sqlite":
+        return True
+    import time
+
+    for _ in range(attempts):
+        with engine.connect() as conn:
+            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+        if not busy:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def engine_options(url: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "json_serializer": json_serializer,
@@ -119,6 +155,7 @@ def on_connect(dbapi_connection: Any, synchronous: str) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA synchronous={synchronous}")  # validated in config: FULL/NORMAL/EXTRA
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free space
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 

@@ -38,7 +38,7 @@ api_keys = sa.Table(
 )
 
 #: The event log: the source of truth. Rows are immutable; `id` gives the global order in
-#: which processors consume it.
+#: which processors consume it: ids only grow, and become visible in order (`log.append`).
 events = sa.Table(
     "events",
     metadata,
@@ -55,6 +55,9 @@ events = sa.Table(
     sa.Column("timestamp", UTCDateTime, nullable=False),
     sa.Column("payload", Json, nullable=False),
     sa.UniqueConstraint("source_id", "message_id", name="uq_events_source_message"),
+    # Ids are never reused, even after an erasure deletes the newest events (without AUTOINCREMENT
+    # SQLite hands out max(id)+1 again, below a processor's checkpoint).
+    sqlite_autoincrement=True,
 )
 
 
