@@ -119,12 +119,15 @@ def _progress(enabled: bool) -> Iterator[Progress]:
 
 
 def _process(processor: Processor, progress: Progress, description: str) -> None:
-    backlog = processor.backlog()
-    if not backlog:
+    """Process the log up to its newest event now (not what keeps arriving meanwhile: under live
+    traffic that would never end), with a progress bar."""
+    start, target = processor.checkpoint(), processor.newest_event_id()
+    if target <= start:
         return
-    task = progress.add_task(description, total=backlog)
-    while n := processor.run_once():
-        progress.update(task, advance=n, total=max(backlog, progress.tasks[task].completed + n))
+    task = progress.add_task(description, total=target - start)
+    while (done := processor.checkpoint()) < target and processor.run_once():
+        progress.update(task, completed=min(done, target) - start)
+    progress.update(task, completed=target - start)
 
 
 @dataclass

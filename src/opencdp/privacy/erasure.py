@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from opencdp.access.audit import record
@@ -46,50 +47,74 @@ from opencdp.store.schema import (
 )
 
 
-def _scrub(value: Any, needles: set[str]) -> tuple[Any, bool]:
-    """Remove every string equal (case-insensitively) to one of the person's identifiers."""
-    if isinstance(value, str):
-        if value.strip().lower() in needles:
-            return None, True
-        lowered, hit = value.lower(), False
-        for needle in needles:
-            while needle and needle in lowered:  # an identifier inside longer text
-                start = lowered.index(needle)
-                value = value[:start] + "[erased]" + value[start + len(needle) :]
-                lowered = value.lower()
-                hit = True
-        return value, hit
-    if isinstance(value, dict):
-        out, changed = {}, False
-        for key, child in value.items():
-            new, hit = _scrub(child, needles)
-            changed |= hit
-            if new is not None or not hit:
-                out[key] = new
-        return out, changed
-    if isinstance(value, list):
-        pairs = [_scrub(child, needles) for child in value]
-        return [p[0] for p in pairs if not p[1]], any(p[1] for p in pairs)
-    return value, False
+class Needles:
+    """The person's identifier values as searched for in other data (lower case). Any string equal
+    to one goes; e-mail addresses, phone numbers and long ids are also cut out of longer text (a
+    delivery note). A short id such as user 42 is not: "42" inside other text is not the person."""
+
+    EMBEDDED_TYPES = frozenset({"email", "phone"})
+    EMBEDDED_MIN_LENGTH = 12
+
+    def __init__(self, identifiers: Iterable[Identifier]) -> None:
+        idents = list(identifiers)
+        self.exact = {i.value.lower() for i in idents if i.value}
+        self.embedded = {
+            i.value.lower()
+            for i in idents
+            if i.value and (i.type in self.EMBEDDED_TYPES or len(i.value) >= self.EMBEDDED_MIN_LENGTH)
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self.exact)
+
+    def patterns(self) -> list[str]:
+        """Substrings of a JSON document's text (lower case) that find every mention."""
+        quoted = {orjson.dumps(v).decode() for v in self.exact - self.embedded}
+        return sorted(quoted | self.embedded)
+
+    def scrub(self, value: Any) -> tuple[Any, bool]:
+        """The value without the person's identifiers; and whether anything was removed."""
+        if isinstance(value, str):
+            if value.strip().lower() in self.exact:
+                return None, True
+            lowered, hit = value.lower(), False
+            for needle in self.embedded:
+                while needle in lowered:
+                    start = lowered.index(needle)
+                    value = value[:start] + "[erased]" + value[start + len(needle) :]
+                    lowered = value.lower()
+                    hit = True
+            return value, hit
+        if isinstance(value, dict):
+            out, changed = {}, False
+            for key, child in value.items():
+                new, hit = self.scrub(child)
+                changed |= hit
+                if new is not None or not hit:
+                    out[key] = new
+            return out, changed
+        if isinstance(value, list):
+            pairs = [self.scrub(child) for child in value]
+            return [p[0] for p in pairs if not p[1]], any(p[1] for p in pairs)
+        return value, False
 
 
 def _mentions(
-    conn: sa.Connection, values: Iterable[str], after_id: int, up_to_id: int | None
+    conn: sa.Connection, needles: Needles, after_id: int, up_to_id: int | None
 ) -> list[tuple[int, dict[str, Any]]]:
-    """Events in (after_id, up_to_id] whose ids or payload contain one of the values (a scan:
-    erasure is rare)."""
-    wanted = sorted({v for v in values if v})
-    if not wanted:
+    """Events in (after_id, up_to_id] that carry or mention one of the person's identifiers (a
+    scan: erasure is rare)."""
+    if not needles:
         return []
-    text = sa.cast(events.c.payload, sa.Text)
+    values, patterns = sorted(needles.exact), needles.patterns()
+    text = sa.func.lower(sa.cast(events.c.payload, sa.Text))
     window = [events.c.id > after_id] + ([events.c.id <= up_to_id] if up_to_id is not None else [])
     found: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(wanted), 50):
-        part = wanted[start : start + 50]
+    for start in range(0, max(len(values), len(patterns)), 50):
         condition = sa.or_(
-            events.c.user_id.in_(part),
-            events.c.anonymous_id.in_(part),
-            *(sa.func.lower(text).contains(v.lower(), autoescape=True) for v in part),
+            sa.func.lower(events.c.user_id).in_(values[start : start + 50]),
+            sa.func.lower(events.c.anonymous_id).in_(values[start : start + 50]),
+            *(text.contains(p, autoescape=True) for p in patterns[start : start + 50]),
         )
         for row in conn.execute(sa.select(events.c.id, events.c.payload).where(condition, *window)):
             found[row.id] = row.payload
@@ -132,8 +157,8 @@ class _Erasure:
         self.scrubbed: set[int] = set()
 
     @property
-    def needles(self) -> set[str]:
-        return {i.value.lower() for i in self.person}
+    def needles(self) -> Needles:
+        return Needles(self.person)
 
     def _belongs_to_others(self, candidates: set[Identifier]) -> set[Identifier]:
         if not candidates:
@@ -150,19 +175,18 @@ class _Erasure:
             if r.profile_id not in self.profile_ids
         }
 
-    def sweep(self, values: set[str], after_id: int, up_to_id: int | None) -> set[str]:
-        """Handle every event in the window that mentions one of the values, until no new identifier
-        of the person turns up; returns the values of the identifiers it added."""
-        added: set[str] = set()
-        todo = values
+    def sweep(self, identifiers: set[Identifier], after_id: int, up_to_id: int | None) -> set[Identifier]:
+        """Handle every event in the window that mentions one of the identifiers, until no new
+        identifier of the person turns up; returns the identifiers it added."""
+        added: set[Identifier] = set()
+        todo = identifiers
         while todo:
             before = set(self.person)
-            for event_id, payload in _mentions(self.conn, todo, after_id, up_to_id):
+            for event_id, payload in _mentions(self.conn, Needles(todo), after_id, up_to_id):
                 if event_id not in self.doomed:
                     self._handle(event_id, payload)
-            grown = {i.value.lower() for i in self.person - before}
-            added |= grown
-            todo = grown
+            todo = self.person - before
+            added |= todo
         return added
 
     def _handle(self, event_id: int, payload: dict[str, Any]) -> None:
@@ -173,7 +197,9 @@ class _Erasure:
                 self.person |= new - self._belongs_to_others(new)
                 self.doomed.add(event_id)
                 return
-        clean, _changed = _scrub(payload, self.needles)
+        clean, changed = self.needles.scrub(payload)
+        if not changed:
+            return  # a false alarm of the text search (e.g. a property named like the id)
         if not (clean.get("userId") or clean.get("anonymousId")):
             self.doomed.add(event_id)
             return
@@ -243,17 +269,18 @@ def erase_person(
     engine: sa.Engine, rules: IdentityRules, kind: str, value: str, actor: str
 ) -> dict[str, int]:
     """Remove the person from every table and suppress their identifiers. Returns counts only."""
-    Processor(engine, rules).run_until_caught_up()  # fewer unprocessed events to judge
+    processor = Processor(engine, rules)
+    processor.run_through(processor.newest_event_id())  # the person's profile as of the request
     pid = find_profile_id(engine, rules, kind, value)
     with engine.begin() as conn:
         lock_for_processing(conn, PROCESSOR)
         erasure = _Erasure(conn, rules, resolve_profile_id(conn, pid))
         # The whole log as it stands, while collectors keep appending...
         high = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))).scalar_one())
-        erasure.sweep(erasure.needles, 0, high)
+        erasure.sweep(erasure.person, 0, high)
         # ...then no more appends until this commits: the tail since, and the suppression list.
         lock_log_for_append(conn)
-        found = erasure.sweep(erasure.needles, high, None)
+        found = erasure.sweep(erasure.person, high, None)
         while found:  # identifiers first seen in the tail: their older events too
             found = erasure.sweep(found, 0, None)
         erasure.delete()
@@ -270,19 +297,24 @@ def erase_person(
     return counts
 
 
-def _scrub_other_profiles(conn: sa.Connection, needles: set[str], erased: set[str]) -> int:
+def _scrub_other_profiles(conn: sa.Connection, needles: Needles, erased: set[str]) -> int:
     """Other people's traits that hold one of the identifiers (e.g. a shared e-mail typed into a form)."""
+    if not needles:
+        return 0
     text = sa.func.lower(sa.cast(profiles.c.traits, sa.Text))
-    condition = (
-        sa.or_(*(text.contains(n, autoescape=True) for n in sorted(needles))) if needles else sa.false()
-    )
     rows = conn.execute(
         sa.select(profiles.c.id, profiles.c.traits, profiles.c.trait_meta).where(
-            condition, profiles.c.id.not_in(sorted(erased))
+            sa.or_(*(text.contains(p, autoescape=True) for p in needles.patterns())),
+            profiles.c.id.not_in(sorted(erased)),
         )
     ).all()
+    scrubbed = 0
     for row in rows:
-        traits, _ = _scrub(row.traits, needles)
-        meta = {k: v for k, v in row.trait_meta.items() if k in traits}
-        conn.execute(profiles.update().where(profiles.c.id == row.id).values(traits=traits, trait_meta=meta))
-    return len(rows)
+        traits, changed = needles.scrub(row.traits)
+        if changed:
+            meta = {k: v for k, v in row.trait_meta.items() if k in traits}
+            conn.execute(
+                profiles.update().where(profiles.c.id == row.id).values(traits=traits, trait_meta=meta)
+            )
+            scrubbed += 1
+    return scrubbed

@@ -676,14 +676,28 @@ class Processor:
             total += n
         return total
 
-    def backlog(self) -> int:
+    def run_through(self, event_id: int) -> None:
+        """Process at least up to `event_id` (others may help); unlike `run_until_caught_up` this
+        ends under a steady stream of new events."""
+        while self.checkpoint() < event_id and self.run_once():
+            pass
+
+    def newest_event_id(self) -> int:
         with self.engine.connect() as conn:
-            last = (
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))).scalar_one())
+
+    def checkpoint(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
                 conn.execute(
                     sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
                 ).scalar()
                 or 0
             )
+
+    def backlog(self) -> int:
+        last = self.checkpoint()
+        with self.engine.connect() as conn:
             return int(
                 conn.execute(
                     sa.select(sa.func.count()).select_from(events).where(events.c.id > last)
