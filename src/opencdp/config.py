@@ -42,6 +42,8 @@ class Settings:
     max_nesting_depth: int = 32
     process_in_server: bool = True
     refresh_seconds: int = 3600
+    #: /api/health reports "degraded" when the oldest unprocessed event waited longer than this
+    health_max_lag_seconds: int = 60
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -66,6 +68,7 @@ class Settings:
             max_batch_bytes=_int("OPENCDP_MAX_BATCH_BYTES", 500 * 1024),
             max_nesting_depth=_int("OPENCDP_MAX_NESTING_DEPTH", 32),
             refresh_seconds=_int("OPENCDP_REFRESH_SECONDS", 3600),
+            health_max_lag_seconds=_int("OPENCDP_HEALTH_MAX_LAG_SECONDS", 60),
             process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()
             not in {"0", "false", "no"},
         )

@@ -6,11 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from opencdp.access.keys import list_sources
 from opencdp.api.audit import audit
 from opencdp.api.auth import AdminKey, ReadKey
+from opencdp.health import check
 from opencdp.log.reader import EventQuery, read_events
 from opencdp.system import OpenCDP
 
@@ -44,15 +45,28 @@ class EventPage(BaseModel):
     next_after_id: int | None
 
 
+class Processing(BaseModel):
+    events_waiting: int = Field(
+        0, description="Events in the log not processed yet (counted up to 1,000,000)"
+    )
+    lag_seconds: float = Field(0.0, description="How long the oldest of them has waited")
+
+
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"]
     database: str
+    reasons: list[str] = Field(default_factory=list, description="Why the status is degraded")
+    processing: Processing
 
 
-@router.get("/health", response_model=Health, summary="Liveness and database engine")
+@router.get(
+    "/health",
+    response_model=Health,
+    summary="Liveness, and whether collection and processing work (200 either way; see status)",
+)
 def health(request: Request) -> dict[str, Any]:
     cdp: OpenCDP = request.app.state.cdp
-    return {"status": "ok", "database": cdp.engine.dialect.name}
+    return check(cdp).as_dict()
 
 
 @router.get("/sources", response_model=list[SourceOut], summary="List sources")

@@ -45,6 +45,7 @@ class LogWriter:
         self._closed = False
         self.commits = 0
         self.rows_written = 0
+        self._failure: str | None = None  # why the last write failed, until one succeeds
 
     def start(self) -> None:
         self._thread.start()
@@ -86,6 +87,10 @@ class LogWriter:
                 rows += len(item[0])
             self._write_group(group)
 
+    def failure(self) -> str | None:
+        """Why the newest write failed, if no write has succeeded since (for health checks)."""
+        return self._failure
+
     def _write_group(self, group: list[tuple[list[dict[str, Any]], Future[None], int | None]]) -> None:
         versions = {version for _, _, version in group}
         try:
@@ -114,7 +119,12 @@ class LogWriter:
 
     def write(self, rows: list[dict[str, Any]], checked_version: int | None = None) -> None:
         """Append rows in one transaction, now, on the calling thread."""
-        with self._engine.begin() as conn:
-            self._appender.append(conn, rows, checked_version)
+        try:
+            with self._engine.begin() as conn:
+                self._appender.append(conn, rows, checked_version)
+        except sa.exc.OperationalError as exc:  # disk full, database locked, server gone
+            self._failure = str(exc.orig or exc).splitlines()[0][:200]
+            raise
+        self._failure = None
         self.commits += 1
         self.rows_written += len(rows)

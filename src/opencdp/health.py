@@ -1,0 +1,86 @@
+"""How the running system is doing, for `/api/health`: is anything that should work not working?
+
+Every check is cheap (a few indexed reads) so that load balancers and monitors may poll it.
+`ok` means collection and processing work; `degraded` comes with the reasons: the event log
+cannot be written (disk full, database locked), processing is behind by more than
+`health_max_lag_seconds` (stalled, failing or overloaded), or the disk holding the embedded
+database is nearly full.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from opencdp.process.processor import PROCESSOR
+from opencdp.store.schema import events, processor_state
+
+#: Below this much free space on the embedded database's disk, writes are about to fail.
+MIN_FREE_BYTES = 256 * 1024 * 1024
+#: Counting the backlog stops here: beyond it the exact number does not matter for health.
+BACKLOG_COUNT_CAP = 1_000_000
+
+
+@dataclass
+class Report:
+    database: str
+    reasons: list[str] = field(default_factory=list)
+    processing: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "degraded" if self.reasons else "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "database": self.database,
+            "reasons": self.reasons,
+            "processing": self.processing,
+        }
+
+
+def processing_lag(conn: sa.Connection, now: datetime | None = None) -> dict[str, Any]:
+    """Events waiting for the processor, and how long the oldest of them has waited."""
+    checkpoint = (
+        conn.execute(
+            sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
+        ).scalar()
+        or 0
+    )
+    waiting = sa.select(events.c.id).where(events.c.id > checkpoint).limit(BACKLOG_COUNT_CAP)
+    count = conn.execute(sa.select(sa.func.count()).select_from(waiting.subquery())).scalar_one()
+    oldest = conn.execute(
+        sa.select(events.c.received_at).where(events.c.id > checkpoint).order_by(events.c.id).limit(1)
+    ).scalar()
+    lag = ((now or datetime.now(UTC)) - oldest).total_seconds() if oldest is not None else 0.0
+    return {"events_waiting": int(count), "lag_seconds": round(max(lag, 0.0), 3)}
+
+
+def check(cdp: Any) -> Report:
+    """The health of `cdp` (an `OpenCDP`): typed loosely to keep this module below `system`."""
+    report = Report(cdp.engine.dialect.name)
+    failure = cdp.writer.failure()
+    if failure:
+        report.reasons.append(f"the event log cannot be written: {failure}")
+    try:
+        with cdp.engine.connect() as conn:
+            report.processing = processing_lag(conn)
+    except sa.exc.SQLAlchemyError as exc:
+        report.reasons.append(f"the database cannot be read: {type(exc).__name__}")
+        return report
+    lag = report.processing["lag_seconds"]
+    if lag > cdp.settings.health_max_lag_seconds:
+        report.reasons.append(
+            f"processing is {lag:,.0f} s behind ({report.processing['events_waiting']:,} events waiting)"
+            + ("" if cdp.loop else "; are `opencdp worker` processes running?")
+        )
+    if cdp.settings.is_sqlite:
+        free = shutil.disk_usage(cdp.settings.data_dir).free
+        if free < MIN_FREE_BYTES:
+            report.reasons.append(f"low disk space: {free // (1024 * 1024)} MiB free for the database")
+    return report
