@@ -154,7 +154,8 @@ class _Erasure:
             if self.identity_ids
             else set()
         )
-        self.scrubbed: set[int] = set()
+        #: events of others that mention the person: their payload without the person
+        self.scrubbed: dict[int, dict[str, Any]] = {}
 
     @property
     def needles(self) -> Needles:
@@ -203,19 +204,25 @@ class _Erasure:
         if not (clean.get("userId") or clean.get("anonymousId")):
             self.doomed.add(event_id)
             return
-        self.conn.execute(
-            events.update()
-            .where(events.c.id == event_id)
-            .values(payload=clean, user_id=clean.get("userId"), anonymous_id=clean.get("anonymousId"))
-        )
-        facts = clean.get("properties") if isinstance(clean.get("properties"), dict) else {}
-        self.conn.execute(
-            profile_events.update().where(profile_events.c.event_id == event_id).values(properties=facts)
-        )
-        self.scrubbed.add(event_id)
+        self.scrubbed[event_id] = clean
 
-    def delete(self) -> None:
+    def apply(self) -> None:
+        """Write what the sweeps found. Called under the log lock: a collector that re-sends an
+        event being rewritten here would otherwise wait for this transaction while holding the
+        lock this transaction waits for."""
         conn = self.conn
+        for event_id, clean in sorted(self.scrubbed.items()):
+            if event_id in self.doomed:
+                continue
+            conn.execute(
+                events.update()
+                .where(events.c.id == event_id)
+                .values(payload=clean, user_id=clean.get("userId"), anonymous_id=clean.get("anonymousId"))
+            )
+            facts = clean.get("properties") if isinstance(clean.get("properties"), dict) else {}
+            conn.execute(
+                profile_events.update().where(profile_events.c.event_id == event_id).values(properties=facts)
+            )
         doomed = sorted(self.doomed)
         for start in range(0, len(doomed), 500):
             part = doomed[start : start + 500]
@@ -275,18 +282,18 @@ def erase_person(
     with engine.begin() as conn:
         lock_for_processing(conn, PROCESSOR)
         erasure = _Erasure(conn, rules, resolve_profile_id(conn, pid))
-        # The whole log as it stands, while collectors keep appending...
+        # The whole log as it stands, read while collectors keep appending...
         high = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))).scalar_one())
         erasure.sweep(erasure.person, 0, high)
-        # ...then no more appends until this commits: the tail since, and the suppression list.
+        # ...then no more appends until this commits: the tail since, the writes, the suppression list.
         lock_log_for_append(conn)
         found = erasure.sweep(erasure.person, high, None)
         while found:  # identifiers first seen in the tail: their older events too
             found = erasure.sweep(found, 0, None)
-        erasure.delete()
+        erasure.apply()
         counts = {
             "events_deleted": len(erasure.doomed),
-            "events_scrubbed": len(erasure.scrubbed - erasure.doomed),
+            "events_scrubbed": len(erasure.scrubbed.keys() - erasure.doomed),
             "identifiers": len(erasure.person),
             "profiles": len(erasure.profile_ids),
             "profiles_scrubbed": _scrub_other_profiles(conn, erasure.needles, erasure.profile_ids),
