@@ -62,7 +62,7 @@ def test_integers_beyond_64_bits_are_refused_naming_the_field(
         assert response.status_code == 400, response.text
         error = response.json()
         assert error["error"] == "invalid_number"
-        assert error["errors"] == [{"field": "batch[1].properties.list[1]", "problem": error["errors"][0]["problem"]}]
+        assert [e["field"] for e in error["errors"]] == ["batch[1].properties.list[1]"]
         assert "beyond 64 bits" in error["message"] and "string" in error["message"]
     single = client.post(
         "/v1/track",
