@@ -20,6 +20,7 @@ from opencdp.api.responses import FastJSONResponse
 from opencdp.api.schemas import DOCUMENTED_MODELS
 from opencdp.system import OpenCDP
 from opencdp.ui import router as ui_router
+from opencdp.ui.views_auth import SignInThrottle
 
 
 def create_app(cdp: OpenCDP) -> FastAPI:
@@ -41,6 +42,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.state.cdp = cdp
     limit = RateLimit.from_env()  # OPENCDP_RATE_LIMIT, per write key
     app.state.rate_limits = TokenBuckets(limit) if limit else None
+    app.state.sign_in_throttle = SignInThrottle()
     app.include_router(collect.router)
     app.include_router(admin.router)
     app.include_router(profiles.router)
