@@ -23,6 +23,19 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 86400:
+        raise ConfigError(f"{name} must be a number of seconds above 0, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob opencdp has. Documented in the README's configuration table."""
@@ -40,6 +53,7 @@ class Settings:
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     max_nesting_depth: int = 32
+    body_timeout_seconds: float = 10.0  # a request body must arrive whole within this
     process_in_server: bool = True
     refresh_seconds: int = 3600
     #: /api/health reports "degraded" when the oldest unprocessed event waited longer than this
@@ -67,6 +81,7 @@ class Settings:
             max_event_bytes=_int("OPENCDP_MAX_EVENT_BYTES", 32 * 1024),
             max_batch_bytes=_int("OPENCDP_MAX_BATCH_BYTES", 500 * 1024),
             max_nesting_depth=_int("OPENCDP_MAX_NESTING_DEPTH", 32),
+            body_timeout_seconds=_seconds("OPENCDP_BODY_TIMEOUT_SECONDS", 10.0),
             refresh_seconds=_int("OPENCDP_REFRESH_SECONDS", 3600),
             health_max_lag_seconds=_int("OPENCDP_HEALTH_MAX_LAG_SECONDS", 60),
             process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()

@@ -3,15 +3,13 @@ and segment ids — never identifiers or trait values, so it survives an erasure
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
+from opencdp.csvsafe import line
 from opencdp.store.schema import audit_log
 
 
@@ -41,7 +39,6 @@ def record(
 
 #: Columns of every audit listing and CSV export, in order.
 COLUMNS = ("id", "at", "actor", "action", "target_type", "target_id", "detail")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _filtered(stmt: sa.Select[Any], action: str | None, actor: str | None) -> sa.Select[Any]:
@@ -81,28 +78,10 @@ def latest(
     return rows[::-1]
 
 
-def _cell(value: Any) -> str:
-    """One CSV cell. Text that a spreadsheet would run as a formula gets a leading quote."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def csv_line(values: list[Any]) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerow(values)
-    return out.getvalue()
-
-
 def csv_rows(rows: list[dict[str, Any]]) -> Iterator[str]:
-    yield csv_line(list(COLUMNS))
+    yield line(COLUMNS)
     for row in rows:
-        yield csv_line([_cell(row[name]) for name in COLUMNS])
+        yield line(row[name] for name in COLUMNS)
 
 
 def export_csv(
@@ -112,9 +91,9 @@ def export_csv(
     page_size: int = 1000,
 ) -> Iterator[str]:
     """Every matching entry as CSV lines, read page by page so a long log never sits in memory."""
-    yield csv_line(list(COLUMNS))
+    yield line(COLUMNS)
     after = 0
     while page := entries(engine, after, page_size, action, actor):
         for row in page:
-            yield csv_line([_cell(row[name]) for name in COLUMNS])
+            yield line(row[name] for name in COLUMNS)
         after = page[-1]["id"]

@@ -14,11 +14,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from opencdp import __version__
 from opencdp.access.ratelimit import RateLimit, TokenBuckets
 from opencdp.api import admin, audit, collect, imports, privacy, profiles, segments
+from opencdp.api.body_guard import BodyGuard
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from opencdp.api.responses import FastJSONResponse
 from opencdp.api.schemas import DOCUMENTED_MODELS
 from opencdp.system import OpenCDP
 from opencdp.ui import router as ui_router
+from opencdp.ui.views_auth import SignInThrottle
 
 
 def create_app(cdp: OpenCDP) -> FastAPI:
@@ -40,6 +42,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.state.cdp = cdp
     limit = RateLimit.from_env()  # OPENCDP_RATE_LIMIT, per write key
     app.state.rate_limits = TokenBuckets(limit) if limit else None
+    app.state.sign_in_throttle = SignInThrottle()
     app.include_router(collect.router)
     app.include_router(admin.router)
     app.include_router(profiles.router)
@@ -48,6 +51,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(ui_router)
     app.include_router(privacy.router)
     app.include_router(audit.router)
+    app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from opencdp.csvsafe import line
 from opencdp.privacy.consent import require_purpose
 from opencdp.segments.compiler import SegmentReferenceError, members_query
 from opencdp.segments.store import SegmentError, check, get, lookup_in
@@ -133,7 +132,7 @@ def export_csv(
     with engine.connect() as conn:
         purpose = require_purpose(conn, purpose)
     header = ["profile_id", "entered_at", *identifier_types, *traits, *(f"computed.{c}" for c in computed)]
-    yield _line(header)
+    yield line(header)
     after = ""
     while True:
         with engine.connect() as conn:
@@ -169,34 +168,7 @@ def export_csv(
         for row in rows:
             values = [row.profile_id, row.entered_at.isoformat()]
             values += [";".join(idents.get((row.profile_id, t), [])) for t in identifier_types]
-            values += [_cell(row.traits.get(t)) for t in traits]
-            values += [_cell((row.computed or {}).get(c)) for c in computed]
-            yield _line(values)
+            values += [row.traits.get(t) for t in traits]
+            values += [(row.computed or {}).get(c) for c in computed]
+            yield line(values)
         after = rows[-1].profile_id
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        import orjson
-
-        return orjson.dumps(value).decode()
-    text = str(value)
-    if isinstance(value, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
-        return "'" + text  # a spreadsheet must not run a trait value as a formula
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _line(values: Sequence[Any]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow(values)
-    return buffer.getvalue()

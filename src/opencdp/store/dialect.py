@@ -139,6 +139,8 @@ def engine_options(url: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "json_serializer": json_serializer,
         "json_deserializer": json_deserializer,
+        # SQL errors (and so logged tracebacks) show the statement, never the values: personal data.
+        "hide_parameters": True,
     }
     if url.startswith("sqlite"):
         # Connections are used by the writer thread and by reader threads.

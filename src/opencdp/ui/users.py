@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -50,9 +52,66 @@ def hasher() -> PasswordHasher:
     return PasswordHasher()
 
 
-@lru_cache(maxsize=1)
+class HasherBusy(Exception):
+    """Too many sign-ins are already waiting for the password hasher; try again in a moment."""
+
+
+class HashGate:
+    """At most `slots` argon2 computations at once, and at most `queue` more waiting for one.
+
+    Each computation takes 64 MiB and a core for about 50 ms. Unbounded, a flood of sign-ins
+    (unknown e-mails cost a hash too) took a server from 300 MiB to 2.7 GiB and starved the
+    collector of CPU; bounded, the flood costs `slots` x 64 MiB and the excess is refused at once.
+    """
+
+    def __init__(self, slots: int = 2, queue: int = 8, wait_seconds: float = 10.0) -> None:
+        self.slots, self.queue, self.wait_seconds = slots, queue, wait_seconds
+        self._semaphore = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self._admitted = 0  # computing or waiting
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._lock:
+            if self._admitted >= self.slots + self.queue:
+                raise HasherBusy
+            self._admitted += 1
+        try:
+            if not self._semaphore.acquire(timeout=self.wait_seconds):
+                raise HasherBusy
+            try:
+                yield
+            finally:
+                self._semaphore.release()
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+
+#: One gate for the process: every hash and verification goes through it (the dummy one too).
+gate = HashGate()
+
+
+def hash_password(password: str) -> str:
+    with gate.slot():
+        return hasher().hash(password)
+
+
+def _verify(digest: str, password: str) -> bool:
+    with gate.slot():
+        try:
+            return hasher().verify(digest, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+
+_dummy: list[str] = []
+
+
 def _dummy_hash() -> str:
-    return hasher().hash("not a password of anyone")
+    if not _dummy:
+        _dummy.append(hash_password("not a password of anyone"))
+    return _dummy[0]
 
 
 def normalise_email(email: str) -> str:
@@ -76,7 +135,7 @@ def create_user(engine: sa.Engine, email: str, password: str, role: str) -> User
         raise UserError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     address = normalise_email(email)
     check_password(password)
-    digest = hasher().hash(password)
+    digest = hash_password(password)
     with engine.begin() as conn:
         if conn.execute(sa.select(users.c.id).where(users.c.email == address)).first():
             raise UserError(f"a user with e-mail {address!r} already exists")
@@ -117,7 +176,7 @@ def set_password(engine: sa.Engine, email: str, password: str) -> None:
     check_password(password)
     with engine.begin() as conn:
         conn.execute(
-            users.update().where(users.c.id == user.id).values(password_hash=hasher().hash(password))
+            users.update().where(users.c.id == user.id).values(password_hash=hash_password(password))
         )
         conn.execute(ui_sessions.delete().where(ui_sessions.c.user_id == user.id))
 
@@ -134,23 +193,18 @@ def authenticate(engine: sa.Engine, email: str, password: str) -> User | None:
     """The user when the e-mail and password match an enabled account, else None.
 
     Unknown e-mails cost one hash verification too, so response time does not tell which
-    addresses have accounts. Hashes made with older parameters are upgraded on success."""
+    addresses have accounts. Hashes made with older parameters are upgraded on success.
+    Raises HasherBusy when too many sign-ins are already waiting (see HashGate)."""
     address = email.strip().lower()
     with engine.connect() as conn:
         row = conn.execute(sa.select(users).where(users.c.email == address)).first()
     if row is None:
-        with contextlib.suppress(VerificationError):
-            hasher().verify(_dummy_hash(), password)
+        _verify(_dummy_hash(), password)
         return None
-    try:
-        hasher().verify(row.password_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return None
-    if row.disabled:
+    if not _verify(row.password_hash, password) or row.disabled:
         return None
     if hasher().check_needs_rehash(row.password_hash):
+        digest = hash_password(password)
         with engine.begin() as conn:
-            conn.execute(
-                users.update().where(users.c.id == row.id).values(password_hash=hasher().hash(password))
-            )
+            conn.execute(users.update().where(users.c.id == row.id).values(password_hash=digest))
     return _user(row)

@@ -2,16 +2,20 @@
 
 The sign-in form is protected against login CSRF (a site making your browser sign in to the
 attacker's account) with a double-submit token: a random cookie that the form must echo.
-Repeated wrong passwords for one address are slowed down per process (10 per 15 minutes).
+Password guessing is throttled per client address and per account (`SignInThrottle`), and the
+password hasher is bounded (`users.HashGate`), so a flood of sign-ins neither guesses far nor
+takes the memory and CPU that collection needs.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
@@ -31,36 +35,80 @@ from opencdp.ui.web import (
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
 LOGIN_COOKIE = "opencdp_login_csrf"
-MAX_FAILURES, WINDOW_SECONDS = 10, 15 * 60
+MAX_FAILURES, WINDOW_SECONDS = 5, 15 * 60
+#: Keys remembered per table; beyond it the longest-quiet keys are forgotten first.
+MAX_KEYS = 10_000
+BUSY_RETRY_SECONDS = 5
 
 
-class _Throttle:
-    """Failed sign-ins per e-mail address in the last WINDOW_SECONDS (in this process)."""
+class FailureLog:
+    """Failed sign-ins per key in the last `window` seconds, in bounded memory: each key keeps at
+    most `limit` times, and at most `max_keys` keys are kept."""
 
-    def __init__(self) -> None:
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+    def __init__(
+        self,
+        limit: int = MAX_FAILURES,
+        window: float = WINDOW_SECONDS,
+        max_keys: int = MAX_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit, self.window, self.max_keys, self._clock = limit, window, max_keys, clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures[key]
-        while times and times[0] < now - WINDOW_SECONDS:
-            times.popleft()
-        return times
+    def __len__(self) -> int:
+        return len(self._failures)
 
-    def blocked(self, key: str) -> bool:
+    def retry_after(self, key: str) -> float:
+        """0 when `key` may try again, else the seconds until its oldest failure is forgotten."""
+        now = self._clock()
         with self._lock:
-            return len(self._recent(key, time.monotonic())) >= MAX_FAILURES
+            times = self._failures.get(key)
+            if times is None:
+                return 0.0
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            if not times:
+                del self._failures[key]
+                return 0.0
+            return times[0] + self.window - now if len(times) >= self.limit else 0.0
 
     def failed(self, key: str) -> None:
         with self._lock:
-            self._recent(key, time.monotonic()).append(time.monotonic())
+            times = self._failures.pop(key, None) or deque(maxlen=self.limit)
+            times.append(self._clock())
+            self._failures[key] = times  # now the most recent
+            while len(self._failures) > self.max_keys:
+                self._failures.popitem(last=False)
 
-    def succeeded(self, key: str) -> None:
+    def clear(self, key: str) -> None:
         with self._lock:
             self._failures.pop(key, None)
 
 
-throttle = _Throttle()
+class SignInThrottle:
+    """Per client address (one machine guessing many accounts) and per account (many machines
+    guessing one). In memory, per server process; one per application."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.by_address = FailureLog(clock=clock)
+        self.by_account = FailureLog(clock=clock)
+
+    def retry_after(self, address: str, account: str) -> float:
+        return max(self.by_address.retry_after(address), self.by_account.retry_after(account))
+
+    def failed(self, address: str, account: str) -> None:
+        self.by_address.failed(address)
+        self.by_account.failed(account)
+
+    def succeeded(self, address: str, account: str) -> None:
+        self.by_address.clear(address)
+        self.by_account.clear(account)
+
+
+def throttle_of(request: Request) -> SignInThrottle:
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    return throttle
 
 
 def _secure(request: Request) -> bool:
@@ -103,15 +151,35 @@ def login(
         raise CsrfFailed(
             "The sign-in page was open too long or came from elsewhere. Reload it and try again."
         )
-    key = email.strip().lower()
-    if throttle.blocked(key):
-        return _login_page(request, next, "Too many attempts. Wait a few minutes and try again.", email, 429)
+    account = email.strip().lower()
+    address = request.client.host if request.client else "unknown"
+    throttle = throttle_of(request)
+    wait = throttle.retry_after(address, account)
+    if wait:
+        minutes = math.ceil(wait / 60)
+        response = _login_page(
+            request,
+            next,
+            "Too many failed sign-ins from this address or for this account. "
+            f"Try again in {minutes} minute{'s' if minutes > 1 else ''}.",
+            email,
+            429,
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     engine = engine_of(request)
-    user = users.authenticate(engine, email, password)
+    try:
+        user = users.authenticate(engine, email, password)
+    except users.HasherBusy:
+        response = _login_page(
+            request, next, "Many sign-ins are under way. Try again in a few seconds.", email, 503
+        )
+        response.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
+        return response
     if user is None:
-        throttle.failed(key)
+        throttle.failed(address, account)
         return _login_page(request, next, "Wrong e-mail address or password.", email, 400)
-    throttle.succeeded(key)
+    throttle.succeeded(address, account)
     token = sessions.start(engine, user, ui_settings())
     audit.record(engine, f"user:{user.id}", "ui.sign_in")
     response = redirect(safe_next(next))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import StreamingResponse
 
 from opencdp.access import audit
-from opencdp.segments.queries import _cell, _line  # the same formula-safe CSV cells as segment export
+from opencdp.csvsafe import line
 from opencdp.ui import reports
 from opencdp.ui.catalog import catalog
 from opencdp.ui.web import BadRequest, Editor, NotFound, SignedIn, UIRoute, engine_of, redirect, render
@@ -97,9 +97,9 @@ def view_report(request: Request, session: SignedIn, kind: str = "events_by_sour
 
 
 def _csv(result: reports.Result) -> Iterator[str]:
-    yield _line(result.columns)
+    yield line(result.columns)
     for row in result.rows:
-        yield _line([_cell(v) for v in row])
+        yield line(row)
 
 
 def _csv_response(

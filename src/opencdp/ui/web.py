@@ -22,6 +22,7 @@ from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencdp import __version__, logs
 from opencdp.ui import sessions
@@ -257,6 +258,9 @@ class UIRoute(APIRoute):
                 response = await original(request)
             except UIProblem as problem:
                 response = _problem_response(request, problem)
+            except StarletteHTTPException:  # FastAPI could not read the form (or the client left)
+                unreadable = BadRequest("The form could not be read; send it again.")
+                response = _problem_response(request, unreadable)
             except RequestValidationError as exc:
                 fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) for e in exc.errors())
                 response = _problem_response(request, BadRequest(f"Check these values: {fields}."))
