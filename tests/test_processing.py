@@ -81,8 +81,8 @@ def test_concurrent_workers_give_the_profiles_of_one(
     cdp: OpenCDP, env_for: dict[str, str], settings: Settings
 ) -> None:
     messages = [e.message for e in ShopGenerator(customers=250, seed=11).events()]
-    log_messages(cdp.engine, messages)
     cdp.stop()  # no in-process loop: only the workers process
+    log_messages(cdp.engine, messages)
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "opencdp", "worker", "--once"],
