@@ -7,12 +7,15 @@ events, with nothing reported anywhere.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from opencdp.process.schedule import refresh_all
 from opencdp.segments import memberships, store
@@ -206,3 +209,63 @@ def test_a_failing_computed_trait_is_isolated(
     assert set(failed(cdp, "trait")) == {"median_revenue"}
     trait_store.remove(cdp.engine, "median_revenue")
     assert failed(cdp, "trait") == {}
+
+
+def test_failed_definitions_are_shown_by_the_api_the_cli_and_health(
+    cdp: OpenCDP, client: TestClient, admin_key: str, env_for: dict[str, str], logged: Recorder
+) -> None:
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    assert client.get("/api/health").json() == {
+        "status": "ok",
+        "database": cdp.engine.dialect.name,
+        "reason": None,
+        "failed_definitions": [],
+    }
+    store.save(cdp.engine, "germans", {"trait": "country", "op": "eq", "value": "DE"})
+    insert_segment(cdp, "big", BIG)
+    with cdp.engine.begin() as conn:
+        conn.execute(
+            computed_trait_definitions.insert().values(
+                name="median_revenue",
+                definition={"name": "median_revenue", "kind": "median", "property": "revenue"},
+                created_at=datetime.now(UTC),
+            )
+        )
+    log_messages(cdp.engine, people(0, 3))
+    process(cdp.engine)
+
+    health = client.get("/api/health")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "degraded" and body["database"] == cdp.engine.dialect.name
+    assert "segment 'big'" in body["reason"] and "computed trait 'median_revenue'" in body["reason"]
+    assert [(f["kind"], f["name"]) for f in body["failed_definitions"]] == [
+        ("segment", "big"),
+        ("trait", "median_revenue"),
+    ]
+    listed = {s["name"]: s for s in client.get("/api/segments", headers=auth).json()}
+    assert listed["germans"]["status"] == "ok" and listed["germans"]["error"] is None
+    assert listed["big"]["status"] == "failed" and "at most 200" in listed["big"]["error"]
+    one = client.get("/api/segments/big", headers=auth).json()
+    assert one["status"] == "failed" and one["failed_at"]
+    traits = client.get("/api/traits/computed", headers=auth).json()
+    assert {d["status"] for d in traits["definitions"]} == {"ok"}
+    assert [f["name"] for f in traits["failed"]] == ["median_revenue"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "opencdp", *args], env=env_for, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    segment_lines = {line.split("\t")[0]: line for line in run("segments", "list").splitlines()}
+    assert segment_lines["germans"] == "germans\t3\t"
+    assert "\tFAILED since " in segment_lines["big"] and "at most 200" in segment_lines["big"]
+    trait_lines = {line.split("\t")[0]: line for line in run("traits", "list").splitlines()}
+    assert "FAILED" in trait_lines["median_revenue"] and "kind" in trait_lines["median_revenue"]
+    assert "FAILED" not in trait_lines["order_count"]
+
+    client.delete("/api/segments/big", headers=auth)
+    client.delete("/api/traits/computed/median_revenue", headers=auth)
+    assert client.get("/api/health").json()["status"] == "ok"

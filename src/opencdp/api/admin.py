@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from opencdp.access.keys import list_sources
 from opencdp.api.audit import audit
 from opencdp.api.auth import AdminKey, ReadKey
 from opencdp.log.reader import EventQuery, read_events
+from opencdp.store import failures
 from opencdp.system import OpenCDP
 
 router = APIRouter(prefix="/api", tags=["admin"])
@@ -44,15 +45,43 @@ class EventPage(BaseModel):
     next_after_id: int | None
 
 
+class FailedDefinition(BaseModel):
+    kind: Literal["segment", "trait"]
+    name: str
+    failed_at: datetime
+
+
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"]
     database: str
+    reason: str | None = Field(None, description="Why the status is degraded")
+    failed_definitions: list[FailedDefinition] = Field(
+        default_factory=list,
+        description="Segments and computed traits that failed to evaluate (errors: in their own "
+        "listings, which need a key)",
+    )
 
 
-@router.get("/health", response_model=Health, summary="Liveness and database engine")
+@router.get("/health", response_model=Health, summary="Liveness, database engine, failed definitions")
 def health(request: Request) -> dict[str, Any]:
+    """Always 200 while the server answers: a failed definition degrades, it does not stop it."""
     cdp: OpenCDP = request.app.state.cdp
-    return {"status": "ok", "database": cdp.engine.dialect.name}
+    out: dict[str, Any] = {"status": "ok", "database": cdp.engine.dialect.name}
+    try:
+        with cdp.engine.connect() as conn:
+            failed = list(failures.failures(conn).values())
+    except Exception:
+        return out | {"status": "degraded", "reason": "the database did not answer"}
+    if failed:
+        names = ", ".join(f"{failures.LABELS[f.kind]} {f.name!r}" for f in failed)
+        out |= {
+            "status": "degraded",
+            "reason": f"{len(failed)} definition(s) failed to evaluate and are skipped: {names}",
+            "failed_definitions": [
+                {"kind": f.kind, "name": f.name, "failed_at": f.failed_at} for f in failed
+            ],
+        }
+    return out
 
 
 @router.get("/sources", response_model=list[SourceOut], summary="List sources")
