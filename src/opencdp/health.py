@@ -3,8 +3,8 @@
 Every check is cheap (a few indexed reads) so that load balancers and monitors may poll it.
 `ok` means collection and processing work; `degraded` comes with the reasons: the event log
 cannot be written (disk full, database locked), processing is behind by more than
-`health_max_lag_seconds` (stalled, failing or overloaded), or the disk holding the embedded
-database is nearly full.
+`health_max_lag_seconds` (stalled, failing or overloaded), a segment or computed trait fails to
+evaluate (skipped, see `store.failures`), or the disk holding the embedded database is nearly full.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp.process.processor import PROCESSOR
+from opencdp.store import failures
 from opencdp.store.schema import events, processor_state
 
 #: Below this much free space on the embedded database's disk, writes are about to fail.
@@ -30,6 +31,7 @@ class Report:
     database: str
     reasons: list[str] = field(default_factory=list)
     processing: dict[str, Any] = field(default_factory=dict)
+    failed_definitions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -41,6 +43,7 @@ class Report:
             "database": self.database,
             "reasons": self.reasons,
             "processing": self.processing,
+            "failed_definitions": self.failed_definitions,
         }
 
 
@@ -70,9 +73,16 @@ def check(cdp: Any) -> Report:
     try:
         with cdp.engine.connect() as conn:
             report.processing = processing_lag(conn)
+            failed = list(failures.failures(conn).values())
     except sa.exc.SQLAlchemyError as exc:
         report.reasons.append(f"the database cannot be read: {type(exc).__name__}")
         return report
+    if failed:
+        names = ", ".join(f"{failures.LABELS[f.kind]} {f.name!r}" for f in failed)
+        report.reasons.append(f"{len(failed)} definition(s) failed to evaluate and are skipped: {names}")
+        report.failed_definitions = [
+            {"kind": f.kind, "name": f.name, "failed_at": f.failed_at} for f in failed
+        ]
     lag = report.processing["lag_seconds"]
     if lag > cdp.settings.health_max_lag_seconds:
         report.reasons.append(

@@ -227,3 +227,38 @@ def test_export_only_consenting_members(
         }
     assert {r["profile_id"] for r in rows} == members & consented
     assert 0 < len(rows) < len(members)  # every third demo customer refused
+
+
+def test_failed_segments_are_shown_and_oversized_criteria_refused(
+    client: TestClient, shop: OpenCDP, as_role: Callable[[str], TestClient]
+) -> None:
+    from datetime import UTC, datetime
+
+    from opencdp.process.schedule import refresh_all
+
+    as_role("marketer")
+    now = datetime.now(UTC)
+    big = {"or": [{"trait": "n", "op": "eq", "value": i} for i in range(1000)]}
+    with shop.engine.begin() as conn:  # stored around validation, as an older version could have
+        conn.execute(
+            segments.insert().values(name="big", description="", criteria=big, created_at=now, updated_at=now)
+        )
+        segment_id = conn.execute(sa.select(segments.c.id).where(segments.c.name == "big")).scalar_one()
+    refresh_all(shop.engine)
+    listing = client.get("/segments").text
+    assert re.search(
+        r'>big</a>\s*<span class="badge bad" title="[^"]*at most 200[^"]*">failed</span>', listing
+    )
+    page = client.get(f"/segments/{segment_id}").text
+    assert "This segment failed to evaluate" in page and "at most 200" in page
+
+    token = csrf_token(client)
+    preview = client.post("/ui/api/segments/preview", json={"criteria": big}, headers={"X-CSRF-Token": token})
+    assert preview.status_code == 200 and preview.json()["count"] is None
+    assert "at most 200" in preview.json()["problems"][0]
+    saved = client.post(
+        "/segments",
+        data={"name": "huge", "description": "", "criteria": json.dumps(big), "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 400 and "Not saved:" in saved.text and "at most 200" in saved.text

@@ -52,11 +52,22 @@ class Processing(BaseModel):
     lag_seconds: float = Field(0.0, description="How long the oldest of them has waited")
 
 
+class FailedDefinition(BaseModel):
+    kind: Literal["segment", "trait"]
+    name: str
+    failed_at: datetime
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: str
     reasons: list[str] = Field(default_factory=list, description="Why the status is degraded")
     processing: Processing
+    failed_definitions: list[FailedDefinition] = Field(
+        default_factory=list,
+        description="Segments and computed traits that failed to evaluate (errors: in their own "
+        "listings, which need a key)",
+    )
 
 
 @router.get(
@@ -65,6 +76,7 @@ class Health(BaseModel):
     summary="Liveness, and whether collection and processing work (200 either way; see status)",
 )
 def health(request: Request) -> dict[str, Any]:
+    """Always 200 while the server answers: `status` says whether everything works."""
     cdp: OpenCDP = request.app.state.cdp
     return check(cdp).as_dict()
 

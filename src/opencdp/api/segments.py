@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -15,6 +15,7 @@ from opencdp.api.errors import ApiError
 from opencdp.privacy.consent import ConsentError, require_purpose
 from opencdp.segments import queries, store
 from opencdp.segments.language import CriteriaError
+from opencdp.store import failures
 from opencdp.system import OpenCDP
 from opencdp.traits import store as trait_store
 from opencdp.traits.definitions import DERIVED, ComputedTrait
@@ -44,6 +45,11 @@ class SegmentOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     members: int
+    status: Literal["ok", "failed"] = Field(
+        "ok", description="failed: the last evaluation raised `error`; skipped until fixed"
+    )
+    error: str | None = None
+    failed_at: datetime | None = None
 
 
 class ProfileBrief(BaseModel):
@@ -114,6 +120,9 @@ def _out(engine: Any, segment: store.Segment) -> dict[str, Any]:
         "created_at": segment.created_at,
         "updated_at": segment.updated_at,
         "members": page["total"],
+        "status": segment.status,
+        "error": segment.error,
+        "failed_at": segment.failed_at,
     }
 
 
@@ -263,15 +272,46 @@ def export(
     )
 
 
+class TraitOut(ComputedTrait):
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+    failed_at: datetime | None = None
+
+
+class TraitFailure(BaseModel):
+    name: str
+    error: str
+    failed_at: datetime
+
+
 class TraitList(BaseModel):
-    definitions: list[ComputedTrait]
+    definitions: list[TraitOut]
     derived: dict[str, str]
+    failed: list[TraitFailure] = Field(
+        default_factory=list,
+        description="Traits that failed to evaluate (also those whose stored definition no longer "
+        "validates, which are not in `definitions`)",
+    )
 
 
 @router.get("/traits/computed", response_model=TraitList, summary="Computed trait definitions")
 def computed_traits(request: Request, _key: ReadKey) -> dict[str, Any]:
     with _engine(request).connect() as conn:
-        return {"definitions": trait_store.definitions(conn), "derived": DERIVED}
+        failed = failures.failures(conn, "trait")
+        definitions = [
+            TraitOut(
+                **d.model_dump(),
+                status="failed" if d.name in failed else "ok",
+                error=failed[d.name].error if d.name in failed else None,
+                failed_at=failed[d.name].failed_at if d.name in failed else None,
+            )
+            for d in trait_store.definitions(conn)
+        ]
+    return {
+        "definitions": definitions,
+        "derived": DERIVED,
+        "failed": [{"name": f.name, "error": f.error, "failed_at": f.failed_at} for f in failed.values()],
+    }
 
 
 @router.post(

@@ -90,13 +90,20 @@ def create(name: str, criteria: str, description: str, replace: bool) -> None:
 
 @segments_group.command("list")
 def list_segments() -> None:
-    """List segments and their member counts."""
+    """List segments and their member counts (and, for a failed one, its error)."""
     from opencdp.segments.queries import member_count
     from opencdp.segments.store import list_all
 
     engine = _engine()
     for segment in list_all(engine):
-        click.echo(f"{segment.name}\t{member_count(engine, segment.name)}\t{segment.description}")
+        line = f"{segment.name}\t{member_count(engine, segment.name)}\t{segment.description}"
+        click.echo(line + _failure(segment.failed_at, segment.error))
+
+
+def _failure(failed_at: Any, error: str | None) -> str:
+    if failed_at is None:
+        return ""
+    return f"\tFAILED since {failed_at:%Y-%m-%d %H:%M:%S}Z, skipped until fixed: {error}"
 
 
 @segments_group.command("show")
@@ -208,14 +215,22 @@ def traits_group() -> None:
 
 @traits_group.command("list")
 def list_traits() -> None:
-    """List computed traits (built-in and custom)."""
+    """List computed traits (built-in and custom; a failed one with its error)."""
+    from opencdp.store.failures import failures
     from opencdp.traits.definitions import DERIVED
     from opencdp.traits.store import definitions
 
     with _engine().connect() as conn:
+        failed = failures(conn, "trait")
         for definition in definitions(conn):
             window = f" (last {definition.window_days} days)" if definition.window_days else ""
-            click.echo(f"{definition.name}\t{definition.kind}{window}\t{definition.description}")
+            problem = failed.pop(definition.name, None)
+            click.echo(
+                f"{definition.name}\t{definition.kind}{window}\t{definition.description}"
+                + (_failure(problem.failed_at, problem.error) if problem else "")
+            )
+        for problem in failed.values():  # stored definitions that no longer validate
+            click.echo(f"{problem.name}\t?\t" + _failure(problem.failed_at, problem.error))
     for name, description in DERIVED.items():
         click.echo(f"{name}\tderived\t{description}")
 

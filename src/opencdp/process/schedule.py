@@ -1,5 +1,7 @@
 """Scheduled work: time windows expire without new events ("no order in 90 days"), so computed
-traits and memberships of all profiles are refreshed periodically and on demand."""
+traits and memberships of all profiles are refreshed periodically and on demand.
+
+This is also where definitions marked failed are tried again (live processing skips them)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from opencdp.process.processor import PROCESSOR
 from opencdp.segments.memberships import refresh_segments
 from opencdp.store.dialect import lock_for_processing
 from opencdp.store.schema import profiles
-from opencdp.traits.store import definitions, refresh_computed
+from opencdp.traits.store import refresh_computed
 
 BATCH = 2000
 
@@ -30,7 +32,9 @@ def refresh_all(
     engine: sa.Engine, now: datetime | None = None, on_progress: Callable[[int], None] | None = None
 ) -> int:
     """Recompute computed traits of every live profile (in batches, each its own short locked
-    transaction so live processing goes on in between), then every segment's memberships."""
+    transaction so live processing goes on in between), then every segment's memberships.
+    Failed definitions are retried (traits in the first batch: if one fails again, the other
+    batches skip it)."""
     now = now or datetime.now(UTC)
     after, done = "", 0
     while True:
@@ -47,13 +51,13 @@ def refresh_all(
             ]
             if not ids:
                 break
-            refresh_computed(conn, ids, now, definitions(conn))
+            refresh_computed(conn, ids, now, retry_failed=done == 0)
         after, done = ids[-1], done + len(ids)
         if on_progress:
             on_progress(len(ids))
     with engine.begin() as conn:
         lock_for_processing(conn, PROCESSOR)
-        refresh_segments(conn, None, now)
+        refresh_segments(conn, None, now, retry_failed=True)
     from opencdp.privacy.retention import apply_retention
 
     apply_retention(engine, now)

@@ -3,6 +3,10 @@
 The result is a boolean expression over `profiles`; `members_query` wraps it into a SELECT of
 live profile ids. `segments.oracle` evaluates the same criteria in plain Python, and a property
 test checks that both always agree, on SQLite and PostgreSQL.
+
+And/or lists become balanced trees with explicit parentheses, so the depth of the SQL expression
+grows with log(n), not n (SQLite parses `a OR b OR c …` left-deep and refuses a tree deeper than
+1,000). Referenced segments are expanded inline and count towards the limits of `language`.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from opencdp.segments.language import (
+    MAX_CONDITIONS,
+    MAX_DEPTH,
     And,
     ComputedCondition,
     EventCondition,
@@ -25,6 +32,8 @@ from opencdp.segments.language import (
     TraitCondition,
     _ValueTest,
     parse_criteria,
+    too_deep,
+    too_many_conditions,
 )
 from opencdp.store.dialect import UTCDateTime, json_bool, json_number, json_present, json_text, text_contains
 from opencdp.store.schema import profile_events, profiles
@@ -72,19 +81,65 @@ def value_test(column: sa.ColumnElement[Any], key: str, test: _ValueTest) -> sa.
     return sa.not_(sa.func.coalesce(present, False)) if op == "neq" else present
 
 
+class grouped(sa.sql.functions.FunctionElement[bool]):
+    """Explicit parentheses. SQLAlchemy flattens `or_(or_(a, b), or_(c, d))`, and even a `Grouping`
+    inside it, back into `a OR b OR c OR d`; this construct it leaves alone."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True  # SQLite: no "= 1" appended in WHERE
+
+
+@compiles(grouped)
+def _grouped(element: grouped, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses, **kw)})"
+
+
+def balanced(
+    combine: Callable[..., sa.ColumnElement[bool]], items: list[sa.ColumnElement[bool]]
+) -> sa.ColumnElement[bool]:
+    """`combine` (and_/or_) over the items as a balanced tree: `(a AND b) AND (c AND d)`."""
+    if len(items) <= 2:
+        return combine(*items)
+    middle = len(items) // 2
+    return combine(grouped(balanced(combine, items[:middle])), grouped(balanced(combine, items[middle:])))
+
+
 class Compiler:
-    def __init__(self, now: datetime, lookup: SegmentLookup | None = None) -> None:
+    def __init__(
+        self,
+        now: datetime,
+        lookup: SegmentLookup | None = None,
+        max_conditions: int = MAX_CONDITIONS,
+        max_depth: int = MAX_DEPTH,
+    ) -> None:
         self.now = now
         self.lookup = lookup or (lambda _name: None)
+        self.max_conditions = max_conditions
+        self.max_depth = max_depth
+        self.conditions = 0
+        self._depth = 0
         self._stack: list[str] = []
 
     def compile(self, criteria: Any) -> sa.ColumnElement[bool]:
-        if isinstance(criteria, And):
-            return sa.and_(*(self.compile(c) for c in criteria.and_))
-        if isinstance(criteria, Or):
-            return sa.or_(*(self.compile(c) for c in criteria.or_))
-        if isinstance(criteria, Not):
-            return sa.not_(self.compile(criteria.not_))
+        """Also enforces the limits with referenced segments expanded (as they are in the SQL), so
+        a definition stored around validation fails with a clear error, not a failing query."""
+        if isinstance(criteria, And | Or | Not):
+            self._depth += 1
+            if self._depth > self.max_depth:
+                raise too_deep(expanded=True)
+            try:
+                if isinstance(criteria, Not):
+                    return sa.not_(self.compile(criteria.not_))
+                children = criteria.and_ if isinstance(criteria, And) else criteria.or_
+                combine = sa.and_ if isinstance(criteria, And) else sa.or_
+                return balanced(combine, [self.compile(c) for c in children])
+            finally:
+                self._depth -= 1
+        if not isinstance(criteria, SegmentRef):
+            self.conditions += 1
+            if self.conditions > self.max_conditions:
+                raise too_many_conditions(expanded=True)
         if isinstance(criteria, TraitCondition):
             return value_test(profiles.c.traits, criteria.trait, criteria)
         if isinstance(criteria, ComputedCondition):

@@ -10,6 +10,8 @@
 
 Validation errors carry the exact path in the document (e.g. `and.1.count.value`).
 Semantics are strict about types: "42" (text) is not 42 (a number); see docs/segments.md.
+Size is limited (`MAX_CONDITIONS`, `MAX_DEPTH`): here for the document itself, in the compiler
+again with referenced segments expanded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Scalar = str | int | float | bool
 KEY_PATTERN = r'^[^"\\\x00-\x1f]{1,200}$'
+
+#: At most this many conditions (trait, computed and event conditions, counting those of
+#: referenced segments as often as they are referenced) in one segment. See docs/segments.md#limits.
+MAX_CONDITIONS = 200
+#: At most this many levels of and/or/not, counting the levels inside referenced segments.
+MAX_DEPTH = 10
 
 ValueOp = Literal[
     "eq", "neq", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "starts_with", "exists", "not_exists"
@@ -156,8 +164,55 @@ class CriteriaError(ValueError):
         self.problems = problems
 
 
+class CriteriaLimitError(CriteriaError):
+    """Criteria over a size limit (a 400 like any invalid criteria, never a failing query)."""
+
+
+def too_many_conditions(path: str = "", expanded: bool = False) -> CriteriaLimitError:
+    counted = " (counting the conditions of referenced segments)" if expanded else ""
+    return CriteriaLimitError(
+        [
+            {
+                "path": path,
+                "problem": f"too many conditions{counted}: at most {MAX_CONDITIONS} are allowed "
+                "in one segment (see Limits in docs/segments.md)",
+            }
+        ]
+    )
+
+
+def too_deep(path: str = "", expanded: bool = False) -> CriteriaLimitError:
+    counted = " (counting the levels inside referenced segments)" if expanded else ""
+    return CriteriaLimitError(
+        [
+            {
+                "path": path,
+                "problem": f"nested too deeply{counted}: at most {MAX_DEPTH} levels of and/or/not "
+                "are allowed (see Limits in docs/segments.md)",
+            }
+        ]
+    )
+
+
+class _Budget:
+    """Counts conditions while parsing, so an oversized document is refused after reading
+    `MAX_CONDITIONS + 1` of them rather than after validating all."""
+
+    def __init__(self) -> None:
+        self.conditions = 0
+
+    def spend(self, path: str) -> None:
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise too_many_conditions(path)
+
+
 def parse_criteria(document: Any, path: str = "") -> Any:
     """Validate a criteria document, choosing the model by its key so errors point at one shape."""
+    return _parse(document, path, 0, _Budget())
+
+
+def _parse(document: Any, path: str, depth: int, budget: _Budget) -> Any:
     if not isinstance(document, dict):
         raise CriteriaError([{"path": path, "problem": "must be a JSON object"}])
     kinds = [k for k in _SHAPES if k in document]
@@ -166,6 +221,10 @@ def parse_criteria(document: Any, path: str = "") -> Any:
             [{"path": path, "problem": "needs one of: and, or, not, trait, computed, event, segment"}]
         )
     model = _SHAPES[kinds[0]]
+    if model in (And, Or, Not) and depth >= MAX_DEPTH:
+        raise too_deep(path)
+    if model not in (And, Or, Not, SegmentRef):
+        budget.spend(path)
     if model in (And, Or):
         key = kinds[0]
         items = document[key]
@@ -179,7 +238,9 @@ def parse_criteria(document: Any, path: str = "") -> Any:
         children = []
         for i, item in enumerate(items):
             try:
-                children.append(parse_criteria(item, _join(path, f"{key}.{i}")))
+                children.append(_parse(item, _join(path, f"{key}.{i}"), depth + 1, budget))
+            except CriteriaLimitError:
+                raise
             except CriteriaError as exc:
                 problems += exc.problems
         if problems:
@@ -188,7 +249,7 @@ def parse_criteria(document: Any, path: str = "") -> Any:
     if model is Not:
         if set(document) != {"not"}:
             raise CriteriaError([{"path": path, "problem": "'not' stands alone in its object"}])
-        return Not.model_construct(not_=parse_criteria(document["not"], _join(path, "not")))
+        return Not.model_construct(not_=_parse(document["not"], _join(path, "not"), depth + 1, budget))
     try:
         return model.model_validate(document)
     except ValidationError as exc:

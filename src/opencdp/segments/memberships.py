@@ -2,12 +2,15 @@
 
 Updated in real time for the profiles a processed chunk touched, and on a schedule for all
 profiles (time windows expire: "no order in 90 days" becomes true without any new event).
+Each segment is refreshed in isolation (`store.failures`): one that fails is marked failed and
+skipped, the others and the rest of the chunk go on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -15,6 +18,7 @@ import sqlalchemy as sa
 from opencdp.segments.compiler import members_query
 from opencdp.segments.language import parse_criteria
 from opencdp.segments.store import lookup_in
+from opencdp.store import failures
 from opencdp.store.schema import profiles, segment_memberships, segment_transitions, segments
 
 T = TypeVar("T")
@@ -75,9 +79,28 @@ def _parts(items: list[T], size: int = 5000) -> list[list[T]]:
 
 
 def refresh_segments(
-    conn: sa.Connection, profile_ids: Iterable[str] | None = None, now: datetime | None = None
-) -> None:
+    conn: sa.Connection,
+    profile_ids: Iterable[str] | None = None,
+    now: datetime | None = None,
+    retry_failed: bool | None = None,
+) -> int:
+    """Refresh every segment (for these profiles, or all); returns how many failed.
+
+    Segments marked failed are skipped unless `retry_failed` (default: only in a refresh of all
+    profiles, i.e. the scheduled one), so a broken segment costs live processing nothing."""
     now = now or datetime.now(UTC)
     ids = None if profile_ids is None else list(profile_ids)
-    for row in conn.execute(sa.select(segments.c.id, segments.c.criteria).order_by(segments.c.id)).all():
-        refresh(conn, row.id, row.criteria, now, ids)
+    retry = ids is None if retry_failed is None else retry_failed
+    failed = failures.failures(conn, "segment")
+    rows = conn.execute(
+        sa.select(segments.c.id, segments.c.name, segments.c.criteria).order_by(segments.c.id)
+    ).all()
+    count = 0
+    for row in rows:
+        previous = failed.get(row.name)
+        if previous is not None and not retry:
+            count += 1
+            continue
+        work = partial(refresh, conn, row.id, row.criteria, now, ids)
+        count += not failures.attempt(conn, "segment", row.name, work, now, previous)
+    return count

@@ -10,8 +10,7 @@ import sqlalchemy as sa
 
 from opencdp.csvsafe import line
 from opencdp.privacy.consent import require_purpose
-from opencdp.segments.compiler import SegmentReferenceError, members_query
-from opencdp.segments.store import SegmentError, check, get, lookup_in
+from opencdp.segments.store import checked_query, get
 from opencdp.store.dialect import json_bool
 from opencdp.store.schema import identities, profiles, segment_memberships
 
@@ -21,11 +20,7 @@ def preview(
 ) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     with engine.connect() as conn:
-        parsed = check(conn, criteria)
-        try:
-            query = members_query(parsed, now, lookup_in(conn))
-        except SegmentReferenceError as exc:
-            raise SegmentError(str(exc)) from None
+        query = checked_query(conn, criteria, now=now)[1]  # built once: big criteria cost to build
         count = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
         ids = (
             [r[0] for r in conn.execute(query.order_by(profiles.c.id).limit(sample_size))]

@@ -1,4 +1,4 @@
-"""Saved segments: create, read, list, delete."""
+"""Saved segments: create, read, list, delete; each with its evaluation status (ok or failed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from opencdp.segments.compiler import SegmentReferenceError, members_query
 from opencdp.segments.language import parse_criteria, to_document
-from opencdp.store.schema import segment_memberships, segment_transitions, segments
+from opencdp.store import failures
+from opencdp.store.schema import definition_failures, segment_memberships, segment_transitions, segments
 
 
 class SegmentError(ValueError):
@@ -25,6 +26,31 @@ class Segment:
     criteria: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    #: "failed": the last evaluation raised `error` at `failed_at` (see store/failures.py).
+    status: str = "ok"
+    error: str | None = None
+    failed_at: datetime | None = None
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(segments, definition_failures.c.error, definition_failures.c.failed_at).outerjoin(
+        definition_failures,
+        sa.and_(definition_failures.c.kind == "segment", definition_failures.c.name == segments.c.name),
+    )
+
+
+def _segment(row: sa.Row[Any]) -> Segment:
+    return Segment(
+        row.id,
+        row.name,
+        row.description,
+        row.criteria,
+        row.created_at,
+        row.updated_at,
+        "ok" if row.failed_at is None else "failed",
+        row.error,
+        row.failed_at,
+    )
 
 
 def lookup_in(conn: sa.Connection) -> Any:
@@ -35,7 +61,15 @@ def lookup_in(conn: sa.Connection) -> Any:
 
 
 def check(conn: sa.Connection, criteria: Any, name: str | None = None) -> Any:
-    """Validate and compile once (catches unknown or circular segment references)."""
+    """Validate and compile once (catches unknown or circular segment references and criteria over
+    the limits once referenced segments are expanded)."""
+    return checked_query(conn, criteria, name)[0]
+
+
+def checked_query(
+    conn: sa.Connection, criteria: Any, name: str | None = None, now: datetime | None = None
+) -> tuple[Any, sa.Select[Any]]:
+    """The parsed criteria and their members query (raises CriteriaError or SegmentError)."""
     parsed = parse_criteria(criteria)
     lookup = lookup_in(conn)
 
@@ -43,10 +77,9 @@ def check(conn: sa.Connection, criteria: Any, name: str | None = None) -> Any:
         return criteria if ref == name else lookup(ref)
 
     try:
-        members_query(parsed, datetime.now(UTC), guarded)
+        return parsed, members_query(parsed, now or datetime.now(UTC), guarded)
     except SegmentReferenceError as exc:
         raise SegmentError(str(exc)) from None
-    return parsed
 
 
 def save(
@@ -73,6 +106,7 @@ def save(
                 .where(segments.c.id == existing)
                 .values(description=description, criteria=document, updated_at=now)
             )
+        failures.clear(conn, "segment", name)  # redefined: evaluated afresh
         row = conn.execute(sa.select(segments).where(segments.c.name == name)).one()
         from opencdp.segments.memberships import refresh
 
@@ -82,18 +116,15 @@ def save(
 
 def get(engine: sa.Engine, name: str) -> Segment:
     with engine.connect() as conn:
-        row = conn.execute(sa.select(segments).where(segments.c.name == name)).first()
+        row = conn.execute(_select().where(segments.c.name == name)).first()
     if row is None:
         raise SegmentError(f"no segment named {name!r}")
-    return Segment(row.id, row.name, row.description, row.criteria, row.created_at, row.updated_at)
+    return _segment(row)
 
 
 def list_all(engine: sa.Engine) -> list[Segment]:
     with engine.connect() as conn:
-        return [
-            Segment(r.id, r.name, r.description, r.criteria, r.created_at, r.updated_at)
-            for r in conn.execute(sa.select(segments).order_by(segments.c.name))
-        ]
+        return [_segment(r) for r in conn.execute(_select().order_by(segments.c.name))]
 
 
 def delete(engine: sa.Engine, name: str) -> None:
@@ -107,6 +138,7 @@ def delete(engine: sa.Engine, name: str) -> None:
         conn.execute(segment_memberships.delete().where(segment_memberships.c.segment_id == segment_id))
         conn.execute(segment_transitions.delete().where(segment_transitions.c.segment_id == segment_id))
         conn.execute(segments.delete().where(segments.c.id == segment_id))
+        failures.clear(conn, "segment", name)
 
 
 def _compact(document: Any) -> str:

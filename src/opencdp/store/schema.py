@@ -221,6 +221,17 @@ segment_transitions = sa.Table(
     sa.Index("ix_segment_transitions_segment_at", "segment_id", "at"),
 )
 
+#: Segments and computed traits that failed to evaluate (0007): skipped by live processing until
+#: they are saved again or a scheduled refresh evaluates them; a row exists only while failing.
+definition_failures = sa.Table(
+    "definition_failures",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),  # "segment" or "trait"
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("failed_at", UTCDateTime, nullable=False),
+)
+
 # --- Dashboard: users, sessions, saved reports (0006) ---
 
 users = sa.Table(

@@ -1,4 +1,8 @@
-"""Computed trait definitions (built-in + stored) and writing their values onto profiles."""
+"""Computed trait definitions (built-in + stored) and writing their values onto profiles.
+
+Each definition is evaluated in isolation (`store.failures`): one that fails (or no longer
+validates) is marked failed and skipped, its previous values stay, the other traits go on.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from opencdp.segments.oracle import OracleEvent
+from opencdp.store import failures
 from opencdp.store.schema import computed_trait_definitions, profile_events, profiles
-from opencdp.traits.compute import compute_all
+from opencdp.traits.compute import compute, derive
 from opencdp.traits.definitions import BUILT_IN, DERIVED, ComputedTrait
 
 
@@ -18,13 +24,25 @@ class TraitDefinitionError(ValueError):
     pass
 
 
-def definitions(conn: sa.Connection) -> list[ComputedTrait]:
-    stored = [
-        ComputedTrait.model_validate(r.definition)
-        for r in conn.execute(
-            sa.select(computed_trait_definitions).order_by(computed_trait_definitions.c.name)
+def _stored(conn: sa.Connection) -> list[sa.Row[Any]]:
+    return list(
+        conn.execute(
+            sa.select(computed_trait_definitions.c.name, computed_trait_definitions.c.definition).order_by(
+                computed_trait_definitions.c.name
+            )
         )
-    ]
+    )
+
+
+def definitions(conn: sa.Connection) -> list[ComputedTrait]:
+    """Built-in and custom definitions; a stored one that no longer validates is left out (it is
+    marked failed when processing meets it, see `failures`)."""
+    stored = []
+    for row in _stored(conn):
+        try:
+            stored.append(ComputedTrait.model_validate(row.definition))
+        except ValidationError:
+            continue
     return [*BUILT_IN, *stored]
 
 
@@ -36,6 +54,7 @@ def define(engine: sa.Engine, definition: ComputedTrait) -> None:
         conn.execute(
             computed_trait_definitions.delete().where(computed_trait_definitions.c.name == definition.name)
         )
+        failures.clear(conn, "trait", definition.name)  # redefined: evaluated afresh
         conn.execute(
             computed_trait_definitions.insert().values(
                 name=definition.name,
@@ -54,6 +73,7 @@ def remove(engine: sa.Engine, name: str) -> None:
             == 0
         ):
             raise TraitDefinitionError(f"no custom computed trait named {name!r}")
+        failures.clear(conn, "trait", name)
 
 
 def load_events(conn: sa.Connection, profile_ids: list[str]) -> dict[str, list[OracleEvent]]:
@@ -78,18 +98,40 @@ def refresh_computed(
     conn: sa.Connection,
     profile_ids: Iterable[str],
     now: datetime | None = None,
-    defs: list[ComputedTrait] | None = None,
+    retry_failed: bool = False,
 ) -> int:
-    """Recompute every computed trait of these (live) profiles; returns how many were written."""
+    """Recompute every computed trait of these (live) profiles; returns how many were written.
+
+    A definition marked failed is skipped unless `retry_failed` (the scheduled refresh), and so is
+    one that raises now (it is marked failed): either way these profiles get no value for it
+    (a value that cannot be computed now would be stale; the processor rewrites the rows anyway)."""
     ids = sorted(profile_ids)
     if not ids:
         return 0
     now = now or datetime.now(UTC)
-    defs = defs if defs is not None else definitions(conn)
+    failed = failures.failures(conn, "trait")
+    sources: list[tuple[str, ComputedTrait | Any]] = [(d.name, d) for d in BUILT_IN]
+    sources += [(r.name, r.definition) for r in _stored(conn)]
     events = load_events(conn, ids)
-    rows: list[dict[str, Any]] = [
-        {"pid": pid, "computed": compute_all(defs, events[pid], now)} for pid in ids
-    ]
+    values: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
+    for name, source in sources:
+        previous = failed.get(name)
+        if previous is not None and not retry_failed:
+            continue
+        out: dict[str, Any] = {}
+
+        def work(source: ComputedTrait | Any = source, out: dict[str, Any] = out) -> None:
+            definition = source if isinstance(source, ComputedTrait) else ComputedTrait.model_validate(source)
+            for pid in ids:
+                value = compute(definition, events[pid], now)
+                if value is not None:
+                    out[pid] = value
+
+        # Pure Python over events already read: nothing to roll back, so no SAVEPOINT needed.
+        if failures.attempt(conn, "trait", name, work, now, previous, savepoint=False):
+            for pid, value in out.items():
+                values[pid][name] = value
+    rows = [{"pid": pid, "computed": values[pid] | derive(values[pid], now)} for pid in ids]
     conn.execute(
         profiles.update()
         .where(profiles.c.id == sa.bindparam("pid"))

@@ -5,14 +5,14 @@ events got ids at or below the processor's checkpoint and were never processed. 
 starts above both the largest id and every checkpoint. PostgreSQL sequences never go back.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
