@@ -3,7 +3,7 @@
 Two guarantees hold for every writer, in every process, because they are enforced here, inside the
 appending transaction, rather than by each caller:
 
-- **Commit order is id order.** Appends are serialised (`lock_log_for_append`), so a processor that
+- **Commit order is id order.** Appends are serialised (`log.lock`), so a processor that
   reads `id > checkpoint` never passes over an event that commits later with a smaller id.
 - **Suppression is authoritative.** A caller may check the suppression list earlier from a cache (the
   collector does, to answer fast); here the list is read under the same lock an erasure takes, and
@@ -22,8 +22,9 @@ import sqlalchemy as sa
 
 from opencdp import logs
 from opencdp.identity.identifiers import IdentityRules
-from opencdp.privacy.suppression import Suppressor, suppression_count
-from opencdp.store.dialect import RawJSON, insert_ignoring_duplicates, lock_log_for_append
+from opencdp.log.lock import lock_log
+from opencdp.privacy.suppression import Suppressor
+from opencdp.store.dialect import RawJSON, insert_ignoring_duplicates
 from opencdp.store.schema import events
 
 log = logs.get("opencdp.log")
@@ -73,8 +74,7 @@ class LogAppender:
         """Insert rows (duplicates of stored `(source_id, message_id)` are skipped) in `conn`'s
         transaction. `checked_version`: the suppression list version the caller already filtered
         the rows against (`SuppressionList.version`); None means not checked."""
-        lock_log_for_append(conn)
-        current = suppression_count(conn)
+        current = lock_log(conn)
         kept = list(rows)
         if current and current != checked_version:
             authoritative = self.suppressor.load(conn)

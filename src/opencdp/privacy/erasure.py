@@ -26,10 +26,11 @@ import sqlalchemy as sa
 
 from opencdp.access.audit import record
 from opencdp.identity.identifiers import Identifier, IdentityRules
+from opencdp.log.lock import lock_log
 from opencdp.privacy.suppression import suppress
 from opencdp.process.processor import PROCESSOR, Processor
 from opencdp.profiles.reader import find_profile_id, resolve_profile_id
-from opencdp.store.dialect import lock_for_processing, lock_log_for_append, purge_deleted_content
+from opencdp.store.dialect import lock_for_processing, purge_deleted_content
 from opencdp.store.schema import (
     consent_history,
     event_owners,
@@ -286,7 +287,7 @@ def erase_person(
         high = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))).scalar_one())
         erasure.sweep(erasure.person, 0, high)
         # ...then no more appends until this commits: the tail since, the writes, the suppression list.
-        lock_log_for_append(conn)
+        lock_log(conn)
         found = erasure.sweep(erasure.person, high, None)
         while found:  # identifiers first seen in the tail: their older events too
             found = erasure.sweep(found, 0, None)

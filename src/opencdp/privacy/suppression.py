@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp.identity.identifiers import Identifier, IdentityRules
+from opencdp.log.lock import bump_suppression_version, suppression_version
 from opencdp.store.dialect import insert_ignoring_duplicates
 from opencdp.store.schema import settings_store, suppressions
 
@@ -41,6 +42,7 @@ def identifier_hash(salt_value: str, ident: Identifier) -> str:
 
 
 def suppress(conn: sa.Connection, identifiers: Iterable[Identifier]) -> int:
+    """Add the identifiers to the list (under the log lock, which this takes if the caller has not)."""
     salt_value = salt(conn)
     rows = [
         {"identifier_hash": identifier_hash(salt_value, i), "created_at": datetime.now(UTC)}
@@ -48,12 +50,8 @@ def suppress(conn: sa.Connection, identifiers: Iterable[Identifier]) -> int:
     ]
     if rows:
         conn.execute(insert_ignoring_duplicates(conn.dialect.name, suppressions, ["identifier_hash"]), rows)
+        bump_suppression_version(conn)
     return len(rows)
-
-
-def suppression_count(conn: sa.Connection) -> int:
-    """How many identifiers are suppressed: the list only grows, so the count is its version."""
-    return int(conn.execute(sa.select(sa.func.count()).select_from(suppressions)).scalar_one())
 
 
 @dataclass(frozen=True)
@@ -63,10 +61,9 @@ class SuppressionList:
     hashes: frozenset[str]
     salt: str
     rules: IdentityRules
-
-    @property
-    def version(self) -> int:
-        return len(self.hashes)
+    #: bumped by every change of the list (`log.lock`): rows checked against an older copy are
+    #: checked again when appended
+    version: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.hashes)
@@ -87,7 +84,7 @@ class Suppressor:
         self._engine = engine
         self._rules = rules
         self._refresh_seconds = refresh_seconds
-        self._list = SuppressionList(frozenset(), "", rules)
+        self._list = SuppressionList(frozenset(), "", rules, -1)
         self._loaded_at = -1e9
 
     def invalidate(self) -> None:
@@ -95,8 +92,11 @@ class Suppressor:
 
     def load(self, conn: sa.Connection) -> SuppressionList:
         """The list as `conn`'s transaction sees it (and the cached copy from now on)."""
+        # the version first: a change committed between the two reads makes the copy look older
+        # than it is (checked again, harmless), never newer
+        version = suppression_version(conn)
         hashes = frozenset(r[0] for r in conn.execute(sa.select(suppressions.c.identifier_hash)))
-        current = SuppressionList(hashes, salt(conn) if hashes else "", self._rules)
+        current = SuppressionList(hashes, salt(conn) if hashes else "", self._rules, version)
         self._list, self._loaded_at = current, time.monotonic()
         return current
 

@@ -99,21 +99,6 @@ def lock_for_processing(conn: sa.Connection, name: str) -> None:
         )
 
 
-def lock_log_for_append(conn: sa.Connection) -> None:
-    """Serialise appends to the event log, held until the transaction ends.
-
-    With appends one at a time, ids become visible in the order they were given out: a reader that
-    sees event N also sees every event below N that will ever exist, so a processor's checkpoint
-    (`id > last`) can never pass over an event that commits later. PostgreSQL hands out sequence
-    values before commit, so two concurrent writers would otherwise commit out of id order. On
-    SQLite the write lock is taken up front (one writer at a time is SQLite's rule anyway) so the
-    suppression check that follows reads the state the insert will commit on."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('opencdp:log'))"))
-    else:
-        conn.execute(sa.text("UPDATE settings SET value = value WHERE name = 'opencdp:log'"))
-
-
 def purge_deleted_content(engine: sa.Engine, attempts: int = 50) -> bool:
     """After an erasure: make sure no copy of deleted rows stays in the database files.
 
