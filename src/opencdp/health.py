@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from opencdp.process.processor import PROCESSOR
+from opencdp.process.processor import read_checkpoint
 from opencdp.store import failures
-from opencdp.store.schema import events, processor_state
+from opencdp.store.schema import events
 
 #: Below this much free space on the embedded database's disk, writes are about to fail.
 MIN_FREE_BYTES = 256 * 1024 * 1024
@@ -49,12 +49,7 @@ class Report:
 
 def processing_lag(conn: sa.Connection, now: datetime | None = None) -> dict[str, Any]:
     """Events waiting for the processor, and how long the oldest of them has waited."""
-    checkpoint = (
-        conn.execute(
-            sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
-        ).scalar()
-        or 0
-    )
+    checkpoint = read_checkpoint(conn)
     waiting = sa.select(events.c.id).where(events.c.id > checkpoint).limit(BACKLOG_COUNT_CAP)
     count = conn.execute(sa.select(sa.func.count()).select_from(waiting.subquery())).scalar_one()
     oldest = conn.execute(

@@ -28,7 +28,7 @@ from opencdp.access.audit import record
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.log.lock import lock_log
 from opencdp.privacy.suppression import suppress
-from opencdp.process.processor import PROCESSOR, Processor
+from opencdp.process.processor import PROCESSOR, Processor, read_checkpoint
 from opencdp.profiles.reader import find_profile_id, resolve_profile_id
 from opencdp.store.dialect import lock_for_processing, purge_deleted_content
 from opencdp.store.schema import (
@@ -40,7 +40,6 @@ from opencdp.store.schema import (
     identity_edge_members,
     identity_edges,
     identity_links,
-    processor_state,
     profile_events,
     profiles,
     segment_memberships,
@@ -137,12 +136,7 @@ class _Erasure:
         ).all()
         self.identity_ids = [r.id for r in rows]
         self.person = {Identifier(r.type, r.value) for r in rows}
-        self.checkpoint = int(
-            conn.execute(
-                sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
-            ).scalar()
-            or 0
-        )
+        self.checkpoint = read_checkpoint(conn)
         self.doomed: set[int] = (
             {
                 r[0]

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from opencdp.access.keys import AccessError
-from opencdp.process.processor import PROCESSOR
+from opencdp.process.processor import PROCESSOR, read_checkpoint
 from opencdp.store.dialect import lock_for_processing
-from opencdp.store.schema import event_owners, events, processor_state, sources
+from opencdp.store.schema import event_owners, events, sources
 
 BATCH = 5000
 
@@ -46,12 +46,7 @@ def apply_retention(engine: sa.Engine, now: datetime | None = None) -> dict[str,
         while True:
             with engine.begin() as conn:
                 lock_for_processing(conn, PROCESSOR)
-                done = (
-                    conn.execute(
-                        sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
-                    ).scalar()
-                    or 0
-                )
+                done = read_checkpoint(conn)
                 ids = [
                     r[0]
                     for r in conn.execute(

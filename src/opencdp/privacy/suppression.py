@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp.identity.identifiers import Identifier, IdentityRules
-from opencdp.log.lock import bump_suppression_version, suppression_version
+from opencdp.log.lock import bump_suppression_version, lock_log, suppression_version
 from opencdp.store.dialect import insert_ignoring_duplicates
 from opencdp.store.schema import settings_store, suppressions
 
@@ -42,7 +42,9 @@ def identifier_hash(salt_value: str, ident: Identifier) -> str:
 
 
 def suppress(conn: sa.Connection, identifiers: Iterable[Identifier]) -> int:
-    """Add the identifiers to the list (under the log lock, which this takes if the caller has not)."""
+    """Add the identifiers to the list, under the log lock (taken here if the caller has not), so
+    that every append from now on sees them."""
+    lock_log(conn)
     salt_value = salt(conn)
     rows = [
         {"identifier_hash": identifier_hash(salt_value, i), "created_at": datetime.now(UTC)}

@@ -607,6 +607,16 @@ class _Chunk:
             self.dirty.clear()
 
 
+def read_checkpoint(conn: sa.Connection) -> int:
+    """The id of the last event the processor applied (0 before the first)."""
+    return int(
+        conn.execute(
+            sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
+        ).scalar()
+        or 0
+    )
+
+
 class Processor:
     """Applies the event log to identities and profiles, chunk by chunk."""
 
@@ -688,12 +698,7 @@ class Processor:
 
     def checkpoint(self) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
-                ).scalar()
-                or 0
-            )
+            return read_checkpoint(conn)
 
     def backlog(self) -> int:
         last = self.checkpoint()
