@@ -75,7 +75,7 @@ from opencdp.collect.messages import Envelope, Limits, normalise
 from opencdp.config import Settings
 from opencdp.demo.shop import ShopGenerator
 from opencdp.identity.identifiers import IdentityRules
-from opencdp.process import processor as processor_module
+from opencdp.process import late_edges
 from opencdp.process.processor import Processor
 from opencdp.profiles.reader import find_profile_id, get_profile
 from opencdp.store.database import open_database
@@ -442,7 +442,7 @@ class Work:
 def count_work(engine: sa.Engine) -> Iterator[Work]:
     """Diagnostics for the timed run (cost: microseconds per statement): SQL statements sent, by
     kind, and how often the processor fell back to recomputing a whole component because an edge
-    arrived out of order. The latter wraps a private method, so it is skipped if that is renamed."""
+    arrived out of order. The latter wraps `late_edges.recompute_component` (skipped if it is renamed)."""
     work = Work()
 
     def on_execute(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
@@ -453,23 +453,22 @@ def count_work(engine: sa.Engine) -> Iterator[Work]:
             table = words[1]
         work.statements[f"{verb} {table}".strip()] += 1
 
-    chunk_class: Any = getattr(processor_module, "_Chunk", None)
-    original = getattr(chunk_class, "_recompute_component", None)
+    original = getattr(late_edges, "recompute_component", None)
     if original is not None:
         work.recomputes = 0
 
-        def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        def counting(*args: Any, **kwargs: Any) -> Any:
             work.recomputes = (work.recomputes or 0) + 1
-            return original(self, *args, **kwargs)
+            return original(*args, **kwargs)
 
-        chunk_class._recompute_component = counting
+        late_edges.recompute_component = counting
     sa.event.listen(engine, "before_cursor_execute", on_execute)
     try:
         yield work
     finally:
         sa.event.remove(engine, "before_cursor_execute", on_execute)
         if original is not None:
-            chunk_class._recompute_component = original
+            late_edges.recompute_component = original
 
 
 def measure_processing(engine: sa.Engine, args: argparse.Namespace, report: EngineReport) -> None:
