@@ -45,6 +45,9 @@ _FOLLOW_MERGES = (
     (consent_history, consent_history.c.profile_id),
 )
 _PROFILE_COLUMNS = [c.name for c in profiles.columns if c.name != "id"]
+_STORED_LINKS = sa.select(identity_links).where(
+    identity_links.c.profile_id.in_(sa.bindparam("pids", expanding=True))
+)
 
 
 class Chunk:
@@ -66,6 +69,12 @@ class Chunk:
         self.pending_profile_ids: dict[int, str] = {}
         #: merged profile -> survivor, not yet written (keys and values never overlap)
         self.redirects: dict[str, str] = {}
+        #: identity links as this chunk sees them, by id (negative: made in this chunk, not written
+        #: yet), for the profiles whose stored links were loaded; stored links to delete at flush
+        self.links: dict[int, dict[str, Any]] = {}
+        self.links_loaded: set[str] = set()
+        self.deleted_links: list[int] = []
+        self._next_link = -1
         #: every profile this chunk changed (live or merged away): its derived state needs updating
         self.touched: set[str] = set()
 
@@ -104,7 +113,7 @@ class Chunk:
                 moves,
             )
         find = self.find
-        for row in (*self.facts, *self.consents):
+        for row in (*self.facts, *self.consents, *self.links.values()):
             row["profile_id"] = find(row["profile_id"])
         for entry in self.ident.values():
             if entry[1] is not None:
@@ -115,6 +124,41 @@ class Chunk:
             if cached.merged_into is not None:
                 cached.merged_into = find(cached.merged_into)
         self.redirects = {}
+
+    # -- identity links (why identifiers are one profile) ---------------------------------------
+    def add_link(self, row: dict[str, Any]) -> int:
+        """A new link, written at flush; returns its provisional (negative) id."""
+        link_id = self._next_link
+        self._next_link -= 1
+        self.links[link_id] = row
+        return link_id
+
+    def delete_link(self, link_id: int) -> None:
+        del self.links[link_id]
+        if link_id > 0:
+            self.deleted_links.append(link_id)
+
+    def links_of(self, pid: str) -> list[tuple[int, dict[str, Any]]]:
+        """The links of a live profile, including those of profiles merged into it in this chunk."""
+        names = [pid, *(old for old, new in self.redirects.items() if new == pid)]
+        missing = [name for name in names if name not in self.links_loaded]
+        if missing:
+            for row in self.conn.execute(_STORED_LINKS, {"pids": missing}).mappings():
+                self.links[row["id"]] = {k: v for k, v in row.items() if k != "id"}
+            self.links_loaded.update(missing)
+        find = self.find
+        return [(link_id, row) for link_id, row in self.links.items() if find(row["profile_id"]) == pid]
+
+    def write_links(self) -> None:
+        if self.deleted_links:
+            self.conn.execute(
+                identity_links.delete().where(identity_links.c.id == sa.bindparam("link_id")),
+                [{"link_id": link_id} for link_id in self.deleted_links],
+            )
+        new = [row for link_id, row in sorted(self.links.items(), reverse=True) if link_id < 0]
+        if new:
+            self.conn.execute(identity_links.insert(), new)
+        self.links, self.links_loaded, self.deleted_links, self._next_link = {}, set(), [], -1
 
     # -- loading ---------------------------------------------------------------------------------
     def preload(self, all_ids: set[Identifier], sigs: set[str]) -> None:
@@ -278,24 +322,20 @@ class Chunk:
 
     def record(self, resolution: Resolution) -> None:
         """Write a resolution's accepted links and refused joins."""
-        if resolution.links:
-            self.conn.execute(
-                identity_links.insert(),
-                [
-                    {
-                        "profile_id": resolution.group_of[link.left].profile_id,
-                        "event_id": link.event_id,
-                        "rule": link.rule,
-                        "left_type": link.left.type,
-                        "left_value": link.left.value,
-                        "right_type": link.right.type,
-                        "right_value": link.right.value,
-                        "ts": link.key[0],
-                        "message_id": link.key[1],
-                        "source_id": link.key[2],
-                    }
-                    for link in resolution.links
-                ],
+        for link in resolution.links:
+            self.add_link(
+                {
+                    "profile_id": resolution.group_of[link.left].profile_id,
+                    "event_id": link.event_id,
+                    "rule": link.rule,
+                    "left_type": link.left.type,
+                    "left_value": link.left.value,
+                    "right_type": link.right.type,
+                    "right_value": link.right.value,
+                    "ts": link.key[0],
+                    "message_id": link.key[1],
+                    "source_id": link.key[2],
+                }
             )
         if resolution.conflicts:
             stmt = insert_ignoring_duplicates(
@@ -326,6 +366,7 @@ class Chunk:
     # -- writing back ----------------------------------------------------------------------------
     def flush(self) -> None:
         self.write_redirects()
+        self.write_links()
         if self.pending_edges:
             pending = list(self.pending_edges.values())
             self.pending_edges = {}

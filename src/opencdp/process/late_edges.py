@@ -86,27 +86,16 @@ def relink_within_group(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
     explains the group (Kruskal: it replaces the newest link on the path it closes)."""
     if len(touched) != 1 or any(chunk.pid(i) is None for i in edge.identifiers):
         return False
-    chunk.write_redirects()  # the links are read by profile id
     pid = next(iter(touched))
-    conn = chunk.conn
-    rows = conn.execute(
-        sa.select(
-            identity_links.c.id,
-            identity_links.c.left_type,
-            identity_links.c.left_value,
-            identity_links.c.right_type,
-            identity_links.c.right_value,
-            identity_links.c.ts,
-            identity_links.c.message_id,
-            identity_links.c.source_id,
-        ).where(identity_links.c.profile_id == pid)
-    ).all()
     adjacent: dict[Identifier, list[tuple[Identifier, int, EdgeKey]]] = {}
-    for r in rows:
-        left, right = Identifier(r.left_type, r.left_value), Identifier(r.right_type, r.right_value)
-        link_key: EdgeKey = (r.ts, r.message_id, r.source_id)
-        adjacent.setdefault(left, []).append((right, r.id, link_key))
-        adjacent.setdefault(right, []).append((left, r.id, link_key))
+    for link_id, r in chunk.links_of(pid):
+        left, right = (
+            Identifier(r["left_type"], r["left_value"]),
+            Identifier(r["right_type"], r["right_value"]),
+        )
+        link_key: EdgeKey = (r["ts"], r["message_id"], r["source_id"])
+        adjacent.setdefault(left, []).append((right, link_id, link_key))
+        adjacent.setdefault(right, []).append((left, link_id, link_key))
     head = edge.identifiers[0]
     for other in edge.identifiers[1:]:
         path = forest_path(adjacent, head, other)
@@ -115,11 +104,10 @@ def relink_within_group(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
         newest = max(path, key=lambda step: step[1])
         if newest[1] <= edge.key:
             continue  # already joined before this edge: it stays redundant
-        conn.execute(identity_links.delete().where(identity_links.c.id == newest[0]))
+        chunk.delete_link(newest[0])
         for node in list(adjacent):
             adjacent[node] = [step for step in adjacent[node] if step[1] != newest[0]]
-        new_id = conn.execute(
-            identity_links.insert(),
+        new_id = chunk.add_link(
             {
                 "profile_id": pid,
                 "event_id": edge.event_id,
@@ -131,8 +119,8 @@ def relink_within_group(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
                 "ts": edge.key[0],
                 "message_id": edge.key[1],
                 "source_id": edge.key[2],
-            },
-        ).inserted_primary_key[0]  # type: ignore[index]
+            }
+        )
         adjacent.setdefault(head, []).append((other, new_id, edge.key))
         adjacent.setdefault(other, []).append((head, new_id, edge.key))
     fix_anchor(chunk, edge)
@@ -145,6 +133,7 @@ def redate_in_place(chunk: Chunk, edge: Edge, old_event_id: int) -> bool:
     if len(edge.identifiers) > 1:
         if len({chunk.pid(i) for i in edge.identifiers}) != 1:
             return False  # some join of this edge was refused: recompute the conflict
+        chunk.write_links()  # the links are counted and moved in the database
         made = chunk.conn.execute(
             sa.select(sa.func.count())
             .select_from(identity_links)
