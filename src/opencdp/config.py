@@ -55,6 +55,9 @@ class Settings:
     max_nesting_depth: int = 32
     body_timeout_seconds: float = 10.0  # a request body must arrive whole within this
     process_in_server: bool = True
+    #: events per processing transaction: larger chunks amortise per-chunk work (derived state,
+    #: commit) but hold SQLite's write lock longer
+    process_chunk_size: int = 1000
     refresh_seconds: int = 3600
     #: /api/health reports "degraded" when the oldest unprocessed event waited longer than this
     health_max_lag_seconds: int = 60
@@ -86,6 +89,7 @@ class Settings:
             health_max_lag_seconds=_int("OPENCDP_HEALTH_MAX_LAG_SECONDS", 60),
             process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()
             not in {"0", "false", "no"},
+            process_chunk_size=_int("OPENCDP_PROCESS_CHUNK_SIZE", 1000),
         )
 
     @property

@@ -14,26 +14,34 @@ from opencdp.log.append import LogAppender
 from opencdp.privacy.suppression import Suppressor
 from opencdp.process.loop import ProcessorLoop
 from opencdp.process.processor import Processor
+from opencdp.process.supervisor import ProcessorProcess
 from opencdp.store.database import open_database
 
 
 class OpenCDP:
     def __init__(
-        self, settings: Settings, engine: sa.Engine | None = None, process: bool | None = None
+        self,
+        settings: Settings,
+        engine: sa.Engine | None = None,
+        process: bool | None = None,
+        separate_process: bool = False,
     ) -> None:
         self.settings = settings
         self.engine = engine or open_database(settings)
         self.keys = KeyRing(self.engine, settings.key_cache_seconds)
         self.limits = Limits(settings.max_event_bytes, settings.max_nesting_depth)
-        self.processor = Processor(self.engine, IdentityRules.from_env())
+        self.processor = Processor(self.engine, IdentityRules.from_env(), settings.process_chunk_size)
         self.suppressor = Suppressor(self.engine, self.processor.rules)
-        #: The embedded default processes events inside the server; `OPENCDP_PROCESS_IN_SERVER=0`
-        #: leaves it to separate `opencdp worker` processes (PostgreSQL).
-        self.loop = (
-            ProcessorLoop(self.processor, refresh_seconds=settings.refresh_seconds)
-            if (settings.process_in_server if process is None else process)
-            else None
-        )
+        #: By default events are processed beside collection: in a child process for `opencdp
+        #: serve` (`separate_process`), in a thread for embedded use and tests.
+        #: `OPENCDP_PROCESS_IN_SERVER=0` leaves it to separate `opencdp worker` processes.
+        self.loop: ProcessorLoop | ProcessorProcess | None = None
+        if settings.process_in_server if process is None else process:
+            self.loop = (
+                ProcessorProcess(settings)
+                if separate_process
+                else ProcessorLoop(self.processor, refresh_seconds=settings.refresh_seconds)
+            )
         self.appender = LogAppender(self.engine.dialect.name, self.suppressor)
         self.writer = LogWriter(self.engine, self.appender, on_commit=self.loop.notify if self.loop else None)
         self._started = False

@@ -36,7 +36,7 @@ def serve(host: str | None, port: int | None) -> None:
     from opencdp.system import OpenCDP
 
     settings = _settings()
-    cdp = OpenCDP(settings)
+    cdp = OpenCDP(settings, separate_process=True)
     log = logs.get("opencdp.serve")
     log.info("starting", database=cdp.engine.url.render_as_string(hide_password=True))
     uvicorn.run(
@@ -199,7 +199,7 @@ def worker(once: bool) -> None:
     from opencdp.process.loop import ProcessorLoop
     from opencdp.process.processor import Processor
 
-    processor = Processor(_engine())
+    processor = Processor(_engine(), chunk_size=_settings().process_chunk_size)
     if once:
         click.echo(f"processed {processor.run_until_caught_up()} events")
         return

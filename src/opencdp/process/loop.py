@@ -1,9 +1,11 @@
-"""Running the processor continuously: inside `opencdp serve` (embedded default) or as `opencdp worker`."""
+"""Running the processor continuously: in a thread (embedded use, tests), in a child process that
+`opencdp serve` starts and supervises (`process.supervisor`), or as `opencdp worker`."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Protocol
 
 from opencdp import logs
 from opencdp.process.processor import Processor
@@ -11,18 +13,32 @@ from opencdp.process.processor import Processor
 log = logs.get("opencdp.processor")
 
 
+class Signal(Protocol):
+    """What `threading.Event` and `multiprocessing.Event` have in common."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 class ProcessorLoop:
     """Wakes when the log writer commits (or every `idle_seconds`) and processes until caught up."""
 
     def __init__(
-        self, processor: Processor, idle_seconds: float = 0.25, refresh_seconds: float = 3600.0
+        self,
+        processor: Processor,
+        idle_seconds: float = 0.25,
+        refresh_seconds: float = 3600.0,
+        wake: Signal | None = None,
+        stop: Signal | None = None,
     ) -> None:
         self.processor = processor
         self.refresh_seconds = refresh_seconds
         self._next_refresh = time.monotonic() + refresh_seconds
         self.idle_seconds = idle_seconds
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._wake: Signal = wake or threading.Event()
+        self._stop: Signal = stop or threading.Event()
         self._thread: threading.Thread | None = None
         self.processed = 0
 
