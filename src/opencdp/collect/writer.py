@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from opencdp import logs
 from opencdp.log.append import LogAppender
+from opencdp.store.write_turns import WriteTurns
 
 log = logs.get("opencdp.writer")
 
@@ -39,6 +40,7 @@ class LogWriter:
         self._on_commit = on_commit
         self._engine = engine
         self._appender = appender
+        self._turns = WriteTurns(engine)
         self._max_rows = max_rows_per_commit
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="opencdp-log-writer", daemon=True)
@@ -120,7 +122,7 @@ class LogWriter:
     def write(self, rows: list[dict[str, Any]], checked_version: int | None = None) -> None:
         """Append rows in one transaction, now, on the calling thread."""
         try:
-            with self._engine.begin() as conn:
+            with self._turns.turn(), self._engine.begin() as conn:
                 self._appender.append(conn, rows, checked_version)
         except sa.exc.OperationalError as exc:  # disk full, database locked, server gone
             self._failure = str(exc.orig or exc).splitlines()[0][:200]

@@ -18,6 +18,7 @@ from opencdp.process.chunk import Chunk
 from opencdp.process.working_set import signature
 from opencdp.store.dialect import insert_ignoring_duplicates, lock_for_processing
 from opencdp.store.schema import DERIVED_TABLES, events, processor_state, profiles, sources
+from opencdp.store.write_turns import WriteTurns
 
 PROCESSOR = "profiles"
 
@@ -39,19 +40,28 @@ class Processor:
         self.engine = engine
         self.rules = rules or IdentityRules.from_env()
         self.chunk_size = chunk_size
+        self.turns = WriteTurns(engine)
 
     def run_once(self) -> int:
         """Process up to one chunk; returns how many events were applied (0: caught up)."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert_ignoring_duplicates(conn.dialect.name, processor_state, ["name"]),
-                [{"name": PROCESSOR, "last_event_id": 0}],
-            )
+        with self.turns.turn():
+            applied = self._apply_next_chunk()
+        if applied:
+            self.turns.yield_turn()
+        return applied
+
+    def _apply_next_chunk(self) -> int:
         with self.engine.begin() as conn:
             lock_for_processing(conn, PROCESSOR)
             last = conn.execute(
                 sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
-            ).scalar_one()
+            ).scalar()
+            if last is None:  # the first run, or after a reset
+                conn.execute(
+                    insert_ignoring_duplicates(conn.dialect.name, processor_state, ["name"]),
+                    [{"name": PROCESSOR, "last_event_id": 0}],
+                )
+                last = 0
             batch = conn.execute(
                 sa.select(
                     events.c.id,
