@@ -113,6 +113,12 @@ def refresh_computed(
     sources: list[tuple[str, ComputedTrait | Any]] = [(d.name, d) for d in BUILT_IN]
     sources += [(r.name, r.definition) for r in _stored(conn)]
     events = load_events(conn, ids)
+    # Most definitions count one event name: give them only those events (compute filters again).
+    by_name: dict[str, dict[str | None, list[OracleEvent]]] = {}
+    for pid, own in events.items():
+        named = by_name[pid] = {}
+        for event in own:
+            named.setdefault(event.name, []).append(event)
     values: dict[str, dict[str, Any]] = {pid: {} for pid in ids}
     for name, source in sources:
         previous = failed.get(name)
@@ -122,8 +128,10 @@ def refresh_computed(
 
         def work(source: ComputedTrait | Any = source, out: dict[str, Any] = out) -> None:
             definition = source if isinstance(source, ComputedTrait) else ComputedTrait.model_validate(source)
+            name = definition.filter.event
             for pid in ids:
-                value = compute(definition, events[pid], now)
+                candidates = events[pid] if name is None else by_name[pid].get(name, [])
+                value = compute(definition, candidates, now)
                 if value is not None:
                     out[pid] = value
 
