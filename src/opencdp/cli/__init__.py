@@ -229,6 +229,7 @@ def rebuild(yes: bool) -> None:
         task = progress.add_task("rebuild", total=processor.backlog())
         while n := processor.run_once():
             progress.advance(task, n)
+        processor.refresh_all_queued()
     click.echo("rebuild complete")
 
 

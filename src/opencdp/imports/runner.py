@@ -127,6 +127,7 @@ def _process(processor: Processor, progress: Progress, description: str) -> None
     task = progress.add_task(description, total=target - start)
     while (done := processor.checkpoint()) < target and processor.run_once():
         progress.update(task, completed=min(done, target) - start)
+    processor.refresh_all_queued()
     progress.update(task, completed=target - start)
 
 

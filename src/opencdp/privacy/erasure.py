@@ -41,6 +41,7 @@ from opencdp.store.schema import (
     identity_edges,
     identity_links,
     profile_events,
+    profile_refresh_queue,
     profiles,
     segment_memberships,
     segment_transitions,
@@ -261,6 +262,7 @@ class _Erasure:
             (consent_history, consent_history.c.profile_id),
             (segment_memberships, segment_memberships.c.profile_id),
             (segment_transitions, segment_transitions.c.profile_id),
+            (profile_refresh_queue, profile_refresh_queue.c.profile_id),
             (identities, identities.c.profile_id),
             (profiles, profiles.c.id),
         ):

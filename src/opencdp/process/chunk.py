@@ -44,7 +44,8 @@ _FOLLOW_MERGES = (
     (profile_events, profile_events.c.profile_id),
     (consent_history, consent_history.c.profile_id),
 )
-_PROFILE_COLUMNS = [c.name for c in profiles.columns if c.name != "id"]
+#: Written by the processor; `computed` is the derived step's (process/derived.py) and is kept.
+_PROFILE_COLUMNS = [c.name for c in profiles.columns if c.name not in ("id", "computed")]
 _STORED_LINKS = sa.select(identity_links).where(
     identity_links.c.profile_id.in_(sa.bindparam("pids", expanding=True))
 )

@@ -40,7 +40,6 @@ class ProcessorLoop:
         self._wake: Signal = wake or threading.Event()
         self._stop: Signal = stop or threading.Event()
         self._thread: threading.Thread | None = None
-        self.processed = 0
 
     def notify(self) -> None:
         self._wake.set()
@@ -59,8 +58,8 @@ class ProcessorLoop:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                while not self._stop.is_set() and (n := self.processor.run_once()):
-                    self.processed += n
+                while not self._stop.is_set() and self.processor.step():
+                    pass
                 if self.refresh_seconds > 0 and time.monotonic() >= self._next_refresh:
                     from opencdp.process.schedule import refresh_all
 

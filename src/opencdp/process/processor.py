@@ -9,15 +9,14 @@ profiles.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
 
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.process.chunk import Chunk
+from opencdp.process.derived import enqueue, refresh_queued, update_derived_state
 from opencdp.process.working_set import signature
 from opencdp.store.dialect import insert_ignoring_duplicates, lock_for_processing
-from opencdp.store.schema import DERIVED_TABLES, events, processor_state, profiles, sources
+from opencdp.store.schema import DERIVED_TABLES, events, processor_state, sources
 from opencdp.store.write_turns import WriteTurns
 
 PROCESSOR = "profiles"
@@ -41,18 +40,39 @@ class Processor:
         self.rules = rules or IdentityRules.from_env()
         self.chunk_size = chunk_size
         self.turns = WriteTurns(engine)
+        #: PostgreSQL: computed traits and memberships are refreshed by any worker, in parallel
+        self.parallel_refresh = engine.dialect.name == "postgresql"
 
     def run_once(self) -> int:
         """Process up to one chunk; returns how many events were applied (0: caught up)."""
         with self.turns.turn():
-            applied = self._apply_next_chunk()
+            applied = self._apply_next_chunk(wait=True)
         if applied:
             self.turns.yield_turn()
-        return applied
+        return applied or 0
 
-    def _apply_next_chunk(self) -> int:
+    def step(self) -> int:
+        """One unit of whatever work is waiting, for a worker's loop: a chunk if no other worker
+        is resolving identities, then (PostgreSQL) one batch of queued profile refreshes. Returns
+        the work done (events + profiles; 0: nothing to do)."""
+        with self.turns.turn():
+            applied = self._apply_next_chunk(wait=not self.parallel_refresh)
+        if applied:
+            self.turns.yield_turn()
+        refreshed = refresh_queued(self.engine) if self.parallel_refresh else 0
+        return (applied or 0) + refreshed
+
+    def refresh_all_queued(self) -> int:
+        total = 0
+        while self.parallel_refresh and (n := refresh_queued(self.engine)):
+            total += n
+        return total
+
+    def _apply_next_chunk(self, wait: bool) -> int | None:
+        """Apply the next chunk; None if another processor holds the lock and `wait` is false."""
         with self.engine.begin() as conn:
-            lock_for_processing(conn, PROCESSOR)
+            if not lock_for_processing(conn, PROCESSOR, wait=wait):
+                return None
             last = conn.execute(
                 sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
             ).scalar()
@@ -97,7 +117,10 @@ class Processor:
             for event, ids in zip(batch, extracted, strict=True):
                 chunk.apply(event, ids)
             chunk.flush()
-            update_derived_state(conn, chunk.touched)
+            if self.parallel_refresh:
+                enqueue(conn, chunk.touched)
+            else:
+                update_derived_state(conn, chunk.touched)
             conn.execute(
                 processor_state.update()
                 .where(processor_state.c.name == PROCESSOR)
@@ -106,9 +129,11 @@ class Processor:
         return len(batch)
 
     def run_until_caught_up(self) -> int:
+        """Process every waiting event and refresh every queued profile; returns the events."""
         total = 0
         while n := self.run_once():
             total += n
+        self.refresh_all_queued()
         return total
 
     def run_through(self, event_id: int) -> None:
@@ -116,6 +141,7 @@ class Processor:
         ends under a steady stream of new events."""
         while self.checkpoint() < event_id and self.run_once():
             pass
+        self.refresh_all_queued()
 
     def newest_event_id(self) -> int:
         with self.engine.connect() as conn:
@@ -133,26 +159,6 @@ class Processor:
                     sa.select(sa.func.count()).select_from(events).where(events.c.id > last)
                 ).scalar_one()
             )
-
-
-def update_derived_state(conn: sa.Connection, touched: set[str], now: datetime | None = None) -> None:
-    """Computed traits and segment memberships of the profiles a chunk changed, in its transaction."""
-    from opencdp.segments.memberships import refresh_segments
-    from opencdp.traits.store import refresh_computed
-
-    if not touched:
-        return
-    live = {
-        r[0]
-        for r in conn.execute(
-            sa.select(profiles.c.id).where(
-                profiles.c.id.in_(sorted(touched)), profiles.c.merged_into.is_(None)
-            )
-        )
-    }
-    now = now or datetime.now(UTC)
-    refresh_computed(conn, live, now)
-    refresh_segments(conn, touched, now)
 
 
 def reset_derived_state(engine: sa.Engine) -> None:

@@ -87,16 +87,21 @@ def upsert(
     )
 
 
-def lock_for_processing(conn: sa.Connection, name: str) -> None:
+def lock_for_processing(conn: sa.Connection, name: str, wait: bool = True) -> bool:
     """Serialise processors: a transaction-level advisory lock on PostgreSQL; on SQLite, taking the
-    write lock up front (a write as the first statement) so two processors never interleave."""
+    write lock up front (a write as the first statement) so two processors never interleave.
+    With `wait=False` (PostgreSQL) returns False at once if another transaction holds it."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": "opencdp:" + name})
-    else:
-        conn.execute(
-            sa.text("UPDATE processor_state SET last_event_id = last_event_id WHERE name = :name"),
-            {"name": name},
-        )
+        function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        got = conn.execute(
+            sa.text(f"SELECT {function}(hashtext(:name))"), {"name": "opencdp:" + name}
+        ).scalar()
+        return got is not False
+    conn.execute(
+        sa.text("UPDATE processor_state SET last_event_id = last_event_id WHERE name = :name"),
+        {"name": name},
+    )
+    return True
 
 
 def purge_deleted_content(engine: sa.Engine, attempts: int = 50) -> bool:

@@ -180,6 +180,17 @@ profile_events = sa.Table(
     sa.Index("ix_profile_events_name_ts", "name", "ts"),
 )
 
+#: Profiles a chunk changed whose computed traits and memberships are refreshed by any worker, in
+#: parallel by `part` (PostgreSQL with several workers; see process/derived.py).
+profile_refresh_queue = sa.Table(
+    "profile_refresh_queue",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("part", sa.Integer, nullable=False),
+    sa.Column("profile_id", sa.String(36), nullable=False),
+    sa.Index("ix_profile_refresh_queue_part_id", "part", "id"),
+)
+
 #: Custom computed traits (the built-in ones are defined in code).
 computed_trait_definitions = sa.Table(
     "computed_trait_definitions",
@@ -332,6 +343,7 @@ DERIVED_TABLES = (
     identity_conflicts,
     processor_state,
     profile_events,
+    profile_refresh_queue,
     segment_memberships,
     segment_transitions,
     consent_history,
