@@ -76,11 +76,17 @@ def scratch_database(
     prefix: str = "opencdp-bench-",
     name: str | None = None,
     server_env: dict[str, str] | None = None,
+    keep: Path | None = None,
 ) -> Iterator[Scratch]:
     """A fresh database for one run, removed afterwards. PostgreSQL: `name` (dropped first if it
-    exists, e.g. left by an interrupted run) or a random `opencdp_bench_…` name."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        workdir = Path(tmp)
+    exists, e.g. left by an interrupted run) or a random `opencdp_bench_…` name. With `keep`, the
+    working directory (and the SQLite database in it) is `keep` and nothing is removed."""
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        else:
+            workdir = keep
+            workdir.mkdir(parents=True, exist_ok=True)
         if engine == "sqlite":
             url = f"sqlite:///{workdir / 'opencdp.db'}"
             yield Scratch(engine, url, workdir, base_env(workdir, url, server_env))
@@ -88,16 +94,17 @@ def scratch_database(
         admin_url = postgres_url or default_postgres_url()
         db_name = name or f"opencdp_bench_{uuid.uuid4().hex[:8]}"
         admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+        stack.callback(admin.dispose)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{db_name}"'))
         try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-                conn.execute(sa.text(f'CREATE DATABASE "{db_name}"'))
             url = sa.make_url(admin_url).set(database=db_name).render_as_string(hide_password=False)
             yield Scratch(engine, url, workdir, base_env(workdir, url, server_env), postgres_db=db_name)
         finally:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-            admin.dispose()
+            if keep is None:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
 
 
 def opencdp_command() -> list[str]:
@@ -106,10 +113,10 @@ def opencdp_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "opencdp"]
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 600) -> str:
+def cli(env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 600) -> str:
     """Run the `opencdp` CLI as a user would; its stdout (fails loudly with stderr)."""
     done = subprocess.run(
-        [*opencdp_command(), *args], env=env, capture_output=True, text=True, timeout=timeout
+        [*opencdp_command(), *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout
     )
     if done.returncode != 0:
         raise RuntimeError(f"`opencdp {' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
