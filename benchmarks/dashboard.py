@@ -25,15 +25,9 @@ import argparse
 import os
 import platform
 import re
-import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -41,7 +35,8 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from opencdp.config import Settings
+from harness.report import percentile
+from harness.scratch import HOST, Scratch, Server, cli, running_server, scratch_database
 from opencdp.segments import store
 from opencdp.store.database import create_engine
 from opencdp.store.schema import identities, profiles, segments
@@ -68,42 +63,21 @@ SEGMENTS = {
 console = Console()
 
 
-def _env(data_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        OPENCDP_DATA_DIR=str(data_dir),
-        OPENCDP_DATABASE_URL=f"sqlite:///{data_dir / 'opencdp.db'}",
-        OPENCDP_LOG_LEVEL="WARNING",
-    )
-    return env
-
-
-def _cli(env: dict[str, str], *args: str, stdin: str = "") -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "opencdp", *args], env=env, input=stdin, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"opencdp {' '.join(args)} failed:\n{done.stderr}")
-    return done.stdout
-
-
-def prepare(data_dir: Path, customers: int) -> sa.Engine:
-    env = _env(data_dir)
-    settings = Settings(data_dir=data_dir, database_url=env["OPENCDP_DATABASE_URL"])
-    if not (data_dir / "opencdp.db").exists():
+def prepare(db: Scratch, customers: int) -> sa.Engine:
+    if not (db.workdir / "opencdp.db").exists():
         started = time.perf_counter()
         with console.status(f"opencdp demo --customers {customers} …"):
-            console.print(_cli(env, "demo", "--customers", str(customers)).strip())
+            console.print(cli(db.env, "demo", "--customers", str(customers)).strip())
         console.print(f"demo data ready in {time.perf_counter() - started:.0f} s")
-    engine = create_engine(settings)
+    engine = create_engine(db.settings())
     with engine.connect() as conn:
         have_user = conn.execute(
             sa.text("SELECT count(*) FROM users WHERE email = :e"), {"e": EMAIL}
         ).scalar()
         saved = {r[0] for r in conn.execute(sa.select(segments.c.name))}
     if not have_user:
-        _cli(
-            env,
+        cli(
+            db.env,
             "users",
             "create",
             "--email",
@@ -122,30 +96,8 @@ def prepare(data_dir: Path, customers: int) -> sa.Engine:
     return engine
 
 
-@contextmanager
-def server(data_dir: Path) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (data_dir / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opencdp", "serve", "--port", str(port)],
-        env=_env(data_dir),
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
+def server_url(server: Server) -> str:
+    return f"http://{HOST}:{server.port}"
 
 
 def sign_in(client: httpx.Client) -> str:
@@ -213,11 +165,6 @@ def measure(client: httpx.Client, csrf: str, method: str, path: str, body: objec
     return times
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -226,10 +173,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--keep", type=Path, default=None, help="Data directory to create or reuse")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.keep or Path(tmp)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        engine = prepare(data_dir, args.customers)
+    with scratch_database("sqlite", prefix="opencdp-bench-dashboard-", keep=args.keep) as db:
+        engine = prepare(db, args.customers)
         with engine.connect() as conn:
             counts = {
                 t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
@@ -237,7 +182,12 @@ def main() -> None:
             }
         targets = pages(engine)
         engine.dispose()
-        with server(data_dir) as url, httpx.Client(base_url=url, timeout=30, follow_redirects=True) as client:
+        with (
+            running_server(db) as server,
+            httpx.Client(
+                base_url=f"http://{HOST}:{server.port}", timeout=30, follow_redirects=True
+            ) as client,
+        ):
             csrf = sign_in(client)
             results = {name: measure(client, csrf, *spec, runs=args.runs) for name, spec in targets.items()}
     table = Table(
@@ -246,7 +196,7 @@ def main() -> None:
     for column in ("page", "p50 ms", "p95 ms", "max ms", f"p95 < {TARGET_MS:.0f} ms"):
         table.add_column(column, justify="left" if column == "page" else "right")
     for name, times in results.items():
-        p95 = percentile(times, 0.95)
+        p95 = percentile(sorted(times), 95)
         table.add_row(
             name,
             f"{statistics.median(times):.1f}",

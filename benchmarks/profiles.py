@@ -42,25 +42,17 @@ Exit status: 0 when every measurement ran without errors (targets missed are rep
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import http.client
 import os
-import queue
 import random
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -68,11 +60,31 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-import opencdp
+from harness.load import Batch, Client, Load, Prober, basic_auth, lookup_path
+from harness.machine import (
+    background_load,
+    busy_between,
+    cpu_model,
+    machine_cpu_busy,
+    measured_code,
+    process_cpu_seconds,
+)
+from harness.report import latency_cell, ms, percentile
+from harness.scratch import (
+    Child,
+    Scratch,
+    create_admin_key,
+    create_source,
+    default_postgres_url,
+    is_loopback,
+    log_state,
+    running_server,
+    running_workers,
+    scratch_database,
+)
 from opencdp import logs
-from opencdp.access.keys import create_source
+from opencdp.access.keys import create_source as create_source_row
 from opencdp.collect.messages import Envelope, Limits, normalise
-from opencdp.config import Settings
 from opencdp.demo.shop import ShopGenerator
 from opencdp.identity.identifiers import IdentityRules
 from opencdp.process import late_edges
@@ -80,15 +92,10 @@ from opencdp.process.processor import Processor
 from opencdp.profiles.reader import find_profile_id, get_profile
 from opencdp.store.database import open_database
 from opencdp.store.dialect import insert_ignoring_duplicates
-from opencdp.store.schema import events, identities, identity_conflicts, processor_state, profiles
+from opencdp.store.schema import events, identities, identity_conflicts, profiles
 
-HOST = "127.0.0.1"  # the only address this script ever talks to
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SOURCES = ("web", "app", "email")
 DEMO_BATCH = 100  # what `opencdp demo` sends per request: decides the order of the pre-loaded log
-REQUEST_TIMEOUT_S = 30.0
-HEALTH_TIMEOUT_S = 60.0
-PROBE_TIMEOUT_S = 15.0
 TARGET_EVENTS_PER_S = 5_000
 TARGET_LOOKUP_P99_MS = 5.0
 TARGET_VISIBLE_P95_MS = 1_000.0  # accepted -> visible in the profile API
@@ -97,255 +104,13 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
-# --------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, round(q / 100 * len(sorted_values) + 0.5))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f}" if seconds < 0.01 else f"{seconds * 1000:.1f}"
-
-
-def machine_cpu_busy() -> tuple[float, float] | None:
-    """(busy, total) jiffies over all cores since boot (Linux)."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return float(sum(values) - idle), float(sum(values))
-
-
-def background_load(seconds: float = 1.0) -> float | None:
-    """Fraction of all cores busy while this script is idle: other work skews every number."""
-    before = machine_cpu_busy()
-    time.sleep(seconds)
-    after = machine_cpu_busy()
-    if not before or not after or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return "unknown CPU"
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def measured_code() -> str:
-    """Which opencdp is measured: the repository's commit (`-dirty` with uncommitted changes), or
-    the directory it is imported from when that is not this repository (e.g. via PYTHONPATH)."""
-    package = Path(opencdp.__file__).resolve().parent
-    repo_src = Path(__file__).resolve().parent.parent / "src" / "opencdp"
-    if package != repo_src:
-        return f"opencdp from {package}"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if done.returncode == 0:
-            return f"opencdp at {done.stdout.strip()}"
-    return "opencdp at an unknown revision"
-
-
-# --------------------------------------------------------------------------------------------
-# Scratch databases and the server process
-
-
-@dataclass
-class Database:
-    """One scratch database: its URL and the environment a CLI or server process needs for it."""
-
-    engine: str
-    url: str
-    workdir: Path
-    env: dict[str, str]
-
-    def settings(self) -> Settings:
-        return Settings(data_dir=self.workdir, database_url=self.url)
-
-
-def _env(workdir: Path, url: str) -> dict[str, str]:
-    """The caller's environment minus OPENCDP_* settings, so a stray variable cannot skew a run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCDP_")}
-    env.update(OPENCDP_DATA_DIR=str(workdir), OPENCDP_DATABASE_URL=url, OPENCDP_LOG_LEVEL="WARNING")
-    return env
-
-
 @contextlib.contextmanager
-def scratch_database(engine: str, role: str, postgres_url: str) -> Iterator[Database]:
-    with tempfile.TemporaryDirectory(prefix=f"opencdp-bench-profiles-{role}-") as tmp:
-        workdir = Path(tmp)
-        if engine == "sqlite":
-            url = f"sqlite:///{workdir / 'opencdp.db'}"
-            yield Database(engine, url, workdir, _env(workdir, url))
-            return
-        name = f"opencdp_bench_profiles_{role}"
-        admin = sa.create_engine(
-            postgres_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-        )
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-            yield Database(engine, url, workdir, _env(workdir, url))
-        finally:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-
-def cli(db: Database, *args: str) -> str:
-    """Run the `opencdp` CLI as a user would; its first stdout line (a key, for the create commands)."""
-    done = subprocess.run(
-        [*opencdp_command(), *args], env=db.env, capture_output=True, text=True, timeout=120
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"`opencdp {' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout.strip().splitlines()[0]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def opencdp_command() -> list[str]:
-    """The `opencdp` console script of the running interpreter's environment."""
-    script = Path(sys.executable).parent / "opencdp"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "opencdp"]
-
-
-class Child:
-    """An `opencdp` child process; its output goes to a log file so a failure can be shown."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = args[0]
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [*opencdp_command(), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGINT (uvicorn's graceful shutdown; the worker's clean exit), then SIGTERM, then SIGKILL."""
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-            if self.process.poll() is not None:
-                break
-            self.process.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(wait)
-        self._log.close()
-        return self.process.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def cpu_seconds(self) -> float | None:
-        return process_cpu_seconds(self.process.pid)
-
-
-class Server(Child):
-    """`opencdp serve` on a free loopback port."""
-
-    def __init__(self, db: Database, env: dict[str, str]) -> None:
-        self.port = free_port()
-        super().__init__(
-            ["serve", "--host", HOST, "--port", str(self.port)], env, db.workdir / f"serve-{self.port}.log"
-        )
-
-    def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
-                try:
-                    conn.request("GET", "/api/health")
-                    if conn.getresponse().status == 200:
-                        return
-                finally:
-                    conn.close()
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not answer /api/health within {timeout:.0f} s:\n{self.log_tail()}")
-
-
-def _stopped(db: Database, child: Child) -> None:
-    code = child.stop()
-    if code not in (0, None):
-        err_console.print(f"[yellow]{db.engine}: opencdp {child.name} exited with {code}[/yellow]")
-        err_console.print(child.log_tail(), markup=False)
-
-
-@contextlib.contextmanager
-def running_server(db: Database, env: dict[str, str] | None = None) -> Iterator[Server]:
-    server = Server(db, env or db.env)
-    try:
-        server.wait_healthy()
-        yield server
-    finally:
-        _stopped(db, server)
-
-
-@contextlib.contextmanager
-def running_worker(db: Database, env: dict[str, str]) -> Iterator[Child]:
-    worker = Child(["worker"], env, db.workdir / "worker.log")
-    try:
-        yield worker
-    finally:
-        _stopped(db, worker)
-
-
-class Client:
-    """One HTTP/1.1 keep-alive connection to the server."""
-
-    def __init__(self, port: int, authorization: str = "") -> None:
-        self.conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
-        self.authorization = authorization
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, authorization: str | None = None
-    ) -> tuple[int, bytes]:
-        headers = {"Authorization": authorization or self.authorization}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        self.conn.request(method, path, body=body, headers=headers)
-        response = self.conn.getresponse()
-        return response.status, response.read()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def lookup_path(kind: str, value: str) -> str:
-    return "/api/profiles/lookup?" + urllib.parse.urlencode({"type": kind, "value": value})
+def scratch(engine: str, role: str, postgres_url: str) -> Iterator[Scratch]:
+    """SQLite in a temporary directory; PostgreSQL in `opencdp_bench_profiles_{role}`, dropped after."""
+    with scratch_database(
+        engine, postgres_url, prefix=f"opencdp-bench-profiles-{role}-", name=f"opencdp_bench_profiles_{role}"
+    ) as db:
+        yield db
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,7 +157,7 @@ def demo_order(customers: int, seed: int, batch_size: int) -> Iterator[tuple[str
 
 def preload(engine: sa.Engine, customers: int, seed: int) -> int:
     """Write the demo shop into the event log exactly as the collector would; returns the row count."""
-    source_ids = {name: create_source(engine, f"demo-{name}")[0].id for name in SOURCES}
+    source_ids = {name: create_source_row(engine, f"demo-{name}")[0].id for name in SOURCES}
     insert = insert_ignoring_duplicates(engine.dialect.name, events, ["source_id", "message_id"])
     limits = Limits()
     rows: list[dict[str, Any]] = []
@@ -490,8 +255,7 @@ def measure_processing(engine: sa.Engine, args: argparse.Namespace, report: Engi
         cpu = time.process_time() - cpu_before
         machine_after = machine_cpu_busy()
     machine = ""
-    if machine_before and machine_after and machine_after[1] > machine_before[1]:
-        busy = (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
+    if (busy := busy_between(machine_before, machine_after)) is not None:
         machine = f"; machine {100 * busy:.0f}% busy ({os.cpu_count()} cores)"
     if processed != backlog or processed != rows:
         raise RuntimeError(f"processed {processed} events, but the backlog was {backlog} and the log {rows}")
@@ -542,14 +306,6 @@ def lookup_sample(engine: sa.Engine, count: int, seed: int) -> dict[str, list[st
     return out
 
 
-def latency_cell(samples: list[float], high: float = 99) -> str:
-    ordered = sorted(samples)
-    return (
-        f"p50 {ms(percentile(ordered, 50))} ms, p{high:g} {ms(percentile(ordered, high))} ms, "
-        f"max {ms(ordered[-1])} ms (n={len(ordered):,})"
-    )
-
-
 def lookup_target(engine: str, samples: list[float]) -> tuple[str, bool | None]:
     """The p99 target applies to SQLite (the embedded default); PostgreSQL is shown for comparison."""
     if engine != "sqlite":
@@ -585,9 +341,9 @@ def measure_inprocess_lookups(
 
 
 def measure_http_lookups(
-    db: Database, sample: dict[str, list[str]], profile_ids: list[str], report: EngineReport
+    db: Scratch, sample: dict[str, list[str]], profile_ids: list[str], report: EngineReport
 ) -> None:
-    admin_key = cli(db, "keys", "create", "--role", "admin", "--name", "bench")
+    admin_key = create_admin_key(db.env)
     with running_server(db) as server:
         client = Client(server.port, f"Bearer {admin_key}")
         try:
@@ -619,16 +375,9 @@ def measure_http_lookups(
 # 3. Accepted -> visible
 
 
-@dataclass
-class Batch:
-    source: str
-    body: bytes
-    events: int
-    fresh_user_ids: list[str]  # identify calls in this batch whose userId no earlier batch carried
-
-
-def plan_batches(total_events: int, batch_size: int, seed: int) -> list[Batch]:
-    """New demo events (a different seed than the pre-load) cut into per-source batches."""
+def plan_batches(total_events: int, batch_size: int, seed: int, auth: dict[str, str]) -> list[Batch]:
+    """New demo events (a different seed than the pre-load) cut into per-source batches; each
+    batch's probe is the first identify in it whose userId no earlier batch carried."""
     customers = total_events // 8 + 50  # ~17 events per customer: more than enough
     seen: set[str] = set()
     batches: list[Batch] = []
@@ -642,219 +391,38 @@ def plan_batches(total_events: int, batch_size: int, seed: int) -> list[Batch]:
             if m["type"] == "identify" and m.get("userId") and m["userId"] not in seen
         ]
         seen.update(m["userId"] for m in messages if m.get("userId"))
-        batches.append(
-            Batch(source, orjson.dumps({"batch": messages}), len(messages), list(dict.fromkeys(fresh)))
-        )
+        body = orjson.dumps({"batch": messages})
+        batches.append(Batch(body, len(messages), auth[source], fresh[0] if fresh else None))
         sent += len(messages)
     return batches
 
 
-@dataclass
-class Probe:
-    user_id: str
-    acked_at: float
-    visible_after: float | None = None  # seconds; None: not visible within PROBE_TIMEOUT_S
-    polls: int = 0
-
-
-class Prober(threading.Thread):
-    """Polls the lookup API for one sampled userId at a time on its own keep-alive connection."""
-
-    def __init__(self, port: int, admin_key: str, poll_s: float, max_gap_s: float, seed: int) -> None:
-        super().__init__(name="prober", daemon=True)
-        self.client = Client(port, f"Bearer {admin_key}")
-        self.poll_s = poll_s
-        self.max_gap_s = max_gap_s
-        self.rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._busy = False
-        self.inbox: queue.Queue[Probe | None] = queue.Queue()
-        self.done: list[Probe] = []
-        self.errors: list[str] = []
-
-    def offer(self, probe: Probe) -> bool:
-        """Take a probe if idle: one at a time, so no probe ever waits in a queue (which would
-        add the wait to its latency)."""
-        with self._lock:
-            if self._busy:
-                return False
-            self._busy = True
-        self.inbox.put(probe)
-        return True
-
-    def finish(self, timeout: float) -> None:
-        self.inbox.put(None)
-        self.join(timeout)
-
-    def run(self) -> None:
-        try:
-            while (probe := self.inbox.get()) is not None:
-                self._probe(probe)
-                # A probe ends right after the processor made its event visible. Taking the next
-                # one at once would sample events in phase with the processor's cycle (with a
-                # worker that polls every 0.25 s: always just after a pass, the worst moment).
-                # A random gap decouples the sample from that cycle.
-                time.sleep(self.rng.uniform(0, self.max_gap_s))
-                with self._lock:
-                    self._busy = False
-        except (OSError, http.client.HTTPException) as exc:
-            self.errors.append(f"prober: {type(exc).__name__}: {exc}")
-            with self._lock:
-                self._busy = True  # refuse further probes
-        finally:
-            self.client.close()
-
-    def _probe(self, probe: Probe) -> None:
-        path = lookup_path("user_id", probe.user_id)
-        deadline = probe.acked_at + PROBE_TIMEOUT_S
-        next_poll = time.perf_counter()
-        while True:
-            status, body = self.client.request("GET", path)
-            now = time.perf_counter()
-            probe.polls += 1
-            if status == 200:
-                probe.visible_after = now - probe.acked_at
-                break
-            if status != 404:
-                self.errors.append(f"lookup answered {status}: {body[:200]!r}")
-                break
-            if now >= deadline:
-                break
-            next_poll += self.poll_s
-            time.sleep(max(0.0, next_poll - time.perf_counter()))
-        self.done.append(probe)
-
-
-class Load:
-    """Sends the planned batches on a fixed arrival schedule (batch i is due when the events
-    before it, at `rate`, have been sent) from several keep-alive connections, so a slow response
-    does not hold back the schedule; stops at `seconds`."""
-
-    def __init__(
-        self,
-        port: int,
-        auth: dict[str, str],
-        batches: list[Batch],
-        rate: float,
-        seconds: float,
-        connections: int,
-        prober: Prober,
-    ) -> None:
-        self.port = port
-        self.auth = auth
-        self.batches = batches
-        self.offsets: list[float] = []
-        total = 0
-        for batch in batches:
-            self.offsets.append(total / rate)
-            total += batch.events
-        self.seconds = seconds
-        self.connections = connections
-        self.prober = prober
-        self._lock = threading.Lock()
-        self._next = 0
-        self.start = 0.0
-        self.last_ack = 0.0
-        self.sent_events = 0
-        self.post_latencies: list[float] = []
-        self.max_late = 0.0  # how far behind its schedule a batch was sent
-        self.errors: list[str] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        threads = [
-            threading.Thread(target=self._worker, name=f"sender-{n}", daemon=True)
-            for n in range(self.connections)
-        ]
-        self.start = time.perf_counter() + 0.05
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(self.seconds + REQUEST_TIMEOUT_S + 10)
-        if any(thread.is_alive() for thread in threads):
-            self.stop.set()
-            self.errors.append("sender threads did not finish within the request timeout")
-
-    def _take(self) -> int | None:
-        with self._lock:
-            n = self._next
-            if n >= len(self.batches) or self.offsets[n] >= self.seconds or self.stop.is_set():
-                return None
-            self._next += 1
-            return n
-
-    def _worker(self) -> None:
-        client = Client(self.port)
-        try:
-            while (n := self._take()) is not None:
-                batch = self.batches[n]
-                due = self.start + self.offsets[n]
-                time.sleep(max(0.0, due - time.perf_counter()))
-                began = time.perf_counter()
-                try:
-                    status, reply = client.request("POST", "/v1/batch", batch.body, self.auth[batch.source])
-                except (OSError, http.client.HTTPException) as exc:
-                    self.errors.append(f"POST /v1/batch: {type(exc).__name__}: {exc}")
-                    self.stop.set()
-                    return
-                acked = time.perf_counter()
-                if status != 200:
-                    self.errors.append(f"POST /v1/batch answered {status}: {reply[:200]!r}")
-                    self.stop.set()
-                    return
-                if batch.fresh_user_ids:
-                    self.prober.offer(Probe(batch.fresh_user_ids[0], acked))
-                with self._lock:
-                    self.post_latencies.append(acked - began)
-                    self.sent_events += batch.events
-                    self.last_ack = max(self.last_ack, acked)
-                    self.max_late = max(self.max_late, began - due)
-        finally:
-            client.close()
-
-
-def unprocessed(db: Database) -> tuple[int, int]:
-    """(events in the log, events beyond the processor's checkpoint)."""
-    engine = sa.create_engine(db.url)
-    try:
-        with engine.connect() as conn:
-            total = int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
-            last = conn.execute(sa.select(sa.func.min(processor_state.c.last_event_id))).scalar() or 0
-            behind = conn.execute(sa.select(sa.func.count()).select_from(events).where(events.c.id > last))
-            return total, int(behind.scalar_one())
-    finally:
-        engine.dispose()
-
-
 def measure_visibility(
-    db: Database, args: argparse.Namespace, rate: float, mode: str, report: EngineReport
+    db: Scratch, args: argparse.Namespace, rate: float, mode: str, report: EngineReport
 ) -> None:
     """One e2e run. `mode` embedded: `opencdp serve` processes (the default); worker: the server
     only collects (OPENCDP_PROCESS_IN_SERVER=0) and a separate `opencdp worker` process processes."""
-    write_keys = {name: cli(db, "sources", "create", f"demo-{name}") for name in SOURCES}
-    admin_key = cli(db, "keys", "create", "--role", "admin", "--name", "bench")
-    auth = {
-        name: "Basic " + base64.b64encode(f"{key}:".encode()).decode() for name, key in write_keys.items()
-    }
-    batches = plan_batches(int(rate * args.seconds), args.batch_size, args.seed + 1)
-    env = db.env if mode == "embedded" else {**db.env, "OPENCDP_PROCESS_IN_SERVER": "0"}
+    auth = {name: basic_auth(create_source(db.env, f"demo-{name}")) for name in SOURCES}
+    admin_key = create_admin_key(db.env)
+    batches = plan_batches(int(rate * args.seconds), args.batch_size, args.seed + 1, auth)
+    env = db.env if mode == "embedded" else db.with_env(OPENCDP_PROCESS_IN_SERVER="0")
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(running_server(db, env))
         children: list[Child] = [server]
         if mode == "worker":
-            children.append(stack.enter_context(running_worker(db, env)))
+            children += stack.enter_context(running_workers(db, 1, env))
         prober = Prober(server.port, admin_key, args.poll_ms / 1000, args.probe_gap_ms / 1000, args.seed)
         prober.start()
-        load = Load(server.port, auth, batches, rate, args.seconds, args.connections, prober)
-        cpu_before = [c.cpu_seconds() for c in children]
+        load = Load(server.port, batches, args.seconds, args.connections, rate, on_ack=prober.on_ack)
+        cpu_before = [process_cpu_seconds(c.pid) for c in children]
         machine_before = machine_cpu_busy()
         load.run()
-        cpu_after = [c.cpu_seconds() for c in children]
+        cpu_after = [process_cpu_seconds(c.pid) for c in children]
         machine_after = machine_cpu_busy()
-        backlog_at_stop = unprocessed(db)[1]
-        prober.finish(PROBE_TIMEOUT_S + REQUEST_TIMEOUT_S)
+        backlog_at_stop = log_state(db.url).unprocessed or 0
+        prober.finish()
         drain_deadline = time.monotonic() + 60
-        while (left := unprocessed(db)[1]) and time.monotonic() < drain_deadline:
+        while (left := log_state(db.url).unprocessed) and time.monotonic() < drain_deadline:
             time.sleep(0.1)
     errors = load.errors + prober.errors
     if errors:
@@ -865,31 +433,30 @@ def measure_visibility(
         for child, before, after in zip(children, cpu_before, cpu_after, strict=True)
         if before is not None and after is not None and elapsed > 0
     )
-    if machine_before and machine_after and machine_after[1] > machine_before[1]:
-        busy = (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
+    if (busy := busy_between(machine_before, machine_after)) is not None:
         server_cpu += f"; machine {100 * busy:.0f}% busy ({os.cpu_count()} cores)"
     label = f"@ {rate:,.0f} events/s" + (", separate worker" if mode == "worker" else "")
     report.add(
         f"steady load {label}, fresh database",
-        f"{load.sent_events:,} events in {len(load.post_latencies):,} batches of {args.batch_size} "
-        f"over {elapsed:.1f} s = {load.sent_events / elapsed:,.0f} events/s (asked {rate:,.0f}, "
+        f"{load.acked_events:,} events in {len(load.completions):,} batches of {args.batch_size} "
+        f"over {elapsed:.1f} s = {load.acked_events / elapsed:,.0f} events/s (asked {rate:,.0f}, "
         f"{args.connections} connections, at most {ms(load.max_late)} ms behind schedule); "
-        f"POST {latency_cell(load.post_latencies)}{server_cpu}",
+        f"POST {latency_cell(load.latencies())}{server_cpu}",
     )
-    visible = sorted(p.visible_after for p in prober.done if p.visible_after is not None)
-    missing = sum(1 for p in prober.done if p.visible_after is None)
+    visible = prober.visible()
+    missing = prober.missing()
     if not visible:
         raise RuntimeError("no sampled identify became visible")
     report.add(
         f"accepted -> visible {label}",
         f"{latency_cell(visible, 95)}, polled every {args.poll_ms:g} ms"
-        + (f"; {missing} NOT visible within {PROBE_TIMEOUT_S:.0f} s" if missing else ""),
+        + (f"; {missing} NOT visible within {prober.timeout_s:.0f} s" if missing else ""),
         f"p95 <= {TARGET_VISIBLE_P95_MS:,.0f} ms",
         not missing and percentile(visible, 95) * 1000 <= TARGET_VISIBLE_P95_MS,
     )
     report.add(
         f"processor backlog at end of load {label}",
-        f"{backlog_at_stop:,} events (processed {(load.sent_events - backlog_at_stop) / elapsed:,.0f} "
+        f"{backlog_at_stop:,} events (processed {(load.acked_events - backlog_at_stop) / elapsed:,.0f} "
         "events/s while loaded)" + (f"; {left:,} still unprocessed 60 s later" if left else ""),
     )
 
@@ -901,7 +468,7 @@ def measure_visibility(
 def run_engine(engine_name: str, args: argparse.Namespace) -> EngineReport:
     report = EngineReport(engine_name)
     if {"throughput", "lookups"} & args.parts:
-        with scratch_database(engine_name, "load", args.postgres_url) as db:
+        with scratch(engine_name, "load", args.postgres_url) as db:
             engine = open_database(db.settings())
             try:
                 measure_processing(engine, args, report)
@@ -920,7 +487,7 @@ def run_engine(engine_name: str, args: argparse.Namespace) -> EngineReport:
             if args.processing not in (mode, "both"):
                 continue
             for rate in args.rate:
-                with scratch_database(engine_name, "e2e", args.postgres_url) as db:
+                with scratch(engine_name, "e2e", args.postgres_url) as db:
                     measure_visibility(db, args, rate, mode, report)
     return report
 
@@ -983,7 +550,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get("OPENCDP_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        default=default_postgres_url(),
         help="server for the scratch databases opencdp_bench_profiles_* (dropped afterwards)",
     )
     parser.add_argument("--markdown", action="store_true", help="also print the results as Markdown")
@@ -1002,7 +569,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--probe-gap-ms must be between 0 and 5000")
     if not 1 <= args.lookups <= 50_000 or not 1 <= args.batch_size <= 500 or args.poll_ms <= 0:
         parser.error("--lookups in [1, 50000], --batch-size in [1, 500], --poll-ms > 0")
-    if sa.make_url(args.postgres_url).host not in (None, "127.0.0.1", "localhost", "::1"):
+    if not is_loopback(args.postgres_url):
         parser.error("--postgres-url must point at the loopback interface")
     return args
 

@@ -72,9 +72,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
-from opencdp.config import Settings
+from harness.machine import cpu_model
+from harness.report import rich_table
+from harness.scratch import default_postgres_url, scratch_database
 from opencdp.process.processor import PROCESSOR
 from opencdp.process.schedule import live_profile_count, refresh_all
 from opencdp.segments.compiler import members_query
@@ -84,11 +85,11 @@ from opencdp.segments.queries import preview
 from opencdp.store.database import open_database
 from opencdp.store.schema import processor_state, profiles, segment_memberships, segments, sources
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SCRATCH_DB = "opencdp_bench_segments"
 NOW = datetime(2025, 6, 30, 12, 0, tzinfo=UTC)
 YEAR_S = 365 * 86400
 TARGET_S = 2.0  # behavioural preview count on SQLite
+REPORT_COLUMNS = ("measure", "count", "cold", "warm min", "warm median")
 BEHAVIOURAL = "behavioural"
 
 COUNTRIES = (
@@ -892,59 +893,40 @@ def _size_postgresql(engine: sa.Engine) -> dict[str, int]:
 
 def run_engine(kind: str, data: Dataset, decide_s: float, args: argparse.Namespace) -> EngineReport:
     console.rule(f"[bold]{kind}")
-    scratch: Path | None = None
-    admin: sa.Engine | None = None
-    if kind == "sqlite":
-        if args.keep:
-            data_dir = Path(args.keep)
-            data_dir.mkdir(parents=True, exist_ok=True)
-            if (data_dir / "opencdp.db").exists():
-                raise SystemExit(f"{data_dir / 'opencdp.db'} exists; --keep needs a fresh directory")
-        else:
-            scratch = data_dir = Path(tempfile.mkdtemp(prefix="opencdp-bench-segments-"))
-        url = f"sqlite:///{data_dir / 'opencdp.db'}"
-    else:
-        data_dir = Path(tempfile.gettempdir())
-        admin = sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
-            conn.exec_driver_sql(f"CREATE DATABASE {SCRATCH_DB}")
-        url = sa.make_url(args.postgres_url).set(database=SCRATCH_DB).render_as_string(hide_password=False)
-    engine = open_database(Settings(data_dir=data_dir, database_url=url))
-    try:
-        console.print(f"  database: {url}")
-        started = time.perf_counter()
-        load = load_sqlite(engine, data) if kind == "sqlite" else load_postgresql(engine, data)
-        load["total"] = time.perf_counter() - started
-        console.print(
-            f"  loaded in {load['total']:.0f} s (insert {load['insert']:.0f} s,"
-            f" indexes {load['indexes']:.0f} s, analyze {load['analyze']:.0f} s);"
-            f" deciding the data took {decide_s:.0f} s before that"
-        )
-        size = _size_sqlite(data_dir / "opencdp.db") if kind == "sqlite" else _size_postgresql(engine)
-        live = live_profile_count(engine)
-        settings = _engine_settings(engine)
-        console.print("  preview(engine, criteria, sample_size=0, now=NOW):")
-        previews = measure_previews(engine, args.runs, args.explain)
-        for result in previews:
-            if result.plan:
-                console.rule(f"plan: {kind} / {result.name}", style="dim")
-                console.print("\n".join(result.plan), markup=False, highlight=False)
-        refresh = None if args.no_refresh else measure_refresh(engine, data.events, args.refresh_budget)
-        report = EngineReport(
-            kind, data.profiles, data.events, live, decide_s, load, size, previews, refresh, settings
-        )
-        print_report(report)
-        return report
-    finally:
-        engine.dispose()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-        if admin is not None:
-            if not args.keep:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
-            admin.dispose()
+    keep = Path(args.keep) if args.keep else None
+    if kind == "sqlite" and keep is not None and (keep / "opencdp.db").exists():
+        raise SystemExit(f"{keep / 'opencdp.db'} exists; --keep needs a fresh directory")
+    with scratch_database(
+        kind, args.postgres_url, prefix="opencdp-bench-segments-", name=SCRATCH_DB, keep=keep
+    ) as db:
+        engine = open_database(db.settings())
+        try:
+            console.print(f"  database: {db.url}")
+            started = time.perf_counter()
+            load = load_sqlite(engine, data) if kind == "sqlite" else load_postgresql(engine, data)
+            load["total"] = time.perf_counter() - started
+            console.print(
+                f"  loaded in {load['total']:.0f} s (insert {load['insert']:.0f} s,"
+                f" indexes {load['indexes']:.0f} s, analyze {load['analyze']:.0f} s);"
+                f" deciding the data took {decide_s:.0f} s before that"
+            )
+            size = _size_sqlite(db.workdir / "opencdp.db") if kind == "sqlite" else _size_postgresql(engine)
+            live = live_profile_count(engine)
+            settings = _engine_settings(engine)
+            console.print("  preview(engine, criteria, sample_size=0, now=NOW):")
+            previews = measure_previews(engine, args.runs, args.explain)
+            for result in previews:
+                if result.plan:
+                    console.rule(f"plan: {kind} / {result.name}", style="dim")
+                    console.print("\n".join(result.plan), markup=False, highlight=False)
+            refresh = None if args.no_refresh else measure_refresh(engine, data.events, args.refresh_budget)
+            report = EngineReport(
+                kind, data.profiles, data.events, live, decide_s, load, size, previews, refresh, settings
+            )
+            print_report(report)
+            return report
+        finally:
+            engine.dispose()
 
 
 def _engine_settings(engine: sa.Engine) -> dict[str, str]:
@@ -970,21 +952,20 @@ def _mb(n: int) -> str:
 
 
 def print_report(r: EngineReport) -> None:
-    table = Table(title=f"{r.engine}: segments and computed traits", show_lines=False)
-    table.add_column("measure")
-    table.add_column("count", justify="right")
-    table.add_column("cold", justify="right")
-    table.add_column("warm min", justify="right")
-    table.add_column("warm median", justify="right")
-    table.add_row(
+    rows: list[list[str]] = []
+
+    def row(*cells: str) -> None:
+        rows.append(list(cells))
+
+    row(
         "data",
         f"{r.profiles:,} profiles ({r.live:,} live), {r.events:,} events",
         "",
         "",
         "",
     )
-    table.add_row("database size", ", ".join(f"{k} {_mb(v)}" for k, v in r.size.items()), "", "", "")
-    table.add_row(
+    row("database size", ", ".join(f"{k} {_mb(v)}" for k, v in r.size.items()), "", "", "")
+    row(
         "generation",
         f"{r.decide_s + r.load['total']:.0f} s = decide {r.decide_s:.0f} + insert {r.load['insert']:.0f}"
         f" + indexes {r.load['indexes']:.0f} + analyze {r.load['analyze']:.0f}",
@@ -995,7 +976,7 @@ def print_report(r: EngineReport) -> None:
     for p in r.previews:
         median = statistics.median(p.warm)
         flag = " ✗" if median > TARGET_S else " ✓" if p.name == BEHAVIOURAL else ""
-        table.add_row(
+        row(
             f"preview: {p.name}",
             f"{p.count:,}",
             f"{p.cold:.3f} s",
@@ -1011,7 +992,7 @@ def print_report(r: EngineReport) -> None:
             if f.error
             else "refresh_all (STOPPED: over budget; rates measured so far)"
         )
-        table.add_row(
+        row(
             what,
             f"{f.profiles:,} profiles",
             f"{f.seconds:.0f} s",
@@ -1020,7 +1001,7 @@ def print_report(r: EngineReport) -> None:
         )
         if f.traits_seconds > 0:
             events_done = f.events * f.profiles / max(1, r.live)
-            table.add_row(
+            row(
                 "refresh rate (traits phase)",
                 f"{f.profiles / f.traits_seconds:,.0f} profiles/s,"
                 f" ~{events_done / f.traits_seconds:,.0f} events/s",
@@ -1028,11 +1009,9 @@ def print_report(r: EngineReport) -> None:
                 "",
                 "",
             )
-        table.add_row(
-            "memberships saved", ", ".join(f"{k} {v:,}" for k, v in f.memberships.items()), "", "", ""
-        )
-    table.add_row("engine", ", ".join(f"{k}={v}" for k, v in r.settings.items()), "", "", "")
-    console.print(table)
+        row("memberships saved", ", ".join(f"{k} {v:,}" for k, v in f.memberships.items()), "", "", "")
+    row("engine", ", ".join(f"{k}={v}" for k, v in r.settings.items()), "", "", "")
+    console.print(rich_table(f"{r.engine}: segments and computed traits", REPORT_COLUMNS, rows))
     if r.refresh and r.refresh.error:
         console.print(f"  refresh_all failed: {r.refresh.error}", markup=False, highlight=False)
     if r.refresh:
@@ -1059,12 +1038,7 @@ def describe_data(data: Dataset) -> None:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
+    cpu = cpu_model()
     mem = ""
     with contextlib.suppress(OSError, ValueError, IndexError):
         kb = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
@@ -1091,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
-        "--postgres-url", default=os.environ.get("OPENCDP_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+        "--postgres-url", default=os.environ.get("OPENCDP_TEST_POSTGRES_URL", default_postgres_url())
     )
     args = parser.parse_args(argv)
     if not (1000 <= args.profiles <= 20_000_000 and args.profiles <= args.events <= 200_000_000):

@@ -14,9 +14,16 @@ import httpx
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port; from OPENCDP_TEST_PORTS ("18300-18399") when set (shared machines)."""
+    first, _, last = os.environ.get("OPENCDP_TEST_PORTS", "0").partition("-")
+    for port in range(int(first), int(last or first) + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError(f"no free port in OPENCDP_TEST_PORTS={os.environ['OPENCDP_TEST_PORTS']}")
 
 
 def opencdp(*args: str, env: dict[str, str]) -> str:
