@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from opencdp.store.schema import profile_refresh_queue, profiles
 
 PARTS = 16
+_shuffler = random.Random()  # not the global generator: other code (tests, hypothesis) owns that
 #: profiles refreshed per transaction
 BATCH = 1000
 
@@ -60,7 +61,7 @@ def refresh_queued(engine: sa.Engine, batch: int = BATCH) -> int:
     """Refresh one batch of one partition no other worker holds; returns how many queued
     profiles were done (0: nothing waiting, or every waiting partition is busy)."""
     parts = list(range(PARTS))
-    random.shuffle(parts)  # workers spread over the partitions
+    _shuffler.shuffle(parts)  # workers spread over the partitions
     with engine.connect() as conn:
         waiting = set(conn.execute(sa.select(profile_refresh_queue.c.part).distinct()).scalars())
     for part in (p for p in parts if p in waiting):
