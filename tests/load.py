@@ -149,9 +149,11 @@ class Importer(threading.Thread):
 
 
 def wait_until_processed(engine: Any, seconds: float = 120.0) -> None:
-    """Until the processor's checkpoint has reached the newest event."""
+    """Until the processor's checkpoint has reached the newest event and no profile waits for its
+    computed traits and memberships (PostgreSQL refreshes them in a second, parallel step)."""
     import sqlalchemy as sa
 
+    from opencdp.process.derived import queued
     from opencdp.process.processor import PROCESSOR
     from opencdp.store.schema import events, processor_state
 
@@ -162,7 +164,8 @@ def wait_until_processed(engine: Any, seconds: float = 120.0) -> None:
             done = conn.execute(
                 sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
             ).scalar()
-        if done is not None and done >= newest:
+            waiting = queued(conn)
+        if done is not None and done >= newest and not waiting:
             return
         time.sleep(0.2)
     raise AssertionError(f"processing did not catch up within {seconds:.0f} s")

@@ -9,17 +9,48 @@ profiles.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Any
+
 import sqlalchemy as sa
 
 from opencdp.identity.identifiers import Identifier, IdentityRules
+from opencdp.log.lock import suppression_version
 from opencdp.process.chunk import Chunk
-from opencdp.process.derived import enqueue, refresh_queued, update_derived_state
+from opencdp.process.derived import enqueue, queued, refresh_queued, update_derived_state
 from opencdp.process.working_set import signature
 from opencdp.store.dialect import insert_ignoring_duplicates, lock_for_processing
 from opencdp.store.schema import DERIVED_TABLES, events, processor_state, sources
 from opencdp.store.write_turns import WriteTurns
 
 PROCESSOR = "profiles"
+
+_NEXT_EVENTS = (
+    sa.select(
+        events.c.id,
+        events.c.type,
+        events.c.message_id,
+        events.c.source_id,
+        events.c.timestamp,
+        events.c.payload,
+        sources.c.name.label("source"),
+    )
+    .join(sources, sources.c.id == events.c.source_id)
+    .where(events.c.id > sa.bindparam("after"))
+    .order_by(events.c.id)
+    .limit(sa.bindparam("limit"))
+)
+
+
+@dataclass
+class _Prepared:
+    """A chunk read and parsed: the checkpoint and suppression version it was read at."""
+
+    after: int
+    version: int
+    batch: list[Any]
+    extracted: list[list[Identifier]]
 
 
 def read_checkpoint(conn: sa.Connection) -> int:
@@ -63,13 +94,36 @@ class Processor:
         return (applied or 0) + refreshed
 
     def refresh_all_queued(self) -> int:
+        """Refresh queued profiles until none waits (other workers may be refreshing some)."""
         total = 0
-        while self.parallel_refresh and (n := refresh_queued(self.engine)):
-            total += n
+        while self.parallel_refresh:
+            if n := refresh_queued(self.engine):
+                total += n
+                continue
+            with self.engine.connect() as conn:
+                if not queued(conn):
+                    break
+            time.sleep(0.01)  # the rest is being refreshed by another worker right now
         return total
 
+    def _prepare(self, conn: sa.Connection, after: int) -> _Prepared:
+        """Read and parse the next chunk: the part of the work that needs no lock."""
+        version = suppression_version(conn)
+        batch = list(conn.execute(_NEXT_EVENTS, {"after": after, "limit": self.chunk_size}))
+        extracted = [self.rules.extract(e.payload) for e in batch]
+        return _Prepared(after, version, batch, extracted)
+
     def _apply_next_chunk(self, wait: bool) -> int | None:
-        """Apply the next chunk; None if another processor holds the lock and `wait` is false."""
+        """Apply the next chunk; None if another processor holds the lock and `wait` is false.
+
+        The chunk is read and parsed before the lock (on SQLite: outside the write lock, while
+        collection goes on) and read again under it only if the checkpoint moved meanwhile
+        (another processor) or the suppression version did (an erasure deleted or scrubbed
+        events). Appends commit in id order (§12), so nothing below the newest id read is missed."""
+        with self.engine.connect() as conn:
+            prepared = self._prepare(conn, read_checkpoint(conn))
+        if not prepared.batch:
+            return 0
         with self.engine.begin() as conn:
             if not lock_for_processing(conn, PROCESSOR, wait=wait):
                 return None
@@ -82,25 +136,12 @@ class Processor:
                     [{"name": PROCESSOR, "last_event_id": 0}],
                 )
                 last = 0
-            batch = conn.execute(
-                sa.select(
-                    events.c.id,
-                    events.c.type,
-                    events.c.message_id,
-                    events.c.source_id,
-                    events.c.timestamp,
-                    events.c.payload,
-                    sources.c.name.label("source"),
-                )
-                .join(sources, sources.c.id == events.c.source_id)
-                .where(events.c.id > last)
-                .order_by(events.c.id)
-                .limit(self.chunk_size)
-            ).all()
-            if not batch:
-                return 0
+            if last != prepared.after or suppression_version(conn) != prepared.version:
+                prepared = self._prepare(conn, last)
+                if not prepared.batch:
+                    return 0
+            batch, extracted = prepared.batch, prepared.extracted
             chunk = Chunk(conn, self.rules)
-            extracted = [self.rules.extract(e.payload) for e in batch]
             chunk.preload(
                 {i for ids in extracted for i in ids},
                 {
