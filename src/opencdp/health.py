@@ -123,9 +123,7 @@ def check_store(report: Report, engine: sa.Engine, settings: Any, lag_hint: str 
     except sa.exc.SQLAlchemyError as exc:
         report.reasons.append(f"the database cannot be read: {type(exc).__name__}")
         return report
-    report.processing["events_per_second"] = throughput_for(engine).sample(
-        report.processing["checkpoint"]
-    )
+    report.processing["events_per_second"] = throughput_for(engine).sample(report.processing["checkpoint"])
     if failed:
         names = ", ".join(f"{failures.LABELS[f.kind]} {f.name!r}" for f in failed)
         report.reasons.append(f"{len(failed)} definition(s) failed to evaluate and are skipped: {names}")

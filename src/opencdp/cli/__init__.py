@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 
 import click
@@ -37,6 +38,8 @@ def serve(host: str | None, port: int | None) -> None:
 
     # First, before any metric exists: counters of this process and its children go to files here.
     metrics_dir, own_dir = metrics.prepare_multiprocess_dir()
+    # uvicorn re-raises SIGTERM after its graceful shutdown; leave through `finally` instead of dying
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     from opencdp.api.app import create_app
     from opencdp.system import OpenCDP
 
