@@ -46,6 +46,9 @@ class _Metrics:
         from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
         disable_created_metrics()  # as in multiprocess mode, which has no `_created` series
+        path = multiprocess_dir()
+        if path is not None:  # set, but only `serve` creates it: a CLI import must not fail on it
+            path.mkdir(parents=True, exist_ok=True)
         self.registry = CollectorRegistry()
         self.accepted = Counter(
             "opencdp_events_accepted",
