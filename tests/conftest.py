@@ -119,5 +119,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         OPENCDP_DATA_DIR=str(settings.data_dir),
         OPENCDP_KEY_CACHE_SECONDS="0",
         OPENCDP_LOG_LEVEL="WARNING",
+        # metric files of servers and their children stay in the test's directory, even after kill -9
+        PROMETHEUS_MULTIPROC_DIR=str(settings.data_dir / "prometheus"),
     )
     return env

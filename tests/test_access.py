@@ -45,7 +45,7 @@ def basic(write_key: str) -> dict[str, str]:
 
 @pytest.fixture
 def keys(cdp: OpenCDP) -> dict[str, str]:
-    """One key per role: {"admin": secret, "export": secret, "read": secret}."""
+    """One key per role: {"admin": secret, "export": secret, "read": secret, "metrics": secret}."""
     return {role: create_api_key(cdp.engine, role, f"{role} test")[1] for role in SCOPES}
 
 
@@ -112,9 +112,10 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
 
 
 def test_roles_nest() -> None:
-    assert [s for s in SCOPES if grants("admin", s)] == ["admin", "export", "read"]
-    assert [s for s in SCOPES if grants("export", s)] == ["export", "read"]
-    assert [s for s in SCOPES if grants("read", s)] == ["read"]
+    assert [s for s in SCOPES if grants("admin", s)] == ["admin", "export", "read", "metrics"]
+    assert [s for s in SCOPES if grants("export", s)] == ["export", "read", "metrics"]
+    assert [s for s in SCOPES if grants("read", s)] == ["read", "metrics"]
+    assert [s for s in SCOPES if grants("metrics", s)] == ["metrics"]
     assert not grants("write", "read") and not grants("admin", "superuser")
 
 
@@ -124,7 +125,7 @@ def test_every_route_needs_its_scope(
     wrong = []
     for method, template, scope, kwargs in ROUTES:
         path = template.format(profile_id=ann, name="buyers", trait="orders")
-        for role in ("read", "export", "admin"):
+        for role in ("metrics", "read", "export", "admin"):
             response = client.request(method, path, headers=bearer(keys[role]), **kwargs)
             if grants(role, scope):
                 ok = response.status_code < 400
@@ -345,7 +346,7 @@ def test_audit_api_pages_filters_and_exports(client: TestClient, cdp: OpenCDP, k
         page = client.get("/api/audit", params={"after_id": after, "limit": 3}, headers=admin).json()
         seen += [e["action"] for e in page["entries"]]
         after = page["next_after_id"]
-    assert seen == ["key.create"] * 3 + [f"test.step{n}" for n in range(5)]
+    assert seen == ["key.create"] * len(SCOPES) + [f"test.step{n}" for n in range(5)]
     by_actor = client.get("/api/audit", params={"actor": "user:1"}, headers=admin).json()["entries"]
     assert [e["target_id"] for e in by_actor] == ["1", "3"]
     by_prefix = client.get("/api/audit", params={"action": "test.*"}, headers=admin).json()["entries"]

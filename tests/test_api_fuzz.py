@@ -50,6 +50,7 @@ READ_SCOPE = {
     ("POST", "/api/segments/preview"),
     ("GET", "/api/traits/computed"),
     ("GET", "/api/consent/purposes"),
+    ("GET", "/metrics"),
 }
 
 

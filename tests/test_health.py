@@ -23,7 +23,12 @@ from tests.identity_helpers import RULES, process, source_id
 def test_healthy_system_says_ok(client: TestClient) -> None:
     body = client.get("/api/health").json()
     assert body["status"] == "ok" and body["reasons"] == []
-    assert body["processing"] == {"events_waiting": 0, "lag_seconds": 0.0}
+    assert body["processing"] == {
+        "events_waiting": 0,
+        "lag_seconds": 0.0,
+        "checkpoint": 0,
+        "events_per_second": None,  # one health check: no rate yet
+    }
 
 
 def test_processing_that_falls_behind_is_reported(settings: Settings) -> None:

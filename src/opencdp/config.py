@@ -61,6 +61,9 @@ class Settings:
     refresh_seconds: int = 3600
     #: /api/health reports "degraded" when the oldest unprocessed event waited longer than this
     health_max_lag_seconds: int = 60
+    #: GET /metrics without a key (for a scraper on a private network); otherwise it needs an API
+    #: key with the `metrics` scope (every role has it)
+    metrics_public: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -90,6 +93,7 @@ class Settings:
             process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()
             not in {"0", "false", "no"},
             process_chunk_size=_int("OPENCDP_PROCESS_CHUNK_SIZE", 1000),
+            metrics_public=os.environ.get("OPENCDP_METRICS_PUBLIC", "0").lower() in {"1", "true", "yes"},
         )
 
     @property

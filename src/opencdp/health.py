@@ -10,6 +10,10 @@ evaluate (skipped, see `store.failures`), or the disk holding the embedded datab
 from __future__ import annotations
 
 import shutil
+import threading
+import time
+import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,7 +60,48 @@ def processing_lag(conn: sa.Connection, now: datetime | None = None) -> dict[str
         sa.select(events.c.received_at).where(events.c.id > checkpoint).order_by(events.c.id).limit(1)
     ).scalar()
     lag = ((now or datetime.now(UTC)) - oldest).total_seconds() if oldest is not None else 0.0
-    return {"events_waiting": int(count), "lag_seconds": round(max(lag, 0.0), 3)}
+    return {
+        "events_waiting": int(count),
+        "lag_seconds": round(max(lag, 0.0), 3),
+        "checkpoint": checkpoint,
+    }
+
+
+class Throughput:
+    """The processing rate, from the checkpoint's movement between samples (health checks,
+    scrapes, or `opencdp status`'s own two reads) over the last `window` seconds.
+
+    The checkpoint is the one fact every processor writes wherever it runs, so this is true for
+    a processor in any process; nothing is stored for it. It counts log positions (event ids), which
+    on PostgreSQL may skip a few numbers (rejected duplicates): an estimate, not an audit."""
+
+    def __init__(self, window: float = 60.0, min_span: float = 1.0) -> None:
+        self.window = window
+        self.min_span = min_span
+        self._samples: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def sample(self, checkpoint: int, now: float | None = None) -> float | None:
+        """Record the checkpoint seen now; the rate in events per second (None: too few samples)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._samples and checkpoint < self._samples[-1][1]:
+                self._samples.clear()  # a rebuild started over
+            self._samples.append((now, checkpoint))
+            while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
+                self._samples.popleft()
+            (start, first), (end, last) = self._samples[0], self._samples[-1]
+        if end <= start or end - start < self.min_span:
+            return None
+        return round((last - first) / (end - start), 1)
+
+
+_throughputs: weakref.WeakKeyDictionary[sa.Engine, Throughput] = weakref.WeakKeyDictionary()
+
+
+def throughput_for(engine: sa.Engine) -> Throughput:
+    """The sampler shared by this process's health checks and scrapes of `engine`."""
+    return _throughputs.setdefault(engine, Throughput())
 
 
 def check(cdp: Any) -> Report:
@@ -65,13 +110,20 @@ def check(cdp: Any) -> Report:
     failure = cdp.writer.failure()
     if failure:
         report.reasons.append(f"the event log cannot be written: {failure}")
+    hint = "" if cdp.loop else "; are `opencdp worker` processes running?"
+    return check_store(report, cdp.engine, cdp.settings, hint)
+
+
+def check_store(report: Report, engine: sa.Engine, settings: Any, lag_hint: str = "") -> Report:
+    """The checks that need only the database (and its disk): `check` and `opencdp status`."""
     try:
-        with cdp.engine.connect() as conn:
+        with engine.connect() as conn:
             report.processing = processing_lag(conn)
             failed = list(failures.failures(conn).values())
     except sa.exc.SQLAlchemyError as exc:
         report.reasons.append(f"the database cannot be read: {type(exc).__name__}")
         return report
+    report.processing["events_per_second"] = throughput_for(engine).sample(report.processing["checkpoint"])
     if failed:
         names = ", ".join(f"{failures.LABELS[f.kind]} {f.name!r}" for f in failed)
         report.reasons.append(f"{len(failed)} definition(s) failed to evaluate and are skipped: {names}")
@@ -79,13 +131,13 @@ def check(cdp: Any) -> Report:
             {"kind": f.kind, "name": f.name, "failed_at": f.failed_at} for f in failed
         ]
     lag = report.processing["lag_seconds"]
-    if lag > cdp.settings.health_max_lag_seconds:
+    if lag > settings.health_max_lag_seconds:
         report.reasons.append(
             f"processing is {lag:,.0f} s behind ({report.processing['events_waiting']:,} events waiting)"
-            + ("" if cdp.loop else "; are `opencdp worker` processes running?")
+            + lag_hint
         )
-    if cdp.settings.is_sqlite:
-        free = shutil.disk_usage(cdp.settings.data_dir).free
+    if settings.is_sqlite:
+        free = shutil.disk_usage(settings.data_dir).free
         if free < MIN_FREE_BYTES:
             report.reasons.append(f"low disk space: {free // (1024 * 1024)} MiB free for the database")
     return report

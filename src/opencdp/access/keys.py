@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from opencdp.access.audit import record
 from opencdp.store.schema import api_keys, sources
 
-#: What an API key may do. Each scope includes the ones after it: admin ⊇ export ⊇ read.
-SCOPES = ("admin", "export", "read")
+#: What an API key may do. Each scope includes the ones after it: admin ⊇ export ⊇ read ⊇ metrics.
+SCOPES = ("admin", "export", "read", "metrics")
 #: A key's role is the widest scope it holds. Write keys belong to sources and only collect.
+#: A `metrics` key may only scrape /metrics (counts and source names, never personal data).
 ROLES = SCOPES
 WRITE_KEY_PREFIX = "wk_"
 ADMIN_KEY_PREFIX = "ak_"

@@ -50,6 +50,12 @@ class Processing(BaseModel):
         0, description="Events in the log not processed yet (counted up to 1,000,000)"
     )
     lag_seconds: float = Field(0.0, description="How long the oldest of them has waited")
+    checkpoint: int = Field(0, description="Id of the last event processed")
+    events_per_second: float | None = Field(
+        None,
+        description="Processing rate from the checkpoint's movement between this server's health "
+        "checks and metric scrapes of about the last minute (null until two are a second apart)",
+    )
 
 
 class FailedDefinition(BaseModel):

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencdp import __version__
 from opencdp.access.ratelimit import RateLimit, TokenBuckets
-from opencdp.api import admin, audit, collect, imports, privacy, profiles, segments
+from opencdp.api import admin, audit, collect, imports, metrics, privacy, profiles, segments
 from opencdp.api.body_guard import BodyGuard
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from opencdp.api.responses import FastJSONResponse
@@ -51,7 +51,9 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(ui_router)
     app.include_router(privacy.router)
     app.include_router(audit.router)
+    app.include_router(metrics.router)
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
+    app.add_middleware(metrics.RequestTimer)  # outermost: times everything, BodyGuard's 408s too
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

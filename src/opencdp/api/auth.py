@@ -1,6 +1,6 @@
 """Authentication: write keys for the collection API, scoped bearer API keys for /api.
 
-API keys have a role, the widest scope they hold: admin ⊇ export ⊇ read. A route declares the
+API keys have a role, the widest scope they hold: admin ⊇ export ⊇ read ⊇ metrics. A route declares the
 scope it needs with `ReadKey`, `ExportKey` or `AdminKey`; an unknown or disabled key gets 401, a
 key without the scope 403 naming the scope. Secrets are compared as hashes (see `access.keys`).
 Also here, because they guard the same door: the per-write-key rate limit of /v1 and the refusal
@@ -95,11 +95,14 @@ class MissingScope(ApiError):
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="An API key from `opencdp keys create --role read|export|admin`. "
+    description="An API key from `opencdp keys create --role metrics|read|export|admin`. "
     "admin may do everything; export may also list and export segment members and export personal "
-    "data; read may read profiles, events, segments and traits and preview segments.",
+    "data; read may read profiles, events, segments and traits and preview segments; metrics may "
+    "only scrape /metrics.",
 )
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="opencdp"'}
+#: The bearer credentials, if any, for a route that checks them itself (GET /metrics).
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def require(scope: str) -> Callable[..., ApiKey]:
@@ -134,6 +137,7 @@ def require(scope: str) -> Callable[..., ApiKey]:
     return api_key
 
 
+metrics_key = require("metrics")
 read_key = require("read")
 export_key = require("export")
 admin_key = require("admin")

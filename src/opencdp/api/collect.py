@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from opencdp import metrics
 from opencdp.api.auth import check_rate, source_for, write_key_from_header
 from opencdp.api.errors import ApiError
 from opencdp.api.http_body import parse_json_object, read_body
@@ -27,28 +28,60 @@ def _responses() -> dict[int | str, dict[str, Any]]:
     return {**error_responses(), 429: {"description": limited, "model": Error}}
 
 
+#: The `reason` label of opencdp_events_rejected_total for each error code of this API.
+_REJECT_REASONS = {
+    "unauthorized": "unauthorized",
+    "rate_limited": "rate_limited",
+    "payload_too_large": "too_large",
+    "unavailable": "unavailable",
+}
+
+
+class _Tally:
+    """What a request is known to carry so far, for the accepted/rejected counters."""
+
+    source: str | None = None
+    events = 1  # until the body is read: a refused request counts as one
+
+
 async def _ingest(request: Request, call_type: str | None) -> FastJSONResponse:
+    tally = _Tally()
+    try:
+        return await _store(request, call_type, tally)
+    except ApiError as exc:
+        reason = _REJECT_REASONS.get(exc.error, "too_large" if exc.status == 413 else "invalid")
+        metrics.record_rejected(tally.source, reason, tally.events)
+        raise
+
+
+async def _store(request: Request, call_type: str | None, tally: _Tally) -> FastJSONResponse:
     cdp: OpenCDP = request.app.state.cdp
     received_at = datetime.now(UTC)
     header_key = write_key_from_header(request)
     if header_key:  # authenticate (and rate-limit) before reading a byte of the body
         source = source_for(cdp, header_key)
+        tally.source = source.name
         check_rate(request, source)
     body = parse_json_object(await read_body(request, cdp.settings.max_batch_bytes))
+    if call_type is None and isinstance(body.get("batch"), list):
+        tally.events = len(body["batch"])
     if not header_key:
         key = body.get("writeKey")
         source = source_for(cdp, key if isinstance(key, str) else None)
+        tally.source = source.name
         check_rate(request, source)
 
     suppressed = cdp.suppressor.current()
     if suppressed:  # erased people: their new events are dropped, the client sees success
         if call_type is None and isinstance(body.get("batch"), list):
-            body["batch"] = [
-                m for m in body["batch"] if not (isinstance(m, dict) and suppressed.is_suppressed(m))
-            ]
-            if not body["batch"]:
+            kept = [m for m in body["batch"] if not (isinstance(m, dict) and suppressed.is_suppressed(m))]
+            metrics.record_rejected(source.name, "suppressed", len(body["batch"]) - len(kept))
+            body["batch"] = kept
+            tally.events = len(kept)
+            if not kept:
                 return _SUCCESS
         elif call_type is not None and suppressed.is_suppressed({**body, "type": call_type}):
+            metrics.record_rejected(source.name, "suppressed")
             return _SUCCESS
 
     if call_type is None:
@@ -87,6 +120,7 @@ async def _ingest(request: Request, call_type: str | None) -> FastJSONResponse:
             "the events could not be stored; nothing was written, retry",
             headers={"Retry-After": "1"},
         ) from None
+    metrics.record_accepted(source.name, len(rows))
     return _SUCCESS
 
 

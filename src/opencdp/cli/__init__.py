@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 
 import click
@@ -29,24 +30,35 @@ def main() -> None:
 @click.option("--host", default=None, help="Interface to listen on [default: OPENCDP_HOST or 127.0.0.1]")
 @click.option("--port", default=None, type=int, help="Port [default: OPENCDP_PORT or 8000]")
 def serve(host: str | None, port: int | None) -> None:
-    """Run the HTTP server: collection API (/v1), admin API (/api), OpenAPI at /openapi.json."""
+    """Run the HTTP server: collection API (/v1), admin API (/api), OpenAPI at /openapi.json,
+    Prometheus metrics at /metrics."""
     import uvicorn
 
+    from opencdp import metrics
+
+    # First, before any metric exists: counters of this process and its children go to files here.
+    metrics_dir, own_dir = metrics.prepare_multiprocess_dir()
+    # uvicorn re-raises SIGTERM after its graceful shutdown; leave through `finally` instead of dying
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     from opencdp.api.app import create_app
     from opencdp.system import OpenCDP
 
     settings = _settings()
-    cdp = OpenCDP(settings, separate_process=True)
-    log = logs.get("opencdp.serve")
-    log.info("starting", database=cdp.engine.url.render_as_string(hide_password=True))
-    uvicorn.run(
-        create_app(cdp),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    try:
+        cdp = OpenCDP(settings, separate_process=True)
+        log = logs.get("opencdp.serve")
+        log.info("starting", database=cdp.engine.url.render_as_string(hide_password=True))
+        uvicorn.run(
+            create_app(cdp),
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if own_dir:
+            metrics.remove_multiprocess_dir(metrics_dir)
 
 
 @main.command()
@@ -102,7 +114,8 @@ def sources_enable(name: str) -> None:
 @main.group("keys")
 def keys_group() -> None:
     """API keys for /api. Roles: admin (everything), export (read + segment member lists, CSV
-    exports, personal data export), read (profiles, events, segments, traits, previews)."""
+    exports, personal data export), read (profiles, events, segments, traits, previews), metrics
+    (only GET /metrics, for Prometheus)."""
 
 
 @keys_group.command("create")
@@ -193,13 +206,22 @@ def demo(customers: int, seed: int, url: str | None) -> None:
 
 @main.command()
 @click.option("--once", is_flag=True, help="Process what is waiting, then exit")
-def worker(once: bool) -> None:
+@click.option(
+    "--metrics-port", type=int, default=None, help="Serve Prometheus metrics of this worker on this port"
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="…on this interface")
+def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Process the event log into identities and profiles. Several workers may run side by side on
-    PostgreSQL (they take turns per chunk); `serve` also processes unless OPENCDP_PROCESS_IN_SERVER=0."""
+    PostgreSQL (they take turns at identity resolution and refresh profiles in parallel); `serve` also
+    processes, in a child process, unless OPENCDP_PROCESS_IN_SERVER=0."""
     from opencdp.process.loop import ProcessorLoop
     from opencdp.process.processor import Processor
 
     processor = Processor(_engine(), chunk_size=_settings().process_chunk_size)
+    if metrics_port is not None:
+        from opencdp import metrics
+
+        metrics.serve_http(processor.engine, metrics_port, metrics_host)
     if once:
         click.echo(f"processed {processor.run_until_caught_up()} events")
         return
@@ -280,3 +302,7 @@ main.add_command(audit_command)
 from opencdp.ui.cli import users_group  # noqa: E402
 
 main.add_command(users_group)
+
+from opencdp.cli.status import status_command  # noqa: E402
+
+main.add_command(status_command)

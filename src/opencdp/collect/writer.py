@@ -61,6 +61,10 @@ class LogWriter:
         self._queue.put((rows, future, checked_version))
         return future
 
+    def queue_depth(self) -> int:
+        """Requests waiting for the writer (approximate, for metrics)."""
+        return self._queue.qsize()
+
     def close(self, timeout: float = 30.0) -> None:
         """Finish what was queued, then stop."""
         if self._closed:

@@ -29,6 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from opencdp import metrics
 from opencdp.access.keys import AccessError, create_source
 from opencdp.collect.messages import Limits
 from opencdp.imports.files import Format, RejectsFile, Row, detect_format, read_rows, scan
@@ -195,6 +196,8 @@ def _run(
             summary.events_written += written
             summary.suppressed += appended.suppressed
             summary.duplicates += len(batch) - written - appended.suppressed
+            metrics.record_accepted(job.source_name, len(batch) - appended.suppressed)
+            metrics.record_rejected(job.source_name, "suppressed", appended.suppressed)
             batch.clear()
         progress.advance(task, handled)
         handled = 0
@@ -209,6 +212,7 @@ def _run(
         )
         if isinstance(result, Reject):
             summary.rejected += 1
+            metrics.record_rejected(job.source_name, "invalid")
             on_reject(result, cells)
             continue
         summary.accepted += 1
