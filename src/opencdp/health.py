@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from opencdp.process.derived import queued
 from opencdp.process.processor import read_checkpoint
 from opencdp.store import failures
 from opencdp.store.schema import events
@@ -64,6 +65,8 @@ def processing_lag(conn: sa.Connection, now: datetime | None = None) -> dict[str
         "events_waiting": int(count),
         "lag_seconds": round(max(lag, 0.0), 3),
         "checkpoint": checkpoint,
+        # PostgreSQL: touched profiles whose computed traits and memberships a worker will refresh
+        "profiles_waiting": queued(conn),
     }
 
 

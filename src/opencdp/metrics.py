@@ -186,6 +186,11 @@ class DatabaseCollector:
                 lag["lag_seconds"],
             )
             yield gauge(
+                "opencdp_processor_profiles_waiting",
+                "Profiles whose computed traits and memberships wait for a refresh (PostgreSQL)",
+                lag["profiles_waiting"],
+            )
+            yield gauge(
                 "opencdp_processor_checkpoint",
                 "Id of the last event processed (use deriv() for a rate whatever process processes)",
                 lag["checkpoint"],

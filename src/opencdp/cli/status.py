@@ -75,6 +75,8 @@ def _table(status: dict[str, Any]) -> None:
         table.add_row("last event id", f"{log['last_id']:,}")
         table.add_row("processor checkpoint", f"{p['checkpoint']:,}")
         table.add_row("lag", f"{p['events_waiting']:,} events, {p['lag_seconds']:,.1f} s")
+        if p.get("profiles_waiting"):
+            table.add_row("profiles waiting for a refresh", f"{p['profiles_waiting']:,}")
         if p["sample_seconds"] > 0:
             rate = p["events_per_second"]
             table.add_row(f"processing rate ({p['sample_seconds']:g} s sample)", f"{rate:,.1f} events/s")

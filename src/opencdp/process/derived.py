@@ -12,11 +12,13 @@ writer at a time) the chunk refreshes them itself, in its own transaction.
 from __future__ import annotations
 
 import random
+import time
 import zlib
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from opencdp import metrics
 from opencdp.store.schema import profile_refresh_queue, profiles
 
 PARTS = 16
@@ -95,7 +97,9 @@ def refresh_queued(engine: sa.Engine, batch: int = BATCH) -> int:
             done = [pid for pid in wanted if pid in locked or pid not in existing]
             if not done:
                 continue
+            began = time.perf_counter()
             update_derived_state(conn, set(done))
+            metrics.record_stage("derived", time.perf_counter() - began)
             conn.execute(
                 profile_refresh_queue.delete().where(
                     profile_refresh_queue.c.part == part,

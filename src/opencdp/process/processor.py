@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from opencdp import metrics
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.log.lock import suppression_version
 from opencdp.process.chunk import Chunk
@@ -41,6 +42,13 @@ _NEXT_EVENTS = (
     .order_by(events.c.id)
     .limit(sa.bindparam("limit"))
 )
+
+
+def _stage(name: str, since: float) -> float:
+    """Count the time since `since` to a processing stage (/metrics); returns now."""
+    now = time.perf_counter()
+    metrics.record_stage(name, now - since)
+    return now
 
 
 @dataclass
@@ -120,10 +128,12 @@ class Processor:
         collection goes on) and read again under it only if the checkpoint moved meanwhile
         (another processor) or the suppression version did (an erasure deleted or scrubbed
         events). Appends commit in id order (§12), so nothing below the newest id read is missed."""
+        clock = time.perf_counter()
         with self.engine.connect() as conn:
             prepared = self._prepare(conn, read_checkpoint(conn))
         if not prepared.batch:
             return 0
+        clock = _stage("read", clock)
         with self.engine.begin() as conn:
             if not lock_for_processing(conn, PROCESSOR, wait=wait):
                 return None
@@ -140,6 +150,7 @@ class Processor:
                 prepared = self._prepare(conn, last)
                 if not prepared.batch:
                     return 0
+            clock = _stage("wait", clock)
             batch, extracted = prepared.batch, prepared.extracted
             chunk = Chunk(conn, self.rules)
             chunk.preload(
@@ -157,16 +168,21 @@ class Processor:
             chunk.insert_identities(first_seen)
             for event, ids in zip(batch, extracted, strict=True):
                 chunk.apply(event, ids)
+            clock = _stage("identity", clock)
             chunk.flush()
+            clock = _stage("write", clock)
             if self.parallel_refresh:
                 enqueue(conn, chunk.touched)
             else:
                 update_derived_state(conn, chunk.touched)
+                clock = _stage("derived", clock)
             conn.execute(
                 processor_state.update()
                 .where(processor_state.c.name == PROCESSOR)
                 .values(last_event_id=batch[-1].id)
             )
+        _stage("commit", clock)
+        metrics.record_processed(len(batch))
         return len(batch)
 
     def run_until_caught_up(self) -> int:
