@@ -2,7 +2,7 @@
 SQLAlchemy would have stored them, without its per-row type processing.
 
 That processing (four `UTCDateTime` columns and the JSON payload per row) cost more than SQLite's
-insert itself. Here a row becomes a tuple once; times the whole batch shares are formatted once.
+insert itself. Here a row becomes a tuple once; a time the whole batch shares is formatted once.
 The values stored are exactly those of an `events.insert()` (tests compare the two).
 
 - SQLite: `executemany` of one `INSERT … ON CONFLICT DO NOTHING`; times as SQLAlchemy's SQLite
@@ -70,26 +70,30 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-class _SQLiteTimes:
-    """Times as SQLAlchemy stores them on SQLite, each distinct moment formatted once."""
+class _SQLiteTime:
+    """One column's times as SQLAlchemy stores them on SQLite; a batch shares its received_at, so
+    a value that is the previous row's is not formatted again."""
 
     def __init__(self) -> None:
-        self._seen: dict[datetime, str] = {}
+        self._last: datetime | None = None
+        self._text: str | None = None
 
     def __call__(self, value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        text = self._seen.get(value)  # equal aware datetimes are the same instant: the same text
-        if text is None:
-            utc = _utc(value).astimezone(UTC).replace(tzinfo=None)  # type: ignore[union-attr]
-            text = self._seen[value] = utc.isoformat(" ", "microseconds")
+        if value is None or value is self._last:
+            return None if value is None else self._text
+        if value.tzinfo is UTC:  # isoformat ends in +00:00
+            text = value.isoformat(" ", "microseconds")[:-6]
+        else:
+            utc = _utc(value).astimezone(UTC)  # type: ignore[union-attr]
+            text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+        self._last, self._text = value, text
         return text
 
 
 def insert_sqlite(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
     """Insert (skipping stored `(source_id, message_id)`); returns the number of rows inserted.
     The caller holds the log lock."""
-    time = _SQLiteTimes()
+    received, sent, original, timestamp = _SQLiteTime(), _SQLiteTime(), _SQLiteTime(), _SQLiteTime()
     values = [
         (
             row["source_id"],
@@ -98,10 +102,10 @@ def insert_sqlite(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
             row.get("event"),
             row.get("user_id"),
             row.get("anonymous_id"),
-            time(row["received_at"]),
-            time(row.get("sent_at")),
-            time(row.get("original_timestamp")),
-            time(row["timestamp"]),
+            received(row["received_at"]),
+            sent(row.get("sent_at")),
+            original(row.get("original_timestamp")),
+            timestamp(row["timestamp"]),
             json_serializer(row["payload"]),
         )
         for row in rows
