@@ -75,6 +75,9 @@ class LogAppender:
         """Insert rows (duplicates of stored `(source_id, message_id)` are skipped) in `conn`'s
         transaction. `checked_version`: the suppression list version the caller already filtered
         the rows against (`SuppressionList.version`); None means not checked."""
+        if not rows:
+            lock_log(conn)
+            return Appended(0 if count else None, 0)
         if self._postgresql:  # lock and insert in one statement, if the check still holds
             current, written = lock_and_insert_postgresql(conn, rows, checked_version)
             if current is not None and current in (0, checked_version):

@@ -45,9 +45,10 @@ _SQLITE_INSERT = (
     f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)}) {_ON_CONFLICT}"
 )
 
+#: Binary parameters (%b): psycopg's text format escapes every quote of every payload, in Python.
 _PG_ARRAYS = (
-    "%s::integer[], %s::varchar[], %s::varchar[], %s::text[], %s::text[], %s::text[], "
-    "%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::jsonb[]"
+    "%b::integer[], %b::varchar[], %b::varchar[], %b::text[], %b::text[], %b::text[], "
+    "%b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::jsonb[]"
 )
 #: Returns (suppression version or NULL if the lock row is missing, rows inserted).
 _PG_LOCK_AND_INSERT = f"""
