@@ -37,8 +37,6 @@ COLUMNS = (
     "timestamp",
     "payload",
 )
-_TIMES = ("received_at", "sent_at", "original_timestamp", "timestamp")
-_TEXTS = ("message_id", "type", "event", "user_id", "anonymous_id")
 _ON_CONFLICT = "ON CONFLICT (source_id, message_id) DO NOTHING"
 
 _SQLITE_INSERT = (
