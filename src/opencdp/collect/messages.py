@@ -8,7 +8,7 @@ client sent (`context`, `integrations`, `properties`, `traits`, unknown fields) 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -135,6 +135,18 @@ class Envelope:
     sent_at: datetime | None = None
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
+    #: received_at and sent_at with their iso() text, formatted once for the whole request
+    _formatted: list[tuple[datetime, str]] = field(default_factory=list, repr=False, compare=False)
+
+    def iso(self, moment: datetime) -> str:
+        """iso(moment); the batch-wide times are formatted once, not once per message."""
+        for known, text in self._formatted:
+            if known is moment:
+                return text
+        text = iso(moment)
+        if moment is self.received_at or moment is self.sent_at:
+            self._formatted.append((moment, text))
+        return text
 
 
 def normalise(
@@ -213,18 +225,28 @@ def normalise(
     if not message_id:
         message_id = str(uuid.uuid4())
     message["messageId"] = message_id
-    message["receivedAt"] = iso(received_at)
-    message["timestamp"] = iso(timestamp)
+    message["receivedAt"] = envelope.iso(received_at)
+    timestamp_text = envelope.iso(timestamp)
+    message["timestamp"] = timestamp_text
     if original_ts is not None:
-        message["originalTimestamp"] = iso(original_ts)
+        message["originalTimestamp"] = timestamp_text if original_ts is timestamp else iso(original_ts)
     if sent_at is not None:
-        message["sentAt"] = iso(sent_at)
+        message["sentAt"] = envelope.iso(sent_at)
 
-    if _too_deep(message, limits.max_nesting_depth):
+    try:
+        payload = orjson.dumps(message)
+    except orjson.JSONEncodeError:  # orjson refuses to nest deeper than 255
+        payload = None
+    # Nesting deeper than the limit takes more than `limit` opening brackets in the JSON text, so
+    # only a message with that many is walked (brackets inside strings can only over-count).
+    if (payload is None or payload.count(b"{") + payload.count(b"[") > limits.max_nesting_depth) and (
+        _too_deep(message, limits.max_nesting_depth)
+    ):
         raise InvalidMessage(
             prefix.rstrip(".") or "body", f"nests deeper than {limits.max_nesting_depth} levels"
         )
-    payload = orjson.dumps(message)
+    if payload is None:
+        payload = orjson.dumps(message)
     if len(payload) > limits.max_event_bytes:
         raise InvalidMessage(
             prefix.rstrip(".") or "body",

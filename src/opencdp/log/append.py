@@ -22,17 +22,17 @@ import sqlalchemy as sa
 
 from opencdp import logs
 from opencdp.identity.identifiers import IdentityRules
+from opencdp.log.insert import insert_sqlite, lock_and_insert_postgresql
 from opencdp.log.lock import lock_log
 from opencdp.privacy.suppression import Suppressor
-from opencdp.store.dialect import RawJSON, insert_ignoring_duplicates
-from opencdp.store.schema import events
+from opencdp.store.dialect import RawJSON
 
 log = logs.get("opencdp.log")
 
 
 @dataclass
 class Appended:
-    #: rows stored now (only counted when asked for: counting costs a RETURNING on the hot path)
+    #: rows stored now (None unless asked for)
     written: int | None
     #: rows dropped because they carry an erased person's identifier
     suppressed: int
@@ -48,9 +48,10 @@ def _payload(row: dict[str, Any]) -> dict[str, Any]:
 
 class LogAppender:
     def __init__(self, dialect_name: str, suppressor: Suppressor) -> None:
+        if dialect_name not in ("sqlite", "postgresql"):
+            raise NotImplementedError(f"unsupported database engine {dialect_name!r}")
         self.suppressor = suppressor
-        self._insert = insert_ignoring_duplicates(dialect_name, events, ["source_id", "message_id"])
-        self._counting_insert = self._insert.returning(events.c.id)
+        self._postgresql = dialect_name == "postgresql"
 
     @classmethod
     def for_engine(cls, engine: sa.Engine, rules: IdentityRules | None = None) -> LogAppender:
@@ -74,6 +75,13 @@ class LogAppender:
         """Insert rows (duplicates of stored `(source_id, message_id)` are skipped) in `conn`'s
         transaction. `checked_version`: the suppression list version the caller already filtered
         the rows against (`SuppressionList.version`); None means not checked."""
+        if not rows:
+            lock_log(conn)
+            return Appended(0 if count else None, 0)
+        if self._postgresql:  # lock and insert in one statement, if the check still holds
+            current, written = lock_and_insert_postgresql(conn, rows, checked_version)
+            if current is not None and current in (0, checked_version):
+                return Appended(written if count else None, 0)
         current = lock_log(conn)
         kept = list(rows)
         if current and current != checked_version:
@@ -83,8 +91,8 @@ class LogAppender:
                 log.info("dropped events of erased people", events=len(rows) - len(kept))
         if not kept:
             return Appended(0 if count else None, len(rows))
-        if count:
-            written = len(conn.execute(self._counting_insert, kept).all())
-            return Appended(written, len(rows) - len(kept))
-        conn.execute(self._insert, kept)
-        return Appended(None, len(rows) - len(kept))
+        if self._postgresql:
+            _, written = lock_and_insert_postgresql(conn, kept, current)
+        else:
+            written = insert_sqlite(conn, kept)
+        return Appended(written if count else None, len(rows) - len(kept))

@@ -4,7 +4,8 @@ It is one row (`settings`, name `log_lock`) that holds the suppression list's ve
 lock is a single `UPDATE … RETURNING` on both engines: PostgreSQL waits for the row lock and then
 returns the newest committed value (READ COMMITTED re-reads a row it waited for); SQLite takes its
 write lock. So one round trip gives both the lock and the version the suppression check needs —
-a second statement would cost a collector's writer thread another wait for the GIL.
+a second statement would cost a collector's writer thread another wait for the GIL. (On
+PostgreSQL the appender sends this same `UPDATE` inside its insert statement: `log/insert.py`.)
 
 Held by appends, it makes ids visible in the order they were handed out: a reader that sees event
 N sees every event below N that will ever exist, so `id > checkpoint` never passes over an event
