@@ -60,6 +60,7 @@ from harness.scratch import (
     default_postgres_url,
     log_state,
     scratch_database,
+    server_env_from,
 )
 
 #: Upper bound on the rate the pre-generated pool must sustain; caps memory and request count.
@@ -302,11 +303,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.seconds + args.warmup > 600:
         parser.error("--warmup + --seconds is capped at 600 s")
     server_env = {"OPENCDP_SQLITE_SYNCHRONOUS": args.sqlite_synchronous}
-    for item in args.server_env:
-        key, sep, value = item.partition("=")
-        if not sep or not key.startswith("OPENCDP_"):
-            parser.error(f"--server-env takes OPENCDP_NAME=VALUE, got {item!r}")
-        server_env[key] = value
+    try:
+        server_env.update(server_env_from(args.server_env))
+    except ValueError as exc:
+        parser.error(str(exc))
     args.server_env = server_env
     return args
 

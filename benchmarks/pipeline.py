@@ -70,6 +70,7 @@ from harness.scratch import (
     running_server,
     running_workers,
     scratch_database,
+    server_env_from,
 )
 from opencdp.process.processor import PROCESSOR
 from opencdp.store.schema import profiles
@@ -369,11 +370,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not is_loopback(args.postgres_url):
         parser.error("--postgres-url must point at the loopback interface")
     server_env: dict[str, str] = {}
-    for item in args.server_env:
-        key, sep, value = item.partition("=")
-        if not sep or not key.startswith("OPENCDP_"):
-            parser.error(f"--server-env takes OPENCDP_NAME=VALUE, got {item!r}")
-        server_env[key] = value
+    try:
+        server_env.update(server_env_from(args.server_env))
+    except ValueError as exc:
+        parser.error(str(exc))
     args.server_env = server_env
     return args
 

@@ -60,6 +60,17 @@ class Scratch:
         return {**self.env, **overrides}
 
 
+def server_env_from(items: list[str]) -> dict[str, str]:
+    """`--server-env OPENCDP_NAME=VALUE` options as a dict; ValueError names a malformed one."""
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("OPENCDP_"):
+            raise ValueError(f"--server-env takes OPENCDP_NAME=VALUE, got {item!r}")
+        env[key] = value
+    return env
+
+
 def base_env(workdir: Path, url: str, server_env: dict[str, str] | None = None) -> dict[str, str]:
     """The caller's environment minus its OPENCDP_* settings, so only what we pass applies."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCDP_")}

@@ -19,7 +19,7 @@ from opencdp.identity.graph import Edge, EdgeKey, Resolution, edge_for
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.privacy.consent import extract_consent
 from opencdp.process import late_edges
-from opencdp.process.working_set import WorkingProfile, iso_text, profile_from_row, signature
+from opencdp.process.working_set import WorkingProfile, iso_text, pair_row, profile_from_row, signature
 from opencdp.profiles.state import ProfileState
 from opencdp.store.dialect import insert_ignoring_duplicates, upsert
 from opencdp.store.schema import (
@@ -324,43 +324,14 @@ class Chunk:
     def record(self, resolution: Resolution) -> None:
         """Write a resolution's accepted links and refused joins."""
         for link in resolution.links:
-            self.add_link(
-                {
-                    "profile_id": resolution.group_of[link.left].profile_id,
-                    "event_id": link.event_id,
-                    "rule": link.rule,
-                    "left_type": link.left.type,
-                    "left_value": link.left.value,
-                    "right_type": link.right.type,
-                    "right_value": link.right.value,
-                    "ts": link.key[0],
-                    "message_id": link.key[1],
-                    "source_id": link.key[2],
-                }
-            )
+            self.add_link({"profile_id": resolution.group_of[link.left].profile_id, **pair_row(link)})
         if resolution.conflicts:
             stmt = insert_ignoring_duplicates(
                 self.dialect,
                 identity_conflicts,
                 ["event_id", "left_type", "left_value", "right_type", "right_value"],
             )
-            self.conn.execute(
-                stmt,
-                [
-                    {
-                        "event_id": c.event_id,
-                        "rule": c.rule,
-                        "left_type": c.left.type,
-                        "left_value": c.left.value,
-                        "right_type": c.right.type,
-                        "right_value": c.right.value,
-                        "ts": c.key[0],
-                        "message_id": c.key[1],
-                        "source_id": c.key[2],
-                    }
-                    for c in resolution.conflicts
-                ],
-            )
+            self.conn.execute(stmt, [pair_row(c) for c in resolution.conflicts])
             for conflict in resolution.conflicts:
                 log.debug("merge refused", rule=conflict.rule, event_id=conflict.event_id)
 

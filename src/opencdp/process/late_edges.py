@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from opencdp import logs
-from opencdp.identity.graph import Edge, EdgeKey, profile_id_for, resolve
+from opencdp.identity.graph import Edge, EdgeKey, Link, profile_id_for, resolve
 from opencdp.identity.identifiers import Identifier
-from opencdp.process.working_set import WorkingProfile, forest_path, iso_text
+from opencdp.process.working_set import WorkingProfile, forest_path, iso_text, pair_row
 from opencdp.profiles.state import ProfileState
 from opencdp.store.schema import (
     consent_history,
@@ -107,20 +107,8 @@ def relink_within_group(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
         chunk.delete_link(newest[0])
         for node in list(adjacent):
             adjacent[node] = [step for step in adjacent[node] if step[1] != newest[0]]
-        new_id = chunk.add_link(
-            {
-                "profile_id": pid,
-                "event_id": edge.event_id,
-                "rule": edge.rule,
-                "left_type": head.type,
-                "left_value": head.value,
-                "right_type": other.type,
-                "right_value": other.value,
-                "ts": edge.key[0],
-                "message_id": edge.key[1],
-                "source_id": edge.key[2],
-            }
-        )
+        link = Link(edge.event_id, edge.rule, head, other, edge.key)
+        new_id = chunk.add_link({"profile_id": pid, **pair_row(link)})
         adjacent.setdefault(head, []).append((other, new_id, edge.key))
         adjacent.setdefault(other, []).append((head, new_id, edge.key))
     fix_anchor(chunk, edge)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from opencdp.identity.graph import EdgeKey, Group
+from opencdp.identity.graph import Conflict, EdgeKey, Group, Link
 from opencdp.identity.identifiers import Identifier
 from opencdp.profiles.state import ProfileState
 
@@ -106,3 +106,18 @@ def forest_path(
 def signature(ids: list[Identifier], rule: str) -> str:
     text = rule + "\x1d" + "\x1f".join(f"{i.type}\x1e{i.value}" for i in ids)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def pair_row(pair: Link | Conflict) -> dict[str, Any]:
+    """The columns identity links and conflicts share: which two identifiers, by which event."""
+    return {
+        "event_id": pair.event_id,
+        "rule": pair.rule,
+        "left_type": pair.left.type,
+        "left_value": pair.left.value,
+        "right_type": pair.right.type,
+        "right_value": pair.right.value,
+        "ts": pair.key[0],
+        "message_id": pair.key[1],
+        "source_id": pair.key[2],
+    }
