@@ -81,6 +81,10 @@ class Processor:
         self.turns = WriteTurns(engine)
         #: PostgreSQL: computed traits and memberships are refreshed by any worker, in parallel
         self.parallel_refresh = engine.dialect.name == "postgresql"
+        #: SQLite: read and parse a chunk before taking the write lock, which collection needs too
+        #: (PostgreSQL has no database-wide write lock; a worker that finds the identity step busy
+        #: would read for nothing)
+        self.read_before_lock = engine.dialect.name == "sqlite"
 
     def run_once(self) -> int:
         """Process up to one chunk; returns how many events were applied (0: caught up)."""
@@ -124,16 +128,18 @@ class Processor:
     def _apply_next_chunk(self, wait: bool) -> int | None:
         """Apply the next chunk; None if another processor holds the lock and `wait` is false.
 
-        The chunk is read and parsed before the lock (on SQLite: outside the write lock, while
+        On SQLite the chunk is read and parsed before the lock (outside the write lock, while
         collection goes on) and read again under it only if the checkpoint moved meanwhile
         (another processor) or the suppression version did (an erasure deleted or scrubbed
         events). Appends commit in id order (§12), so nothing below the newest id read is missed."""
         clock = time.perf_counter()
-        with self.engine.connect() as conn:
-            prepared = self._prepare(conn, read_checkpoint(conn))
-        if not prepared.batch:
-            return 0
-        clock = _stage("read", clock)
+        prepared: _Prepared | None = None
+        if self.read_before_lock:
+            with self.engine.connect() as conn:
+                prepared = self._prepare(conn, read_checkpoint(conn))
+            if not prepared.batch:
+                return 0
+            clock = _stage("read", clock)
         with self.engine.begin() as conn:
             if not lock_for_processing(conn, PROCESSOR, wait=wait):
                 return None
@@ -146,11 +152,12 @@ class Processor:
                     [{"name": PROCESSOR, "last_event_id": 0}],
                 )
                 last = 0
-            if last != prepared.after or suppression_version(conn) != prepared.version:
+            clock = _stage("wait", clock)
+            if prepared is None or last != prepared.after or suppression_version(conn) != prepared.version:
                 prepared = self._prepare(conn, last)
                 if not prepared.batch:
                     return 0
-            clock = _stage("wait", clock)
+                clock = _stage("read", clock)
             batch, extracted = prepared.batch, prepared.extracted
             chunk = Chunk(conn, self.rules)
             chunk.preload(
