@@ -45,6 +45,9 @@ class Recorder:
     def info(self, event: str, **kw: Any) -> None:
         self.lines.append(("info", f"{event} {kw}"))
 
+    def debug(self, event: str, **kw: Any) -> None:
+        """Not what an operator sees: another worker already reported the same failure."""
+
 
 @pytest.fixture
 def logged(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from opencdp import logs
+from opencdp.store.dialect import insert_ignoring_duplicates
 from opencdp.store.schema import definition_failures
 
 log = logs.get("opencdp.definitions")
@@ -52,9 +53,23 @@ def clear(conn: sa.Connection, kind: Kind, name: str) -> None:
     )
 
 
-def record(conn: sa.Connection, kind: Kind, name: str, error: str, now: datetime) -> None:
-    clear(conn, kind, name)
-    conn.execute(definition_failures.insert().values(kind=kind, name=name, error=error, failed_at=now))
+def record(conn: sa.Connection, kind: Kind, name: str, error: str, now: datetime) -> str | None:
+    """Store the failure; returns the error stored before it (None: it starts failing now).
+
+    Several workers may meet the same failure at once (PostgreSQL refreshes profiles in parallel):
+    the insert waits for the other's commit and then finds its row, so only one of them reports a
+    new failure and none fails on the duplicate key."""
+    first = conn.execute(
+        insert_ignoring_duplicates(conn.dialect.name, definition_failures, ["kind", "name"])
+        .values(kind=kind, name=name, error=error, failed_at=now)
+        .returning(definition_failures.c.name)
+    ).first()
+    if first is not None:
+        return None
+    where = (definition_failures.c.kind == kind, definition_failures.c.name == name)
+    before = conn.execute(sa.select(definition_failures.c.error).where(*where)).scalar()
+    conn.execute(definition_failures.update().where(*where).values(error=error, failed_at=now))
+    return before
 
 
 def describe(exc: BaseException) -> str:
@@ -95,14 +110,15 @@ def attempt(
     except Exception as exc:
         error = describe(exc)
         label = LABELS[kind]
-        if previous is None or previous.error != error:
+        if record(conn, kind, name, error, now) != error:
             statement = getattr(exc, "statement", None)
             if isinstance(statement, str) and len(statement) > 2000:  # the traceback, not the SQL
                 exc.statement = statement[:2000] + " …"  # type: ignore[attr-defined]
             log.exception(f"{label} failed to evaluate; skipped until it is fixed", name=name, error=error)
-        else:
+        elif previous is not None:
             log.warning(f"{label} still fails to evaluate", name=name, error=error)
-        record(conn, kind, name, error, now)
+        else:  # another worker met the same failure at the same moment and reported it
+            log.debug(f"{label} failed to evaluate", name=name, error=error)
         return False
     if previous is not None:
         clear(conn, kind, name)
