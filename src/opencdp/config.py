@@ -58,6 +58,8 @@ class Settings:
     #: events per processing transaction: larger chunks amortise per-chunk work (derived state,
     #: commit) but hold SQLite's write lock longer
     process_chunk_size: int = 1000
+    #: SQLite: the longest a processing chunk may hold the write lock that collection needs too
+    process_max_hold_seconds: float = 0.3
     refresh_seconds: int = 3600
     #: /api/health reports "degraded" when the oldest unprocessed event waited longer than this
     health_max_lag_seconds: int = 60
@@ -93,6 +95,7 @@ class Settings:
             process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()
             not in {"0", "false", "no"},
             process_chunk_size=_int("OPENCDP_PROCESS_CHUNK_SIZE", 1000),
+            process_max_hold_seconds=_seconds("OPENCDP_PROCESS_MAX_HOLD_SECONDS", 0.3),
             metrics_public=os.environ.get("OPENCDP_METRICS_PUBLIC", "0").lower() in {"1", "true", "yes"},
         )
 

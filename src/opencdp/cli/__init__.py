@@ -217,7 +217,10 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     from opencdp.process.loop import ProcessorLoop
     from opencdp.process.processor import Processor
 
-    processor = Processor(_engine(), chunk_size=_settings().process_chunk_size)
+    settings = _settings()
+    processor = Processor(
+        _engine(), chunk_size=settings.process_chunk_size, max_hold_seconds=settings.process_max_hold_seconds
+    )
     if metrics_port is not None:
         from opencdp import metrics
 

@@ -26,6 +26,8 @@ from opencdp.store.schema import DERIVED_TABLES, events, processor_state, source
 from opencdp.store.write_turns import WriteTurns
 
 PROCESSOR = "profiles"
+#: the smallest chunk a write-lock budget may shrink a chunk to (per-chunk work must stay amortised)
+MIN_CHUNK = 50
 
 _NEXT_EVENTS = (
     sa.select(
@@ -74,10 +76,20 @@ def read_checkpoint(conn: sa.Connection) -> int:
 class Processor:
     """Applies the event log to identities and profiles, chunk by chunk."""
 
-    def __init__(self, engine: sa.Engine, rules: IdentityRules | None = None, chunk_size: int = 500) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        rules: IdentityRules | None = None,
+        chunk_size: int = 500,
+        max_hold_seconds: float | None = None,
+    ) -> None:
         self.engine = engine
         self.rules = rules or IdentityRules.from_env()
         self.chunk_size = chunk_size
+        #: SQLite: how long one chunk may hold the write lock that collection needs too; the chunk
+        #: shrinks (down to MIN_CHUNK events) to fit, from the time per event measured so far
+        self.max_hold_seconds = max_hold_seconds if engine.dialect.name == "sqlite" else None
+        self._seconds_per_event: float | None = None
         self.turns = WriteTurns(engine)
         #: PostgreSQL: computed traits and memberships are refreshed by any worker, in parallel
         self.parallel_refresh = engine.dialect.name == "postgresql"
@@ -88,20 +100,13 @@ class Processor:
 
     def run_once(self) -> int:
         """Process up to one chunk; returns how many events were applied (0: caught up)."""
-        with self.turns.turn():
-            applied = self._apply_next_chunk(wait=True)
-        if applied:
-            self.turns.yield_turn()
-        return applied or 0
+        return self._apply_next_chunk(wait=True) or 0
 
     def step(self) -> int:
         """One unit of whatever work is waiting, for a worker's loop: a chunk if no other worker
         is resolving identities, then (PostgreSQL) one batch of queued profile refreshes. Returns
         the work done (events + profiles; 0: nothing to do)."""
-        with self.turns.turn():
-            applied = self._apply_next_chunk(wait=not self.parallel_refresh)
-        if applied:
-            self.turns.yield_turn()
+        applied = self._apply_next_chunk(wait=not self.parallel_refresh)
         refreshed = refresh_queued(self.engine) if self.parallel_refresh else 0
         return (applied or 0) + refreshed
 
@@ -118,10 +123,23 @@ class Processor:
             time.sleep(0.01)  # the rest is being refreshed by another worker right now
         return total
 
+    def next_chunk_size(self) -> int:
+        """`chunk_size`, or fewer events where a chunk must not hold SQLite's write lock longer
+        than `max_hold_seconds` (so collection gets its turns however large the backlog)."""
+        if self.max_hold_seconds is None or self._seconds_per_event is None:
+            return self.chunk_size
+        fitting = int(self.max_hold_seconds / max(self._seconds_per_event, 1e-6))
+        return max(min(MIN_CHUNK, self.chunk_size), min(self.chunk_size, fitting))
+
+    def _measured(self, events: int, seconds: float) -> None:
+        per_event = seconds / events
+        previous = self._seconds_per_event
+        self._seconds_per_event = per_event if previous is None else 0.7 * previous + 0.3 * per_event
+
     def _prepare(self, conn: sa.Connection, after: int) -> _Prepared:
         """Read and parse the next chunk: the part of the work that needs no lock."""
         version = suppression_version(conn)
-        batch = list(conn.execute(_NEXT_EVENTS, {"after": after, "limit": self.chunk_size}))
+        batch = list(conn.execute(_NEXT_EVENTS, {"after": after, "limit": self.next_chunk_size()}))
         extracted = [self.rules.extract(e.payload) for e in batch]
         return _Prepared(after, version, batch, extracted)
 
@@ -140,9 +158,10 @@ class Processor:
             if not prepared.batch:
                 return 0
             clock = _stage("read", clock)
-        with self.engine.begin() as conn:
+        with self.turns.turn(), self.engine.begin() as conn:
             if not lock_for_processing(conn, PROCESSOR, wait=wait):
                 return None
+            locked = time.perf_counter()
             last = conn.execute(
                 sa.select(processor_state.c.last_event_id).where(processor_state.c.name == PROCESSOR)
             ).scalar()
@@ -189,6 +208,7 @@ class Processor:
                 .values(last_event_id=batch[-1].id)
             )
         _stage("commit", clock)
+        self._measured(len(batch), time.perf_counter() - locked)
         metrics.record_processed(len(batch))
         return len(batch)
 

@@ -32,7 +32,12 @@ def _run_child(settings: Settings, wake: Any, stop: Any) -> None:
     logs.configure(settings.log_level, settings.log_format)
     engine = open_database(settings)
     loop = ProcessorLoop(
-        Processor(engine, IdentityRules.from_env(), chunk_size=settings.process_chunk_size),
+        Processor(
+            engine,
+            IdentityRules.from_env(),
+            chunk_size=settings.process_chunk_size,
+            max_hold_seconds=settings.process_max_hold_seconds,
+        ),
         refresh_seconds=settings.refresh_seconds,
         wake=wake,
         stop=stop,
