@@ -46,6 +46,16 @@ _FOLLOW_MERGES = (
 )
 #: Written by the processor; `computed` is the derived step's (process/derived.py) and is kept.
 _PROFILE_COLUMNS = [c.name for c in profiles.columns if c.name not in ("id", "computed")]
+_REDATE_EDGE = (
+    identity_edges.update()
+    .where(identity_edges.c.signature == sa.bindparam("sig"))
+    .values(
+        event_id=sa.bindparam("eid"),
+        ts=sa.bindparam("ts_"),
+        message_id=sa.bindparam("mid"),
+        source_id=sa.bindparam("sid"),
+    )
+)
 _STORED_LINKS = sa.select(identity_links).where(
     identity_links.c.profile_id.in_(sa.bindparam("pids", expanding=True))
 )
@@ -68,6 +78,8 @@ class Chunk:
         #: written at flush, in bulk: new edges (by signature) and identities' new profile ids
         self.pending_edges: dict[str, dict[str, Any]] = {}
         self.pending_profile_ids: dict[int, str] = {}
+        #: stored edges that now date from an earlier event (by signature), written at flush
+        self.redated_edges: dict[str, dict[str, Any]] = {}
         #: merged profile -> survivor, not yet written (keys and values never overlap)
         self.redirects: dict[str, str] = {}
         #: identity links as this chunk sees them, by id (negative: made in this chunk, not written
@@ -229,11 +241,13 @@ class Chunk:
             if pending is not None:
                 pending.update(event_id=event.id, ts=key[0], message_id=key[1], source_id=key[2])
             else:
-                self.conn.execute(
-                    identity_edges.update()
-                    .where(identity_edges.c.signature == sig)
-                    .values(event_id=event.id, ts=key[0], message_id=key[1], source_id=key[2])
-                )
+                self.redated_edges[sig] = {
+                    "sig": sig,
+                    "eid": event.id,
+                    "ts_": key[0],
+                    "mid": key[1],
+                    "sid": key[2],
+                }
             if not late_edges.redate_in_place(self, edge, known[1]):
                 late_edges.recompute_component(self, edge)
         elif known is None:
@@ -339,6 +353,9 @@ class Chunk:
     def flush(self) -> None:
         self.write_redirects()
         self.write_links()
+        if self.redated_edges:
+            self.conn.execute(_REDATE_EDGE, list(self.redated_edges.values()))
+            self.redated_edges = {}
         if self.pending_edges:
             pending = list(self.pending_edges.values())
             self.pending_edges = {}
