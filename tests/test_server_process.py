@@ -4,6 +4,8 @@ unchanged but for host and key, and a crash (SIGKILL) in the middle of a stream 
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
@@ -169,3 +171,46 @@ def test_sigkill_loses_no_acknowledged_batch(
         assert len(logged_message_ids(settings)) == len(logged)
     finally:
         server.stop()
+
+
+def _processor_children(pid: int) -> list[int]:
+    """The server's processor child processes (not multiprocessing's resource tracker)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline:
+                found.append(int(child))
+    return found
+
+
+def test_a_killed_processor_is_restarted_and_collection_never_waits_for_it(
+    server: Server, server_env: dict[str, str], settings: Settings
+) -> None:
+    """`serve` runs the processor as a child process: killing it (SIGKILL, as the OOM killer
+    would) neither blocks collection (the wake-up signal holds no lock) nor stops processing."""
+    from tests.load import wait_until_processed
+
+    write_key = opencdp("sources", "create", "shop", env=server_env).strip()
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()}
+
+    def send(user: str) -> None:
+        body = {"batch": [{"type": "identify", "userId": user, "traits": {"email": f"{user}@example.org"}}]}
+        assert httpx.post(server.url + "/v1/batch", json=body, headers=auth, timeout=10).is_success
+
+    assert server.proc is not None
+    send("before")
+    (child,) = _processor_children(server.proc.pid)
+    os.kill(child, signal.SIGKILL)
+    for i in range(20):  # acknowledged at once, while no processor runs
+        send(f"while-{i}")
+    engine = create_engine(settings)
+    try:
+        wait_until_processed(engine, seconds=60)
+        with engine.connect() as conn:
+            processed = conn.execute(sa.text("select count(*) from profiles")).scalar_one()
+    finally:
+        engine.dispose()
+    assert processed == 21
+    assert _processor_children(server.proc.pid) not in ([], [child])
+    assert "processor process exited; restarting" in server.log_path.read_text()

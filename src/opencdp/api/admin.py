@@ -51,6 +51,11 @@ class Processing(BaseModel):
     )
     lag_seconds: float = Field(0.0, description="How long the oldest of them has waited")
     checkpoint: int = Field(0, description="Id of the last event processed")
+    profiles_waiting: int = Field(
+        0,
+        description="Profiles whose computed traits and memberships wait for a worker's refresh "
+        "(PostgreSQL, where workers refresh them in parallel)",
+    )
     events_per_second: float | None = Field(
         None,
         description="Processing rate from the checkpoint's movement between this server's health "

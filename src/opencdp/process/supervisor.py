@@ -2,13 +2,22 @@
 
 In one process the collector and the processor share one GIL, so on the embedded default every
 millisecond of profile work was taken from collection (docs/architecture.md §13). A child process
-gets its own interpreter and core; the server wakes it after each commit of the log writer
-through a shared event, and restarts it (with a growing pause) if it dies.
+gets its own interpreter and core; the server wakes it after each commit of the log writer and
+restarts it (with a growing pause) if it dies.
+
+The signals between them hold no lock a dying process could leave taken: a wake-up is a byte
+written without blocking into a pipe (a full pipe already means "wake up"; a dead reader is
+ignored), and "stop" is a flag in shared memory. (`multiprocessing.Event.set()` waits for every
+process that waits on it to acknowledge, and hangs forever once one of them was killed: the log
+writer would hang with it.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import threading
 import time
@@ -21,14 +30,63 @@ log = logs.get("opencdp.supervisor")
 _CONTEXT = multiprocessing.get_context("spawn")  # no inherited threads, locks or connections
 
 
-def _run_child(settings: Settings, wake: Any, stop: Any) -> None:
+class PipeWake:
+    """The child's end of the wake-up pipe, as the `Signal` its processor loop waits on."""
+
+    def __init__(self, reader: multiprocessing.connection.Connection) -> None:
+        self._reader = reader
+        os.set_blocking(reader.fileno(), False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._reader.poll(timeout)
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._reader.fileno(), 4096):
+                pass
+
+    def is_set(self) -> bool:
+        return self._reader.poll(0)
+
+    def set(self) -> None:  # the parent wakes the child; nothing in the child needs to
+        pass
+
+
+class SharedFlag:
+    """A flag in shared memory (no lock): `stop`, read by the child's loop between chunks."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def clear(self) -> None:
+        self._value.value = 0
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)
+        return self.is_set()
+
+
+def _run_child(settings: Settings, reader: multiprocessing.connection.Connection, stop_value: Any) -> None:
     """The child's main: process the log until told to stop."""
     from opencdp.identity.identifiers import IdentityRules
     from opencdp.process.loop import ProcessorLoop
     from opencdp.process.processor import Processor
     from opencdp.store.database import open_database
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: `serve` stops us
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group: `serve` stops us
+    # through `stop` after its own shutdown (a signal here would look like a crash to restart).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stop = SharedFlag(stop_value)
+    _stop_with_parent(stop)
     logs.configure(settings.log_level, settings.log_format)
     engine = open_database(settings)
     loop = ProcessorLoop(
@@ -39,7 +97,7 @@ def _run_child(settings: Settings, wake: Any, stop: Any) -> None:
             max_hold_seconds=settings.process_max_hold_seconds,
         ),
         refresh_seconds=settings.refresh_seconds,
-        wake=wake,
+        wake=PipeWake(reader),
         stop=stop,
     )
     try:
@@ -48,21 +106,39 @@ def _run_child(settings: Settings, wake: Any, stop: Any) -> None:
         engine.dispose()
 
 
+def _stop_with_parent(stop: SharedFlag) -> None:
+    """If `serve` dies without stopping us (SIGKILL), finish the chunk and exit: never an orphan."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        stop.set()
+
+    threading.Thread(target=watch, name="opencdp-parent-watch", daemon=True).start()
+
+
 class ProcessorProcess:
     """Starts the processor as a child process and keeps it running until `stop`."""
 
     def __init__(self, settings: Settings, max_pause_seconds: float = 30.0) -> None:
         self.settings = settings
         self.max_pause_seconds = max_pause_seconds
-        self._wake = _CONTEXT.Event()
-        self._stop = _CONTEXT.Event()
+        self._stop_value = _CONTEXT.RawValue("b", 0)
+        self._writer: multiprocessing.connection.Connection | None = None
         self._child: Any = None
         self._watcher: threading.Thread | None = None
         self._stopping = threading.Event()
         self.restarts = 0
 
     def notify(self) -> None:
-        self._wake.set()
+        """Wake the child (called by the log writer after each commit): never blocks."""
+        writer = self._writer
+        if writer is None:
+            return
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+            os.write(writer.fileno(), b"!")
 
     def start(self) -> None:
         self._spawn()
@@ -75,8 +151,8 @@ class ProcessorProcess:
     def stop(self, timeout: float = 30.0) -> None:
         """Ask the child to finish its chunk and exit; kill it if it does not within `timeout`."""
         self._stopping.set()
-        self._stop.set()
-        self._wake.set()
+        self._stop_value.value = 1
+        self.notify()
         child = self._child
         if child is not None:
             child.join(timeout)
@@ -86,15 +162,24 @@ class ProcessorProcess:
                 child.join(5)
         if self._watcher is not None:
             self._watcher.join(5)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def _spawn(self) -> None:
+        reader, writer = _CONTEXT.Pipe(duplex=False)
+        os.set_blocking(writer.fileno(), False)
+        old, self._writer = self._writer, writer
+        if old is not None:
+            old.close()
         self._child = _CONTEXT.Process(
             target=_run_child,
-            args=(self.settings, self._wake, self._stop),
+            args=(self.settings, reader, self._stop_value),
             name="opencdp-processor",
             daemon=True,
         )
         self._child.start()
+        reader.close()  # the child has its own copy
         log.info("processor process started", pid=self._child.pid)
 
     def _watch(self) -> None:
