@@ -27,6 +27,7 @@ def test_healthy_system_says_ok(client: TestClient) -> None:
         "events_waiting": 0,
         "lag_seconds": 0.0,
         "checkpoint": 0,
+        "profiles_waiting": 0,
         "events_per_second": None,  # one health check: no rate yet
     }
 
