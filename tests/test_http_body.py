@@ -205,3 +205,16 @@ def test_body_timeout_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENCDP_BODY_TIMEOUT_SECONDS", "soon")
     with pytest.raises(ConfigError, match="OPENCDP_BODY_TIMEOUT_SECONDS"):
         Settings.from_env()
+
+
+def test_processing_chunk_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENCDP_PROCESS_CHUNK_SIZE", "0")  # would process nothing, silently
+    with pytest.raises(ConfigError, match="OPENCDP_PROCESS_CHUNK_SIZE must be at least 1"):
+        Settings.from_env()
+    monkeypatch.setenv("OPENCDP_PROCESS_CHUNK_SIZE", "200")
+    monkeypatch.setenv("OPENCDP_PROCESS_MAX_HOLD_SECONDS", "-1")
+    with pytest.raises(ConfigError, match="OPENCDP_PROCESS_MAX_HOLD_SECONDS"):
+        Settings.from_env()
+    monkeypatch.setenv("OPENCDP_PROCESS_MAX_HOLD_SECONDS", "0.5")
+    settings = Settings.from_env()
+    assert (settings.process_chunk_size, settings.process_max_hold_seconds) == (200, 0.5)

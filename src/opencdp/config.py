@@ -23,6 +23,13 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _seconds(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -94,7 +101,7 @@ class Settings:
             health_max_lag_seconds=_int("OPENCDP_HEALTH_MAX_LAG_SECONDS", 60),
             process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()
             not in {"0", "false", "no"},
-            process_chunk_size=_int("OPENCDP_PROCESS_CHUNK_SIZE", 1000),
+            process_chunk_size=_positive("OPENCDP_PROCESS_CHUNK_SIZE", 1000),
             process_max_hold_seconds=_seconds("OPENCDP_PROCESS_MAX_HOLD_SECONDS", 0.3),
             metrics_public=os.environ.get("OPENCDP_METRICS_PUBLIC", "0").lower() in {"1", "true", "yes"},
         )
