@@ -62,6 +62,8 @@ class Settings:
     max_nesting_depth: int = 32
     body_timeout_seconds: float = 10.0  # a request body must arrive whole within this
     process_in_server: bool = True
+    #: `serve` also sends what the outbox holds (OPENCDP_DELIVER_IN_SERVER=0 leaves it to `worker`)
+    deliver_in_server: bool = True
     #: events per processing transaction: larger chunks amortise per-chunk work (derived state,
     #: commit) but hold SQLite's write lock longer
     process_chunk_size: int = 1000
@@ -73,6 +75,10 @@ class Settings:
     #: GET /metrics without a key (for a scraper on a private network); otherwise it needs an API
     #: key with the `metrics` scope (every role has it)
     metrics_public: bool = False
+    #: a delivery claimed by a worker that died is sent again after this long (same idempotency key)
+    delivery_lease_seconds: float = 60.0
+    #: delivered and skipped deliveries are kept this long (status pages, de-duplication), then deleted
+    delivery_retention_days: int = 7
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -101,9 +107,13 @@ class Settings:
             health_max_lag_seconds=_int("OPENCDP_HEALTH_MAX_LAG_SECONDS", 60),
             process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()
             not in {"0", "false", "no"},
+            deliver_in_server=os.environ.get("OPENCDP_DELIVER_IN_SERVER", "1").lower()
+            not in {"0", "false", "no"},
             process_chunk_size=_positive("OPENCDP_PROCESS_CHUNK_SIZE", 1000),
             process_max_hold_seconds=_seconds("OPENCDP_PROCESS_MAX_HOLD_SECONDS", 0.3),
             metrics_public=os.environ.get("OPENCDP_METRICS_PUBLIC", "0").lower() in {"1", "true", "yes"},
+            delivery_lease_seconds=_seconds("OPENCDP_DELIVERY_LEASE_SECONDS", 60.0),
+            delivery_retention_days=_positive("OPENCDP_DELIVERY_RETENTION_DAYS", 7),
         )
 
     @property

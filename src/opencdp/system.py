@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from opencdp.access.keys import KeyRing
+from opencdp.activation.worker import DeliveryLoop, DeliveryWorker
 from opencdp.collect.messages import Limits
 from opencdp.collect.writer import LogWriter
 from opencdp.config import Settings
@@ -25,6 +26,7 @@ class OpenCDP:
         engine: sa.Engine | None = None,
         process: bool | None = None,
         separate_process: bool = False,
+        deliver: bool | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine or open_database(settings)
@@ -42,6 +44,12 @@ class OpenCDP:
                 if separate_process
                 else ProcessorLoop(self.processor, refresh_seconds=settings.refresh_seconds)
             )
+        #: The outbox is sent beside processing: in the processor's child process for `serve`, in a
+        #: thread otherwise. `OPENCDP_DELIVER_IN_SERVER=0` leaves it to `opencdp worker`.
+        self.deliveries: DeliveryLoop | None = None
+        delivering = settings.deliver_in_server if deliver is None else deliver
+        if delivering and not (separate_process and self.loop is not None):
+            self.deliveries = DeliveryLoop(DeliveryWorker(self.engine, settings))
         self.appender = LogAppender(self.engine.dialect.name, self.suppressor)
         self.writer = LogWriter(self.engine, self.appender, on_commit=self.loop.notify if self.loop else None)
         self._started = False
@@ -51,6 +59,8 @@ class OpenCDP:
             self.writer.start()
             if self.loop:
                 self.loop.start()
+            if self.deliveries:
+                self.deliveries.start()
             self._started = True
 
     def stop(self) -> None:
@@ -58,4 +68,6 @@ class OpenCDP:
             self.writer.close()
             if self.loop:
                 self.loop.stop()
+            if self.deliveries:
+                self.deliveries.stop()
             self._started = False

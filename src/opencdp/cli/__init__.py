@@ -210,10 +210,15 @@ def demo(customers: int, seed: int, url: str | None) -> None:
     "--metrics-port", type=int, default=None, help="Serve Prometheus metrics of this worker on this port"
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="…on this interface")
-def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
-    """Process the event log into identities and profiles. Several workers may run side by side on
-    PostgreSQL (they take turns at identity resolution and refresh profiles in parallel); `serve` also
-    processes, in a child process, unless OPENCDP_PROCESS_IN_SERVER=0."""
+@click.option("--deliveries/--no-deliveries", default=True, help="Also send what the outbox holds")
+@click.option("--processing/--no-processing", default=True, help="Process the event log")
+def worker(
+    once: bool, metrics_port: int | None, metrics_host: str, deliveries: bool, processing: bool
+) -> None:
+    """Process the event log into identities and profiles, and send what the outbox holds. Several
+    workers may run side by side on PostgreSQL (they take turns at identity resolution, refresh
+    profiles in parallel and share the outbox); `serve` also processes and delivers, in a child
+    process, unless OPENCDP_PROCESS_IN_SERVER=0 / OPENCDP_DELIVER_IN_SERVER=0."""
     from opencdp.process.loop import ProcessorLoop
     from opencdp.process.processor import Processor
 
@@ -225,13 +230,32 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
         from opencdp import metrics
 
         metrics.serve_http(processor.engine, metrics_port, metrics_host)
+    from opencdp.activation.worker import DeliveryLoop, DeliveryWorker
+
+    if not deliveries and not processing:
+        raise click.UsageError("--no-deliveries and --no-processing leave nothing to do")
     if once:
-        click.echo(f"processed {processor.run_until_caught_up()} events")
+        if processing:
+            click.echo(f"processed {processor.run_until_caught_up()} events")
+        if deliveries:
+            sent = DeliveryWorker(processor.engine, settings).run_until_idle()
+            click.echo(sent.summary())
         return
-    loop = ProcessorLoop(processor, refresh_seconds=_settings().refresh_seconds)
-    logs.get("opencdp.worker").info("worker started", backlog=processor.backlog())
+    sender = DeliveryLoop(DeliveryWorker(processor.engine, settings)) if deliveries else None
+    logs.get("opencdp.worker").info(
+        "worker started", backlog=processor.backlog(), processing=processing, deliveries=deliveries
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        loop.run()
+        if sender is not None and not processing:
+            sender.run()
+            return
+        if sender is not None:
+            sender.start()
+        try:
+            ProcessorLoop(processor, refresh_seconds=settings.refresh_seconds).run()
+        finally:
+            if sender is not None:
+                sender.stop()
 
 
 @main.command()
@@ -287,10 +311,20 @@ def profiles_get(profile_id: str | None, kind: str | None, value: str | None, hi
     click.echo(orjson.dumps(out, default=str, option=orjson.OPT_INDENT_2).decode())
 
 
+from opencdp.cli.activation import (  # noqa: E402
+    audiences_group,
+    deliveries_group,
+    destinations_group,
+    forwarding_group,
+)
 from opencdp.cli.segments import segments_group, traits_group  # noqa: E402
 from opencdp.imports.cli import import_command  # noqa: E402
 
 main.add_command(segments_group)
+main.add_command(destinations_group)
+main.add_command(forwarding_group)
+main.add_command(audiences_group)
+main.add_command(deliveries_group)
 main.add_command(traits_group)
 main.add_command(import_command, "import")
 

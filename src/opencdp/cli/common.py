@@ -26,6 +26,7 @@ def _engine() -> Any:
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn expected failures into one readable line instead of a traceback."""
     from opencdp.access.keys import AccessError
+    from opencdp.activation.destinations import DestinationError
     from opencdp.privacy.consent import ConsentError
     from opencdp.segments.language import CriteriaError
     from opencdp.segments.store import SegmentError
@@ -39,6 +40,8 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException("invalid criteria:\n" + "\n".join(lines)) from None
         except (AccessError, ConsentError, SegmentError, TraitDefinitionError) as exc:
             raise click.ClickException(str(exc)) from None
+        except DestinationError as exc:
+            raise click.ClickException(f"{exc.field}: {exc.message}") from None
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

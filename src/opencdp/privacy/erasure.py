@@ -32,7 +32,9 @@ from opencdp.process.processor import PROCESSOR, Processor, read_checkpoint
 from opencdp.profiles.reader import find_profile_id, resolve_profile_id
 from opencdp.store.dialect import lock_for_processing, purge_deleted_content
 from opencdp.store.schema import (
+    audience_sync_members,
     consent_history,
+    deliveries,
     event_owners,
     events,
     identities,
@@ -263,6 +265,9 @@ class _Erasure:
             (segment_memberships, segment_memberships.c.profile_id),
             (segment_transitions, segment_transitions.c.profile_id),
             (profile_refresh_queue, profile_refresh_queue.c.profile_id),
+            # nothing queued for the person is sent, and no trace says where they were sent
+            (deliveries, deliveries.c.profile_id),
+            (audience_sync_members, audience_sync_members.c.profile_id),
             (identities, identities.c.profile_id),
             (profiles, profiles.c.id),
         ):

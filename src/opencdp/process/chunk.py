@@ -74,6 +74,8 @@ class Chunk:
         self.signatures: dict[str, tuple[EdgeKey, int]] = {}  # -> (edge key, event id)
         self.owners: list[dict[str, int]] = []
         self.facts: list[dict[str, Any]] = []
+        #: event id -> the profile that owns it, for the events written so far (what triggers need)
+        self.event_profiles: dict[int, str] = {}
         self.consents: list[dict[str, Any]] = []
         #: written at flush, in bulk: new edges (by signature) and identities' new profile ids
         self.pending_edges: dict[str, dict[str, Any]] = {}
@@ -385,6 +387,7 @@ class Chunk:
             self.owners = []
         if self.facts:
             self.conn.execute(profile_events.insert(), self.facts)
+            self.event_profiles.update((f["event_id"], f["profile_id"]) for f in self.facts)
             self.facts = []
         if self.consents:
             self.conn.execute(consent_history.insert(), self.consents)

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp import metrics
+from opencdp.activation.forwarding import emit as forward
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.log.lock import suppression_version
 from opencdp.process.chunk import Chunk
@@ -196,6 +197,7 @@ class Processor:
                 chunk.apply(event, ids)
             clock = _stage("identity", clock)
             chunk.flush()
+            forward(conn, batch, chunk.event_profiles)  # decisions to send, in this transaction
             clock = _stage("write", clock)
             if self.parallel_refresh:
                 enqueue(conn, chunk.touched)

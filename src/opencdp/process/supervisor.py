@@ -100,9 +100,17 @@ def _run_child(settings: Settings, reader: multiprocessing.connection.Connection
         wake=PipeWake(reader),
         stop=stop,
     )
+    deliveries = None
+    if settings.deliver_in_server:
+        from opencdp.activation.worker import DeliveryLoop, DeliveryWorker
+
+        deliveries = DeliveryLoop(DeliveryWorker(engine, settings))
+        deliveries.start()
     try:
         loop.run()
     finally:
+        if deliveries is not None:
+            deliveries.stop()
         engine.dispose()
 
 

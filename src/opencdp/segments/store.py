@@ -138,6 +138,9 @@ def delete(engine: sa.Engine, name: str) -> None:
         conn.execute(segment_memberships.delete().where(segment_memberships.c.segment_id == segment_id))
         conn.execute(segment_transitions.delete().where(segment_transitions.c.segment_id == segment_id))
         conn.execute(segments.delete().where(segments.c.id == segment_id))
+        from opencdp.activation.audiences import forget_segment
+
+        forget_segment(conn, segment_id)
         failures.clear(conn, "segment", name)
 
 

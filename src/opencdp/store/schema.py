@@ -333,6 +333,104 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_at", "at"),
 )
 
+# --- Activation: destinations, what flows to them, the outbox (0010). Not derived: a rebuild
+# must not send anything twice, so none of these is reset with the profiles. ---
+
+#: Where deliveries go. `config` never holds the secret: that is `secret` (encrypted) or the
+#: name of an environment variable (`secret_env`). Mutable delivery health lives beside it.
+destinations = sa.Table(
+    "destinations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("config", Json, nullable=False),
+    sa.Column("secret", sa.Text, nullable=True),
+    sa.Column("secret_env", sa.String(200), nullable=True),
+    #: the consent purpose a profile must have granted to be sent here (None: none needed)
+    sa.Column("purpose", sa.String(64), nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("rate_per_second", sa.Float, nullable=True),
+    sa.Column("max_retry_seconds", sa.Integer, nullable=False, default=86400),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # health, written by the delivery worker
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("open_until", UTCDateTime, nullable=True),
+    sa.Column("next_run_at", UTCDateTime, nullable=True),
+    sa.Column("last_success_at", UTCDateTime, nullable=True),
+    sa.Column("last_error_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+)
+
+#: Event forwarding: a source's events, filtered, sent to a destination as they are processed.
+forwarding_rules = sa.Table(
+    "forwarding_rules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("destination_id", sa.Integer, nullable=False, index=True),
+    sa.Column("filter", Json, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    #: events up to this id existed before the rule: never forwarded by it
+    sa.Column("after_event_id", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: Audience sync: a segment's entries and exits sent to a destination.
+audience_syncs = sa.Table(
+    "audience_syncs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("segment_id", sa.Integer, nullable=False, index=True),
+    sa.Column("destination_id", sa.Integer, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("backfilled_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("segment_id", "destination_id", name="uq_audience_syncs_segment_destination"),
+)
+
+#: What each audience sync has told its destination: a change is sent only where it differs.
+audience_sync_members = sa.Table(
+    "audience_sync_members",
+    metadata,
+    sa.Column("sync_id", sa.Integer, primary_key=True),
+    sa.Column("profile_id", sa.String(36), primary_key=True, index=True),
+    sa.Column("member", sa.Boolean, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+#: The transactional outbox: one row per decision to send, written in the transaction of the
+#: state change that caused it; `key` (idempotency key) stays the same across retries.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("destination_id", sa.Integer, nullable=False),
+    sa.Column("key", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # event, audience, journey
+    sa.Column("profile_id", sa.String(36), nullable=True, index=True),
+    sa.Column("event_id", sa.BigInteger, nullable=True),
+    sa.Column("subject", Json, nullable=False),  # what to render: rule, sync, segment, action, step
+    sa.Column("status", sa.String(16), nullable=False),  # pending sending delivered dead skipped
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("claim", sa.String(32), nullable=True),  # the worker that holds the lease
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_deliveries_destination_status_due", "destination_id", "status", "next_attempt_at"),
+)
+
+#: High-water marks of activation that survive a rebuild (e.g. the last event forwarded).
+activation_marks = sa.Table(
+    "activation_marks",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
 DERIVED_TABLES = (
     identities,
     identity_edges,

@@ -1,0 +1,116 @@
+"""A real HTTP receiver for destination tests: a threaded server on localhost that records every
+request and answers as the test tells it (ok, an HTTP error, 429 with Retry-After, or a delay)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """Start with `start()`; `status`/`retry_after`/`delay` say how to answer; `stop()` makes the
+    port refuse connections until `start()` again (same port)."""
+
+    port: int = 0
+    status: int = 200
+    retry_after: str | None = None
+    delay: float = 0.0
+    #: answer these idempotency keys with this status instead (e.g. one poisoned message)
+    per_key: dict[str, int] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> Receiver:
+        if not self.port:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                key = self.headers.get("Idempotency-Key", "")
+                status = receiver.per_key.get(key, receiver.status)
+                if 200 <= status < 300:
+                    with receiver._lock:
+                        receiver.received.append(
+                            Received(
+                                self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                            )
+                        )
+                answer = b'{"ok": true}' if status < 300 else b'{"error": "test"}'
+                self.send_response(status)
+                if status == 429 and receiver.retry_after:
+                    self.send_header("Retry-After", receiver.retry_after)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_POST = do_PUT = do_PATCH = _handle
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return [r.headers.get("idempotency-key", "") for r in self.received]
+
+    def bodies(self) -> list[Any]:
+        with self._lock:
+            return [r.json() for r in self.received]
+
+
+def verify_signature(secret: str, received: Received, tolerance: float = 300.0) -> bool:
+    """What a receiver does (docs/activation.md): recompute the HMAC and refuse stale timestamps."""
+    stamp = received.headers["x-opencdp-timestamp"]
+    if abs(time.time() - int(stamp)) > tolerance:
+        return False
+    expected = (
+        "v1=" + hmac.new(secret.encode(), stamp.encode() + b"." + received.body, hashlib.sha256).hexdigest()
+    )
+    return hmac.compare_digest(expected, received.headers["x-opencdp-signature"])
