@@ -317,7 +317,10 @@ def test_starttls_then_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         handler, authenticator=Passwords({"shop": "s3cret"}), tls_context=context, require_starttls=True
     )
     try:
-        # the driver verifies certificates as usual: trust our test certificate the standard way
+        # the driver verifies certificates: an unknown one is refused (worth retrying: it may be renewed)
+        [untrusted] = _send(_driver(_config(controller.port, security="starttls")), [_message(1)])
+        assert untrusted.status == "retry" and "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or "")
+        # trust our test certificate the standard way
         monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
         config = _config(controller.port, security="starttls", username="shop")
         assert _send(_driver(config, secret="s3cret"), [_message(1)]) == [Outcome.ok()]
@@ -327,6 +330,23 @@ def test_starttls_then_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert plain.status == "failed" and "530" in (plain.error or "")
     finally:
         controller.stop()
+
+
+def test_settings_the_server_does_not_support_fail_clearly(server: tuple[Recorder, int]) -> None:
+    handler, port = server
+    [no_starttls] = _send(_driver(_config(port, security="starttls")), [_message(1)])
+    assert no_starttls.status == "failed" and "STARTTLS" in (no_starttls.error or "")
+    [no_auth] = _send(_driver(_config(port, username="shop"), secret="pw"), [_message(2)])
+    assert no_auth.status == "failed" and "AUTH" in (no_auth.error or "")
+    assert handler.mails == []
+
+
+def test_a_display_name_in_to(server: tuple[Recorder, int]) -> None:
+    handler, port = server
+    to = "{{ profile.traits.first_name }} <{{ profile.traits.email }}>"
+    assert _send(_driver(_config(port, to=to)), [_message(1)]) == [Outcome.ok()]
+    assert handler.mails[0][1] == ["ada@example.com"]
+    assert handler.mails[0][2]["To"] == "Ada <ada@example.com>"
 
 
 @pytest.mark.parametrize(
