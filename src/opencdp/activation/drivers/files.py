@@ -98,9 +98,7 @@ class FileDriver(Driver):
         if not isinstance(folder, str) or not folder.strip() or "\x00" in folder:
             raise DestinationConfigError("folder", "required: the absolute path of a folder")
         if not os.path.isabs(folder):
-            raise DestinationConfigError(
-                "folder", f"an absolute path (from /), not {folder!r}"
-            )
+            raise DestinationConfigError("folder", f"an absolute path (from /), not {folder!r}")
         out["folder"] = os.path.normpath(folder)
         if not isinstance(out["format"], str) or out["format"] not in FORMATS:
             raise DestinationConfigError("format", f"one of {', '.join(FORMATS)}")
