@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 import phonenumbers
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
@@ -68,7 +68,7 @@ def iso(value: Any) -> Any:
 
 def _environment(strict: bool) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
-        autoescape=False, undefined=StrictUndefined if strict else Undefined, keep_trailing_newline=True
+        autoescape=False, undefined=StrictUndefined if strict else ChainableUndefined, keep_trailing_newline=True
     )
     env.filters.update(
         sha256=sha256,
