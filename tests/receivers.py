@@ -96,7 +96,7 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def keys(self) -> list[str]:
+    def idempotency_keys(self) -> list[str]:
         with self._lock:
             return [r.headers.get("idempotency-key", "") for r in self.received]
 
@@ -114,3 +114,45 @@ def verify_signature(secret: str, received: Received, tolerance: float = 300.0) 
         "v1=" + hmac.new(secret.encode(), stamp.encode() + b"." + received.body, hashlib.sha256).hexdigest()
     )
     return hmac.compare_digest(expected, received.headers["x-opencdp-signature"])
+
+
+class MailRecorder:
+    """An aiosmtpd handler that keeps what it receives and refuses chosen recipients."""
+
+    def __init__(self) -> None:
+        self.mails: list[tuple[str, list[str], Any, Any]] = []
+        self.refuse: dict[str, str] = {}
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import email
+        import email.policy
+
+        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        self.mails.append((envelope.mail_from, list(envelope.rcpt_tos), parsed, session.peer))
+        return "250 Message accepted"
+
+    def to(self, address: str) -> list[Any]:
+        """The mails received for one recipient, in order."""
+        return [m[2] for m in self.mails if address in m[1]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_mail_server(handler: MailRecorder, **kwargs: Any) -> Any:
+    """A real SMTP server (aiosmtpd) on a free local port; `.port`, `.stop()`."""
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
+    controller.start()
+    return controller

@@ -112,7 +112,7 @@ def test_forwarding_sends_matching_events_signed_once(system: OpenCDP, receiver:
     ]
     assert all(verify_signature("s3cret", r) for r in receiver.received)
     assert not verify_signature("wrong", receiver.received[0])
-    assert sorted(receiver.keys()) == sorted(b["idempotency_key"] for b in bodies)
+    assert sorted(receiver.idempotency_keys()) == sorted(b["idempotency_key"] for b in bodies)
     assert all(b["profile_id"] for b in bodies)
     # the log processed again from scratch (a rebuild) decides nothing twice
     reset_derived_state(engine)
@@ -153,7 +153,7 @@ def test_a_ten_minute_outage_loses_nothing(system: OpenCDP, receiver: Receiver) 
         if statuses(system).get(outbox.DELIVERED) == 40:
             break
     assert statuses(system) == {outbox.DELIVERED: 40}
-    keys = receiver.keys()
+    keys = receiver.idempotency_keys()
     assert len(set(keys)) == 40 and all(k.startswith("fwd-") for k in keys)
     with engine.connect() as conn:
         health = conn.execute(sa.select(destinations.c.failures, destinations.c.open_until)).one()
@@ -205,7 +205,7 @@ def test_client_errors_are_dead_letters_at_once_and_can_be_replayed(
         assert outbox.replay(conn, destination_id=dest) == 1
     worker.run_until_idle()
     assert statuses(system) == {outbox.DELIVERED: 2}
-    assert poisoned in receiver.keys()
+    assert poisoned in receiver.idempotency_keys()
 
 
 def test_consent_is_checked_at_send_time(system: OpenCDP, receiver: Receiver) -> None:

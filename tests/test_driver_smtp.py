@@ -3,56 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from opencdp.activation.drivers import DestinationConfigError, Message, Outcome, driver_class
 from opencdp.activation.drivers.smtp import SmtpDriver, message_id
+from tests.receivers import MailRecorder, free_port, start_mail_server
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Recorder:
-    """An aiosmtpd handler that keeps what it receives and refuses chosen recipients."""
-
-    def __init__(self) -> None:
-        self.mails: list[tuple[str, list[str], EmailMessage, Any]] = []
-        self.refuse: dict[str, str] = {}
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.mails.append((envelope.mail_from, list(envelope.rcpt_tos), parsed, session.peer))
-        return "250 Message accepted"
-
-
-def _start(handler: Recorder, **kwargs: Any) -> Controller:
-    controller = Controller(handler, hostname="127.0.0.1", port=_free_port(), **kwargs)
-    controller.start()
-    return controller
+Recorder = MailRecorder
+_free_port = free_port
+_start = start_mail_server
 
 
 @pytest.fixture

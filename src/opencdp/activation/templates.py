@@ -68,7 +68,9 @@ def iso(value: Any) -> Any:
 
 def _environment(strict: bool) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
-        autoescape=False, undefined=StrictUndefined if strict else ChainableUndefined, keep_trailing_newline=True
+        autoescape=False,
+        undefined=StrictUndefined if strict else ChainableUndefined,
+        keep_trailing_newline=True,
     )
     env.filters.update(
         sha256=sha256,

@@ -299,6 +299,23 @@ class DeliveryWorker:
                     "profile_id": _pid(person),
                     "event": event,
                 }
+            elif row.kind == "journey":
+                journey = {"id": row.subject.get("journey"), "name": row.subject.get("journey_name")}
+                context.update(
+                    journey=journey,
+                    step=row.subject.get("step"),
+                    channel=row.subject.get("channel"),
+                    content=row.subject.get("content") or {},
+                )
+                body = {
+                    "type": "journey",
+                    "idempotency_key": row.key,
+                    "journey": journey,
+                    "step": row.subject.get("step"),
+                    "channel": row.subject.get("channel"),
+                    "content": row.subject.get("content") or {},
+                    "profile": _public(person),
+                }
             else:
                 segment = {
                     "id": row.subject.get("segment"),
@@ -499,10 +516,14 @@ def _segment_names(conn: sa.Connection, ids: set[int]) -> dict[int, str]:
 
 
 class DeliveryLoop:
-    """The worker in a thread with its own event loop: a pass, then a short pause when idle."""
+    """The worker in a thread with its own event loop: a pass of the journey runner (its sends
+    become deliveries) and one of the delivery worker, then a short pause when idle."""
 
-    def __init__(self, worker: DeliveryWorker, idle_seconds: float = 0.2) -> None:
+    def __init__(self, worker: DeliveryWorker, idle_seconds: float = 0.2, journeys: Any = None) -> None:
+        from opencdp.journeys.runner import JourneyRunner
+
         self.worker = worker
+        self.journeys = journeys if journeys is not None else JourneyRunner(worker.engine, worker.settings)
         self.idle_seconds = idle_seconds
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -527,12 +548,13 @@ class DeliveryLoop:
             while not self._stop.is_set():
                 self._wake.clear()
                 try:
+                    moved = self.journeys.run_once()
                     result = loop.run_until_complete(self.worker.run_once())
                 except Exception:
                     log.exception("delivery pass failed; retrying")
                     self._stop.wait(1.0)
                     continue
-                if not result.work:
+                if not result.work and not moved:
                     self._wake.wait(self.idle_seconds)
         finally:
             loop.run_until_complete(self.worker.close())

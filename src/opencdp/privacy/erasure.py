@@ -42,6 +42,8 @@ from opencdp.store.schema import (
     identity_edge_members,
     identity_edges,
     identity_links,
+    journey_history,
+    journey_instances,
     profile_events,
     profile_refresh_queue,
     profiles,
@@ -268,6 +270,8 @@ class _Erasure:
             # nothing queued for the person is sent, and no trace says where they were sent
             (deliveries, deliveries.c.profile_id),
             (audience_sync_members, audience_sync_members.c.profile_id),
+            (journey_instances, journey_instances.c.profile_id),
+            (journey_history, journey_history.c.profile_id),
             (identities, identities.c.profile_id),
             (profiles, profiles.c.id),
         ):

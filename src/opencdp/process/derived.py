@@ -15,6 +15,7 @@ import random
 import time
 import zlib
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,6 +34,7 @@ def part_of(profile_id: str) -> int:
 
 def update_derived_state(conn: sa.Connection, touched: set[str], now: datetime | None = None) -> None:
     """Computed traits and segment memberships of these profiles, in the caller's transaction."""
+    from opencdp.journeys.triggers import on_trait_changes, watched_traits
     from opencdp.segments.memberships import refresh_segments
     from opencdp.traits.store import refresh_computed
 
@@ -47,8 +49,36 @@ def update_derived_state(conn: sa.Connection, touched: set[str], now: datetime |
         )
     }
     now = now or datetime.now(UTC)
+    watched = watched_traits(conn) if live else set()
+    before = _computed(conn, live) if watched else {}
     refresh_computed(conn, live, now)
+    if watched:
+        after = _computed(conn, live)
+        changes = {
+            pid: {
+                name: (before.get(pid, {}).get(name), value.get(name))
+                for name in watched
+                if before.get(pid, {}).get(name) != value.get(name)
+            }
+            for pid, value in after.items()
+        }
+        on_trait_changes(conn, {pid: c for pid, c in changes.items() if c}, now)
     refresh_segments(conn, touched, now)
+
+
+def _computed(conn: sa.Connection, ids: set[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), 500):
+        found.update(
+            (r.id, r.computed or {})
+            for r in conn.execute(
+                sa.select(profiles.c.id, profiles.c.computed).where(
+                    profiles.c.id.in_(ordered[start : start + 500])
+                )
+            )
+        )
+    return found
 
 
 def enqueue(conn: sa.Connection, touched: set[str]) -> None:

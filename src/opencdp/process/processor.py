@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from opencdp import metrics
 from opencdp.activation.forwarding import emit as forward
 from opencdp.identity.identifiers import Identifier, IdentityRules
+from opencdp.journeys.triggers import on_events as journey_events
 from opencdp.log.lock import suppression_version
 from opencdp.process.chunk import Chunk
 from opencdp.process.derived import enqueue, queued, refresh_queued, update_derived_state
@@ -197,7 +198,9 @@ class Processor:
                 chunk.apply(event, ids)
             clock = _stage("identity", clock)
             chunk.flush()
-            forward(conn, batch, chunk.event_profiles)  # decisions to send, in this transaction
+            # what acts on these events, decided in this transaction: forwarding, journeys
+            forward(conn, batch, chunk.event_profiles)
+            journey_events(conn, batch, chunk.event_profiles)
             clock = _stage("write", clock)
             if self.parallel_refresh:
                 enqueue(conn, chunk.touched)

@@ -71,9 +71,12 @@ def refresh(
     changes += [{"segment_id": segment_id, "profile_id": p, "change": "exited", "at": now} for p in exited]
     for batch in _parts(changes):
         conn.execute(segment_transitions.insert(), batch)
-    from opencdp.activation.audiences import emit_changes  # what acts on the change, in its transaction
+    # what acts on the change, in its transaction: audience syncs, journeys
+    from opencdp.activation.audiences import emit_changes
+    from opencdp.journeys.triggers import on_segment_change
 
     emit_changes(conn, segment_id, entered, exited, now)
+    on_segment_change(conn, segment_id, entered, exited, now)
     return len(entered), len(exited)
 
 

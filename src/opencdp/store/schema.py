@@ -431,6 +431,71 @@ activation_marks = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 
+# --- Journeys (0011): definitions (versioned), each profile's way through them, and its history.
+# Not derived: a rebuild must not send a journey's messages again. ---
+
+journeys = sa.Table(
+    "journeys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("definition", Json, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # draft, active, paused
+    #: events up to this id were logged before the journey was activated: they enter no one
+    sa.Column("after_event_id", sa.BigInteger, nullable=False),
+    sa.Column("next_run_at", UTCDateTime, nullable=True),  # a scheduled entry's next occurrence
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+journey_versions = sa.Table(
+    "journey_versions",
+    metadata,
+    sa.Column("journey_id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("definition", Json, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
+)
+
+#: One profile's way through one journey: where it is and when it goes on.
+journey_instances = sa.Table(
+    "journey_instances",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("journey_id", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("profile_id", sa.String(36), nullable=False, index=True),
+    sa.Column("step", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # active, done
+    sa.Column("outcome", sa.String(16), nullable=True),  # completed, exited, converted
+    sa.Column("next_at", UTCDateTime, nullable=False),
+    sa.Column("waiting_for", Json, nullable=True),  # a wait_for step: the event and where to go
+    sa.Column("steps_done", sa.Integer, nullable=False),
+    sa.Column("entered_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Index("ix_journey_instances_status_next_at", "status", "next_at"),
+    sa.Index("ix_journey_instances_journey_profile", "journey_id", "profile_id"),
+)
+
+#: What happened on the way, per instance and step: entered, waiting, sent, capped, branched, …
+journey_history = sa.Table(
+    "journey_history",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("instance_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("journey_id", sa.Integer, nullable=False),
+    sa.Column("profile_id", sa.String(36), nullable=False, index=True),
+    sa.Column("step", sa.String(100), nullable=True),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(50), nullable=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("detail", Json, nullable=False),
+    sa.Index("ix_journey_history_journey_step", "journey_id", "step", "action"),
+)
+
 DERIVED_TABLES = (
     identities,
     identity_edges,
