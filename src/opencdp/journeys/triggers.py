@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from opencdp.activation import outbox
@@ -28,14 +29,18 @@ from opencdp.segments.store import lookup_in
 from opencdp.store.schema import journey_history, journey_instances, journeys, profiles, segments
 
 MARK = "journeys_through"
-_parsed: dict[tuple[int, int], JourneyDefinition] = {}
+_parsed: dict[bytes, JourneyDefinition] = {}
 
 
 def definition_of(journey_id: int, version: int, document: Any) -> JourneyDefinition:
-    key = (journey_id, version)
-    if key not in _parsed:
-        _parsed[key] = parse_definition(document)
-    return _parsed[key]
+    """The parsed definition, cached by its content (ids repeat across databases and rebuilds)."""
+    key = orjson.dumps([journey_id, version, document], option=orjson.OPT_SORT_KEYS)
+    found = _parsed.get(key)
+    if found is None:
+        if len(_parsed) > 1000:
+            _parsed.clear()
+        found = _parsed[key] = parse_definition(document)
+    return found
 
 
 def active_journeys(conn: sa.Connection) -> list[tuple[Any, JourneyDefinition]]:
