@@ -20,7 +20,7 @@ from opencdp.activation.drivers.base import Message
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _answers(host: str, port: int) -> bool:
+def answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
             return True
@@ -30,7 +30,7 @@ def _answers(host: str, port: int) -> bool:
 
 def require_broker(name: str, host: str, port: int) -> None:
     """Make sure the broker answers at host:port, starting the local one if need be."""
-    if _answers(host, port):
+    if answers(host, port):
         return
     problem = f"no {name} server answers at {host}:{port}"
     if host in ("127.0.0.1", "localhost"):
@@ -42,7 +42,7 @@ def require_broker(name: str, host: str, port: int) -> None:
                 text=True,
                 timeout=120,
             )
-            if _answers(host, port):
+            if answers(host, port):
                 return
             said = started.stderr.strip() or f"it exited with {started.returncode}, yet nothing answers"
             problem += f" and scripts/brokers could not start one: {said}"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import pytest
 
 from opencdp.activation.drivers import DestinationConfigError, driver_class
 from opencdp.activation.drivers.nats import NatsDriver, covers, default_stream_subjects, subject_problem
-from tests.broker_helpers import free_port, message, require_broker
+from tests.broker_helpers import answers, free_port, message, require_broker
 
 NATS_URL = os.environ.get("OPENCDP_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
@@ -227,6 +229,45 @@ def test_a_closed_connection_is_opened_again(nats_url: str, name: str) -> None:
 
     assert asyncio.run(scenario()) == ["delivered"] * 3
     assert len(_stored(nats_url, name)) == 3
+
+
+@pytest.mark.skipif(shutil.which("nats-server") is None, reason="needs the nats-server binary")
+def test_a_server_restart_means_retry_then_delivery(tmp_path: Any) -> None:
+    """The test's own server, killed and started again: meanwhile every send is a quick retry,
+    and the client's background reconnection makes the next one go through."""
+    port = free_port()
+    command = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path)]
+
+    def start() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not answers("127.0.0.1", port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return server
+
+    server = start()
+    config = {"subject": "orders.x", "stream": "ORDERS", "create_stream": True, "timeout_seconds": 1}
+    driver = _driver(f"nats://127.0.0.1:{port}", **config)
+
+    async def scenario() -> list[str]:
+        nonlocal server
+        statuses = [o.status for o in await driver.send([message(1, "a")])]
+        server.kill()
+        server.wait()
+        statuses += [o.status for o in await driver.send([message(2, "b")])]
+        server = start()
+        deadline = time.monotonic() + 5
+        while (outcome := (await driver.send([message(2, "b")]))[0]).status != "delivered":
+            assert time.monotonic() < deadline, outcome
+            await asyncio.sleep(0.2)
+        await driver.close()
+        return [*statuses, outcome.status]
+
+    try:
+        assert asyncio.run(scenario()) == ["delivered", "retry", "delivered"]
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_token_is_sent_from_the_secret(nats_url: str, name: str) -> None:
