@@ -97,7 +97,9 @@ class RabbitMQDriver(Driver):
             name = self.config["exchange"]
             return [Outcome.fail(f"exchange {name!r} does not exist: declare it") for _ in messages]
         except Exception as exc:
-            error = f"cannot connect to RabbitMQ at {self.config['url']}: {self._describe(exc)}"
+            connected = self._connection is not None and not self._connection.is_closed
+            step = "open a channel (or declare) on" if connected else "connect to"
+            error = f"cannot {step} RabbitMQ at {self.config['url']}: {self._describe(exc)}"
             return [Outcome.again(error) for _ in messages]
         prepared = [self._prepare(message) for message in messages]
         # The publishes start in order and take the channel's (first come, first served) lock in
