@@ -74,7 +74,7 @@ class Driver:
 
     kind: ClassVar[str]
     config: dict[str, Any]
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)  # never in a log line or traceback
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
