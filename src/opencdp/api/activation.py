@@ -28,9 +28,12 @@ from opencdp.system import OpenCDP
 
 router = APIRouter(prefix="/api", tags=["activation"])
 
-#: the largest id a path or query accepts (ids are 64-bit in PostgreSQL)
-ID_MAX = 2**63 - 1
+#: the largest id of a destination, forwarding rule or audience sync (32-bit columns)
+ID_MAX = 2**31 - 1
+#: the largest delivery id (a 64-bit column)
+DELIVERY_ID_MAX = 2**63 - 1
 Id = Annotated[int, Field(ge=1, le=ID_MAX)]
+DeliveryId = Annotated[int, Field(ge=1, le=DELIVERY_ID_MAX)]
 PathId = Annotated[int, Path(ge=1, le=ID_MAX)]
 
 
@@ -180,7 +183,9 @@ class DeliveryPage(BaseModel):
 
 
 class ReplayIn(BaseModel):
-    ids: list[Id] | None = Field(None, min_length=1, max_length=10_000, description="These dead letters")
+    ids: list[DeliveryId] | None = Field(
+        None, min_length=1, max_length=10_000, description="These dead letters"
+    )
     destination_id: Id | None = Field(None, description="Every dead letter of this destination")
     all: bool = Field(False, description="Every dead letter")
 
@@ -418,7 +423,7 @@ def list_deliveries(
     destination_id: Annotated[int | None, Query(ge=1, le=ID_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_id: Annotated[
-        int | None, Query(ge=1, le=ID_MAX, description="Cursor: next_before_id of the previous page")
+        int | None, Query(ge=1, le=DELIVERY_ID_MAX, description="Cursor: next_before_id of the previous page")
     ] = None,
 ) -> dict[str, Any]:
     with _engine(request).connect() as conn:
