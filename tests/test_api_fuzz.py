@@ -50,6 +50,11 @@ READ_SCOPE = {
     ("POST", "/api/segments/preview"),
     ("GET", "/api/traits/computed"),
     ("GET", "/api/consent/purposes"),
+    ("GET", "/api/destinations"),
+    ("GET", "/api/destinations/{destination_id}"),
+    ("GET", "/api/forwarding"),
+    ("GET", "/api/audience-syncs"),
+    ("GET", "/api/deliveries"),
     ("GET", "/metrics"),
 }
 

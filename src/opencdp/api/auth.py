@@ -97,7 +97,8 @@ _bearer = HTTPBearer(
     auto_error=False,
     description="An API key from `opencdp keys create --role metrics|read|export|admin`. "
     "admin may do everything; export may also list and export segment members and export personal "
-    "data; read may read profiles, events, segments and traits and preview segments; metrics may "
+    "data; read may read profiles, events, segments and traits, preview segments and list destinations "
+    "(never their secrets), forwarding rules, audience syncs and deliveries; metrics may "
     "only scrape /metrics.",
 )
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="opencdp"'}
