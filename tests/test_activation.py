@@ -205,7 +205,7 @@ def test_client_errors_are_dead_letters_at_once_and_can_be_replayed(
         assert outbox.replay(conn, destination_id=dest) == 1
     worker.run_until_idle()
     assert statuses(system) == {outbox.DELIVERED: 2}
-    assert poisoned in receiver.keys()
+    assert poisoned in receiver.keys()  # noqa: SIM118 (a method of Receiver, not a dict)
 
 
 def test_consent_is_checked_at_send_time(system: OpenCDP, receiver: Receiver) -> None:
