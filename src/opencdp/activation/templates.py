@@ -11,7 +11,9 @@ Filters for the formats ad platforms and CRMs require: `sha256`, `normalise_emai
 Google Customer Match and TikTok require; Meta wants the phone's digits without the `+`:
 `hash_phone(region, plus=False)`), `iso` (a datetime as ISO 8601), `md5` (only for Mailchimp's
 subscriber hash, the MD5 of the lower-cased e-mail: MD5 protects nothing, never use it to
-pseudonymise), `base64` (text as Base64, for HTTP Basic authorization headers).
+pseudonymise), `base64` (text as Base64, for HTTP Basic authorization headers), `compact` (an
+object without its empty values: `"{{ {'firstname': profile.traits.firstName} | compact }}"` leaves
+out what a profile does not have, instead of sending null).
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ def b64(value: Any) -> str | None:
     return _base64.b64encode(str(value).encode()).decode("ascii")
 
 
+def compact(value: Any) -> Any:
+    """An object without its null, undefined and empty-text values (other values pass through)."""
+    if not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if not (v is None or isinstance(v, Undefined) or v == "")}
+
+
 def normalise_phone(value: Any, region: str | None = None, plus: bool = True) -> str | None:
     """E.164 (`+447700900123`); with plus=False its digits only (`447700900123`, Meta's form).
     `region` (ISO country code) places numbers written without a country code."""
@@ -101,6 +110,7 @@ def _environment(strict: bool) -> ImmutableSandboxedEnvironment:
         iso=iso,
         md5=md5,
         base64=b64,
+        compact=compact,
     )
     return env
 
