@@ -76,7 +76,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            do_POST = do_PUT = do_PATCH = _handle
+            do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)

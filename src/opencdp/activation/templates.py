@@ -8,11 +8,17 @@ other string is rendered as text. That is the field mapping: `{"email": "{{ prof
 
 Filters for the formats ad platforms and CRMs require: `sha256`, `normalise_email`,
 `normalise_phone` (E.164), `hash_email` and `hash_phone` (SHA-256 of the normalised value, as
-Google Customer Match, Meta custom audiences and TikTok require), `iso` (a datetime as ISO 8601).
+Google Customer Match and TikTok require; Meta wants the phone's digits without the `+`:
+`hash_phone(region, plus=False)`), `iso` (a datetime as ISO 8601), `md5` (only for Mailchimp's
+subscriber hash, the MD5 of the lower-cased e-mail: MD5 protects nothing, never use it to
+pseudonymise), `base64` (text as Base64, for HTTP Basic authorization headers), `compact` (an
+object without its empty values: `"{{ {'firstname': profile.traits.firstName} | compact }}"` leaves
+out what a profile does not have, instead of sending null).
 """
 
 from __future__ import annotations
 
+import base64 as _base64
 import hashlib
 import re
 from datetime import datetime
@@ -42,7 +48,29 @@ def normalise_email(value: Any) -> str | None:
     return value.strip().lower()
 
 
-def normalise_phone(value: Any, region: str | None = None) -> str | None:
+def md5(value: Any) -> str | None:
+    """Hex MD5: only for identifiers a vendor defines that way (Mailchimp's subscriber hash)."""
+    if value is None or isinstance(value, Undefined):
+        return None
+    return hashlib.md5(str(value).encode(), usedforsecurity=False).hexdigest()
+
+
+def b64(value: Any) -> str | None:
+    if value is None or isinstance(value, Undefined):
+        return None
+    return _base64.b64encode(str(value).encode()).decode("ascii")
+
+
+def compact(value: Any) -> Any:
+    """An object without its null, undefined and empty-text values (other values pass through)."""
+    if not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if not (v is None or isinstance(v, Undefined) or v == "")}
+
+
+def normalise_phone(value: Any, region: str | None = None, plus: bool = True) -> str | None:
+    """E.164 (`+447700900123`); with plus=False its digits only (`447700900123`, Meta's form).
+    `region` (ISO country code) places numbers written without a country code."""
     if value is None or isinstance(value, Undefined):
         return None
     try:
@@ -51,15 +79,16 @@ def normalise_phone(value: Any, region: str | None = None) -> str | None:
         return None
     if not phonenumbers.is_valid_number(number):
         return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164 if plus else e164.lstrip("+")
 
 
 def hash_email(value: Any) -> str | None:
     return sha256(normalise_email(value))
 
 
-def hash_phone(value: Any, region: str | None = None) -> str | None:
-    return sha256(normalise_phone(value, region))
+def hash_phone(value: Any, region: str | None = None, plus: bool = True) -> str | None:
+    return sha256(normalise_phone(value, region, plus))
 
 
 def iso(value: Any) -> Any:
@@ -79,6 +108,9 @@ def _environment(strict: bool) -> ImmutableSandboxedEnvironment:
         hash_email=hash_email,
         hash_phone=hash_phone,
         iso=iso,
+        md5=md5,
+        base64=b64,
+        compact=compact,
     )
     return env
 

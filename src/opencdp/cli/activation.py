@@ -54,8 +54,25 @@ def destinations_group() -> None:
 
 @destinations_group.command("add")
 @click.argument("name")
-@click.option("--kind", required=True, help="webhook, smtp, nats, rabbitmq or file")
-@click.option("--config", "config_text", required=True, help="The destination's settings as JSON")
+@click.option("--kind", default=None, help="webhook, smtp, nats, rabbitmq or file (webhook with --preset)")
+@click.option(
+    "--preset",
+    default=None,
+    help="A ready-made webhook for a tool, e.g. hubspot-contacts (see `opencdp destinations presets`)",
+)
+@click.option(
+    "--option",
+    "preset_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the preset (repeat for each)",
+)
+@click.option(
+    "--config",
+    "config_text",
+    default=None,
+    help="The destination's settings as JSON (with --preset: settings given over the preset's)",
+)
 @click.option("--secret", default=None, help="Password, token or signing key; env:NAME to read it from $NAME")
 @click.option(
     "--ask-secret", is_flag=True, help="Prompt for the secret instead (keeps it out of shell history)"
@@ -72,21 +89,34 @@ def destinations_group() -> None:
 @_friendly
 def add(
     name: str,
-    kind: str,
-    config_text: str,
+    kind: str | None,
+    preset: str | None,
+    preset_options: tuple[str, ...],
+    config_text: str | None,
     secret: str | None,
     ask_secret: bool,
     purpose: str | None,
     rate: float | None,
     max_retry_seconds: int,
 ) -> None:
-    """Create a destination."""
+    """Create a destination, from its settings or from a preset."""
     from opencdp.activation.destinations import DestinationSpec, create
 
+    config: Any
+    if preset is not None:
+        if kind not in (None, "webhook"):
+            raise click.BadParameter("a preset makes a webhook destination", param_hint="--kind")
+        kind, config = "webhook", _preset_config(preset, preset_options, config_text)
+    else:
+        if preset_options:
+            raise click.BadParameter("options belong to a preset: give --preset", param_hint="--option")
+        if kind is None or config_text is None:
+            raise click.UsageError("give --kind and --config, or --preset")
+        config = _json(config_text, "--config")
     spec = DestinationSpec(
         name=name,
         kind=kind,
-        config=_json(config_text, "--config"),
+        config=config,
         secret=_secret(secret, ask_secret),
         purpose=purpose,
         rate_per_second=rate,
@@ -94,8 +124,52 @@ def add(
     )
     with _engine().begin() as conn:
         new_id = create(conn, _settings(), spec)
-        record(conn, "cli", "destination.create", "destination", str(new_id), {"name": name, "kind": kind})
+        detail = {"name": name, "kind": kind, **({"preset": preset} if preset else {})}
+        record(conn, "cli", "destination.create", "destination", str(new_id), detail)
     click.echo(f"destination {name!r} created (id {new_id})")
+
+
+def _preset_config(name: str, options: tuple[str, ...], config_text: str | None) -> dict[str, Any]:
+    from opencdp.activation.drivers import DestinationConfigError
+    from opencdp.activation.presets import get, merge
+
+    given: dict[str, str] = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE", param_hint="--option")
+        given[key.strip()] = value
+    try:
+        config = get(name).build(given)
+    except DestinationConfigError as exc:
+        hint = "--preset" if exc.field == "preset" else f"--option {exc.field}"
+        raise click.BadParameter(exc.message, param_hint=hint) from None
+    if config_text:
+        override = _json(config_text, "--config")
+        if not isinstance(override, dict):
+            raise click.BadParameter("must be an object", param_hint="--config")
+        config = merge(config, override)
+    return config
+
+
+@destinations_group.command("presets")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+def presets_(as_json: bool) -> None:
+    """Ready-made webhook destinations for common tools, with their options."""
+    from opencdp.activation.presets import PRESETS
+
+    if as_json:
+        _print([p.describe() for p in PRESETS.values()])
+        return
+    for preset in PRESETS.values():
+        click.echo(f"{preset.name}: {preset.title}")
+        click.echo(f"  {preset.description}")
+        click.echo(f"  secret: {preset.secret}")
+        click.echo(f"  request format: {preset.reference}")
+        for option in preset.options:
+            need = "required" if option.required else f"default {option.default!r}"
+            click.echo(f"  --option {option.name}=…  ({need}) {option.description}")
+        click.echo("")
 
 
 @destinations_group.command("list")

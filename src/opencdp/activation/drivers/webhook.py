@@ -5,6 +5,11 @@ carries `X-OpenCDP-Timestamp` (Unix seconds) and `X-OpenCDP-Signature: v1=<hex>`
 HMAC-SHA256 of `"<timestamp>.<raw body>"` with the secret (docs/activation.md has the recipe).
 `Idempotency-Key` is the delivery's key (for a batch, a hash of its members' keys; each member of
 the default body carries its own `idempotency_key`).
+
+`url` and `method` may be templates (`"{{ 'DELETE' if action == 'remove' else 'POST' }}"`): a
+batch only holds messages whose URL and method render the same. `required` names values a message
+must have (`{"email": "{{ profile.traits.email }}"}`): a message where one renders empty is a dead
+letter at once, without a request, so one profile without an e-mail cannot fail a whole batch.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import orjson
 from opencdp.activation.drivers.base import DestinationConfigError, Driver, Message, Outcome
 from opencdp.activation.templates import TemplateProblem, check, render_text, render_value
 
-METHODS = ("POST", "PUT", "PATCH")
+METHODS = ("POST", "PUT", "PATCH", "DELETE")
 #: client errors that a later attempt may pass: timeout, too early, too many requests
 _RETRYABLE_4XX = {408, 425, 429}
 MAX_BATCH = 1000
@@ -64,6 +69,7 @@ class WebhookDriver(Driver):
             "batch_body",
             "timeout_seconds",
             "concurrency",
+            "required",
         }
         for key in config:
             if key not in known:
@@ -76,9 +82,25 @@ class WebhookDriver(Driver):
         ):
             raise DestinationConfigError("url", "give an http:// or https:// URL")
         check(url)
-        method = str(config.get("method", "POST")).upper()
-        if method not in METHODS:
-            raise DestinationConfigError("method", f"one of {', '.join(METHODS)}")
+        method = str(config.get("method", "POST"))
+        if "{" in method:
+            try:
+                check(method)
+            except TemplateProblem as exc:
+                raise DestinationConfigError("method", str(exc)) from None
+        else:
+            method = method.upper()
+            if method not in METHODS:
+                raise DestinationConfigError("method", f"one of {', '.join(METHODS)} (or a template)")
+        required = config.get("required", {})
+        if not isinstance(required, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in required.items()
+        ):
+            raise DestinationConfigError("required", "an object of names to templates")
+        try:
+            check(required)
+        except TemplateProblem as exc:
+            raise DestinationConfigError("required", str(exc)) from None
         headers = config.get("headers", {})
         if not isinstance(headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
@@ -115,6 +137,7 @@ class WebhookDriver(Driver):
             "batch_body": config.get("batch_body"),
             "timeout_seconds": timeout,
             "concurrency": concurrency,
+            **({"required": required} if required else {}),
         }
 
     def batch_size(self) -> int:
@@ -149,53 +172,77 @@ class WebhookDriver(Driver):
             headers["X-OpenCDP-Signature"] = signature(self.secret, stamp, body)
         return headers
 
+    def _missing(self, message: Message) -> str | None:
+        """The first required value that renders empty, if any."""
+        for name, template in self.config.get("required", {}).items():
+            if render_value(template, message.context) in (None, "", [], {}):
+                return name
+        return None
+
+    def _target(self, message: Message) -> tuple[str, str]:
+        method = self.config.get("method", "POST")
+        if "{" in method:
+            method = render_text(method, message.context).strip().upper()
+            if method not in METHODS:
+                raise TemplateProblem(f"method rendered as {method!r}, not one of {', '.join(METHODS)}")
+        return method, render_text(self.config["url"], message.context)
+
     async def send(self, messages: list[Message]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(messages)
-        requests: list[tuple[list[int], bytes, dict[str, str], str]] = []
+        requests: list[tuple[list[int], bytes, dict[str, str], str, str]] = []
         size = int(self.config["batch_size"])
-        ready: list[tuple[int, Any]] = []
+        # messages by where they go, in order: a batch never mixes URLs or methods
+        targets: dict[tuple[str, str], list[tuple[int, Any]]] = {}
         for i, message in enumerate(messages):
             try:
-                ready.append((i, self._body(message)))
+                missing = self._missing(message)
+                if missing is not None:
+                    outcomes[i] = Outcome.fail(f"required value {missing!r} is empty: not sent")
+                    continue
+                body = self._body(message)
+                targets.setdefault(self._target(message), []).append((i, body))
             except TemplateProblem as exc:
                 outcomes[i] = Outcome.fail(str(exc))
-        try:
-            for start in range(0, len(ready), size):
-                group = ready[start : start + size]
-                first = messages[group[0][0]]
-                if size == 1:
-                    payload = group[0][1]
-                else:
-                    items = [body for _, body in group]
-                    wrapper = self.config.get("batch_body")
-                    payload = (
-                        items
-                        if wrapper is None
-                        else render_value(wrapper, {**first.context, "messages": items})
-                    )
-                body = orjson.dumps(payload)
-                keys = [messages[i].key for i, _ in group]
-                url = render_text(self.config["url"], first.context)
-                requests.append(([i for i, _ in group], body, self._headers(first.context, keys, body), url))
-        except TemplateProblem as exc:
-            for i, _ in ready:
-                outcomes[i] = outcomes[i] or Outcome.fail(str(exc))
-            requests = []
+        for (method, url), members in targets.items():
+            for start in range(0, len(members), size):
+                group = members[start : start + size]
+                try:
+                    requests.append(self._build(messages, group, size, method, url))
+                except TemplateProblem as exc:  # the batch wrapper or a header
+                    for i, _ in group:
+                        outcomes[i] = Outcome.fail(str(exc))
         limit = asyncio.Semaphore(int(self.config["concurrency"]))
 
-        async def one(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        async def one(method: str, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
             async with limit:
-                return await self._request(url, body, headers)
+                return await self._request(method, url, body, headers)
 
-        results = await asyncio.gather(*(one(url, body, headers) for _, body, headers, url in requests))
-        for (indexes, _, _, _), outcome in zip(requests, results, strict=True):
+        results = await asyncio.gather(
+            *(one(method, url, body, headers) for _, body, headers, method, url in requests)
+        )
+        for (indexes, *_), outcome in zip(requests, results, strict=True):
             for i in indexes:
                 outcomes[i] = outcome
         return [o or Outcome.fail("not sent") for o in outcomes]
 
-    async def _request(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    def _build(
+        self, messages: list[Message], group: list[tuple[int, Any]], size: int, method: str, url: str
+    ) -> tuple[list[int], bytes, dict[str, str], str, str]:
+        first = messages[group[0][0]]
+        if size == 1:
+            payload = group[0][1]
+        else:
+            items = [body for _, body in group]
+            wrapper = self.config.get("batch_body")
+            context = {**first.context, "messages": items}
+            payload = items if wrapper is None else render_value(wrapper, context)
+        body = orjson.dumps(payload)
+        keys = [messages[i].key for i, _ in group]
+        return [i for i, _ in group], body, self._headers(first.context, keys, body), method, url
+
+    async def _request(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         try:
-            response = await self._client().request(self.config["method"], url, content=body, headers=headers)
+            response = await self._client().request(method, url, content=body, headers=headers)
         except httpx.TimeoutException:
             return Outcome.again(f"timed out after {self.config['timeout_seconds']} s")
         except httpx.HTTPError as exc:
