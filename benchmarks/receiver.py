@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import uvicorn
 
-arrivals: list[tuple[str, str | None, float]] = []  # (key, message id of an event, when)
+arrivals: list[tuple[str, str | None, float]] = []  # (key, event message id or profile id, when)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -35,7 +35,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         for item in data if isinstance(data, list) else [data]:
             if isinstance(item, dict):
                 event = item.get("event") if isinstance(item.get("event"), dict) else {}
-                arrivals.append((str(item.get("idempotency_key")), event.get("messageId"), now))
+                profile = item.get("profile") if isinstance(item.get("profile"), dict) else {}
+                # an event's message id, or (journey sends) the profile id
+                arrivals.append(
+                    (str(item.get("idempotency_key")), event.get("messageId") or profile.get("id"), now)
+                )
         payload = b'{"ok":true}'
     await send(
         {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
