@@ -30,6 +30,7 @@ from schemathesis.python import asgi
 from opencdp.access.audit import record
 from opencdp.access.keys import create_api_key, create_source
 from opencdp.api.app import create_app
+from opencdp.journeys import store as journey_store
 from opencdp.segments import store as segment_store
 from opencdp.system import OpenCDP
 from tests.identity_helpers import log_messages, process
@@ -55,13 +56,17 @@ READ_SCOPE = {
     ("GET", "/api/forwarding"),
     ("GET", "/api/audience-syncs"),
     ("GET", "/api/deliveries"),
+    ("GET", "/api/journeys"),
+    ("GET", "/api/journeys/{journey_id}"),
+    ("GET", "/api/journeys/{journey_id}/versions"),
+    ("GET", "/api/profiles/{profile_id}/journeys"),
     ("GET", "/metrics"),
 }
 
 
 @pytest.fixture
 def world(cdp: OpenCDP) -> Iterator[dict[str, Any]]:
-    """Keys, a profile, a segment and an audit entry the read key must never see."""
+    """Keys, a profile, a segment, an active journey and an audit entry the read key must never see."""
     admin_key, admin_secret = create_api_key(cdp.engine, "admin", "fuzz admin")
     _read_key, read_secret = create_api_key(cdp.engine, "read", "fuzz read")
     write_key = create_source(cdp.engine, "web")[1]
@@ -70,6 +75,9 @@ def world(cdp: OpenCDP) -> Iterator[dict[str, Any]]:
     log_messages(cdp.engine, [{"type": "identify", "userId": "f1", "context": consent, "traits": traits}])
     process(cdp.engine)
     segment_store.save(cdp.engine, "de", {"trait": "country", "op": "eq", "value": "DE"}, "")
+    with cdp.engine.begin() as conn:
+        journey = {"entry": {"segment": "de"}, "steps": [{"id": "a", "wait": {"days": 1}}]}
+        journey_store.set_status(conn, journey_store.save(conn, "welcome", journey)["id"], "active")
     canary = f"audit-canary-{uuid.uuid4().hex}"
     record(cdp.engine, admin_key.actor, "canary.read", "canary", canary)
     secrets = [admin_secret, read_secret, write_key]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -76,3 +78,39 @@ def test_bad_configuration_is_one_clear_line(env_for: dict[str, str]) -> None:
     result = run("sources", "list", env={**env_for, "OPENCDP_SQLITE_SYNCHRONOUS": "sometimes"})
     assert result.returncode == 1
     assert "OPENCDP_SQLITE_SYNCHRONOUS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_journeys_save_activate_list_show(env_for: dict[str, str], tmp_path: Path) -> None:
+    definition = {"entry": {"event": "Signed Up"}, "steps": [{"id": "a day", "wait": {"days": 1}}]}
+    path = tmp_path / "welcome.json"
+    path.write_text(json.dumps(definition))
+    saved = opencdp("journeys", "save", "welcome", str(path), "--description", "new sign-ups", env=env_for)
+    assert "saved as a draft" in saved
+    nowhere = {"entry": {"event": "X"}, "steps": [{"id": "a", "send": {"destination": "nowhere"}}]}
+    bad = run("journeys", "save", "welcome", json.dumps(nowhere), env=env_for)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "definition.steps.0.send.destination: no destination named 'nowhere'" in bad.stderr
+    missing = run("journeys", "activate", "nope", env=env_for)
+    assert missing.returncode == 1 and "journey: no journey named 'nope'" in missing.stderr
+
+    assert "is active" in opencdp("journeys", "activate", "welcome", env=env_for)
+    definition["steps"].append({"id": "tag", "tag": {"add": "welcomed"}})
+    changed = subprocess.run(
+        [sys.executable, "-m", "opencdp", "journeys", "save", "welcome", "-"],
+        input=json.dumps(definition),
+        env=env_for,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert "version 2 (active)" in changed.stdout
+
+    listing = opencdp("journeys", "list", env=env_for)
+    assert "welcome" in listing and "active" in listing and "v2" in listing and "entered 0" in listing
+    shown = opencdp("journeys", "show", "welcome", env=env_for)
+    assert "welcome (id 1): active, version 2" in shown and "new sign-ups" in shown
+    assert '"id": "tag"' in shown
+    assert [
+        v["version"] for v in json.loads(opencdp("journeys", "versions", "welcome", "--json", env=env_for))
+    ] == [2, 1]

@@ -116,6 +116,7 @@ def test_cli_profile_commands(cdp: OpenCDP, env_for: dict[str, str]) -> None:
     shown = run("profiles", "get", "--type", "email", "--value", "C@example.com", "--history")
     assert shown.returncode == 0, shown.stderr
     assert '"cli-1"' in shown.stdout and "merge_history" in shown.stdout
+    assert '"journeys": []' in shown.stdout
     missing = run("profiles", "get", "--type", "email", "--value", "nobody@example.com")
     assert missing.returncode == 1 and "no profile" in missing.stderr
     rebuilt = run("rebuild", "--yes")

@@ -13,7 +13,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencdp import __version__
 from opencdp.access.ratelimit import RateLimit, TokenBuckets
-from opencdp.api import activation, admin, audit, collect, imports, metrics, privacy, profiles, segments
+from opencdp.api import (
+    activation,
+    admin,
+    audit,
+    collect,
+    imports,
+    journeys,
+    metrics,
+    privacy,
+    profiles,
+    segments,
+)
 from opencdp.api.body_guard import BodyGuard
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from opencdp.api.responses import FastJSONResponse
@@ -48,6 +59,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(profiles.router)
     app.include_router(segments.router)
     app.include_router(activation.router)
+    app.include_router(journeys.router)
     app.include_router(imports.router)
     app.include_router(ui_router)
     app.include_router(privacy.router)

@@ -318,8 +318,10 @@ def profiles_group() -> None:
 @click.option("--value", default=None, help="…and value")
 @click.option("--history", is_flag=True, help="Also show why its identifiers are one person")
 def profiles_get(profile_id: str | None, kind: str | None, value: str | None, history: bool) -> None:
-    """Print one profile as JSON, by id or by --type/--value."""
+    """Print one profile as JSON, by id or by --type/--value, with its journeys (where it is in
+    each; --history adds what happened on the way and why its identifiers are one person)."""
     from opencdp.identity.identifiers import IdentityRules
+    from opencdp.journeys.store import profile_journeys
     from opencdp.profiles.reader import ProfileNotFound, find_profile_id, get_profile, merge_history
 
     engine = _engine()
@@ -329,11 +331,19 @@ def profiles_get(profile_id: str | None, kind: str | None, value: str | None, hi
                 raise click.UsageError("give a PROFILE_ID or both --type and --value")
             profile_id = find_profile_id(engine, IdentityRules.from_env(), kind, value)
         out = get_profile(engine, profile_id)
+        with engine.connect() as conn:
+            journeys = profile_journeys(conn, out["id"])
+        out["journeys"] = journeys if history else [_journey_brief(j) for j in journeys]
         if history:
             out["merge_history"] = merge_history(engine, profile_id)
     except ProfileNotFound as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(orjson.dumps(out, default=str, option=orjson.OPT_INDENT_2).decode())
+
+
+def _journey_brief(journey: dict[str, object]) -> dict[str, object]:
+    keep = ("journey", "journey_id", "status", "outcome", "step", "next_at", "entered_at", "finished_at")
+    return {k: journey[k] for k in keep}
 
 
 from opencdp.cli.activation import (  # noqa: E402
@@ -342,6 +352,7 @@ from opencdp.cli.activation import (  # noqa: E402
     destinations_group,
     forwarding_group,
 )
+from opencdp.cli.journeys import journeys_group  # noqa: E402
 from opencdp.cli.segments import segments_group, traits_group  # noqa: E402
 from opencdp.imports.cli import import_command  # noqa: E402
 
@@ -350,6 +361,7 @@ main.add_command(destinations_group)
 main.add_command(forwarding_group)
 main.add_command(audiences_group)
 main.add_command(deliveries_group)
+main.add_command(journeys_group)
 main.add_command(traits_group)
 main.add_command(import_command, "import")
 

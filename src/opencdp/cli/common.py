@@ -27,6 +27,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn expected failures into one readable line instead of a traceback."""
     from opencdp.access.keys import AccessError
     from opencdp.activation.destinations import DestinationError
+    from opencdp.journeys.store import JourneyError
     from opencdp.privacy.consent import ConsentError
     from opencdp.segments.language import CriteriaError
     from opencdp.segments.store import SegmentError
@@ -40,7 +41,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException("invalid criteria:\n" + "\n".join(lines)) from None
         except (AccessError, ConsentError, SegmentError, TraitDefinitionError) as exc:
             raise click.ClickException(str(exc)) from None
-        except DestinationError as exc:
+        except (DestinationError, JourneyError) as exc:
             raise click.ClickException(f"{exc.field}: {exc.message}") from None
 
     wrapper.__name__ = fn.__name__

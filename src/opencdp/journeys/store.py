@@ -24,6 +24,7 @@ from opencdp.store.schema import (
     journey_instances,
     journey_versions,
     journeys,
+    profiles,
     segments,
 )
 
@@ -233,12 +234,18 @@ def stats(conn: sa.Connection, journey_id: int) -> dict[str, Any]:
 
 
 def profile_journeys(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
-    """A profile's journeys, each with where it is and its history (the 360° view)."""
+    """A profile's journeys, each with where it is and its history (the 360° view). Instances
+    entered under a profile that has since merged into this one are its too (they keep the id
+    they entered under; merges are flattened, so one hop finds them all)."""
     names = dict(conn.execute(sa.select(journeys.c.id, journeys.c.name)).all())
+    owners = [
+        profile_id,
+        *conn.execute(sa.select(profiles.c.id).where(profiles.c.merged_into == profile_id)).scalars(),
+    ]
     out = []
     for inst in conn.execute(
         sa.select(journey_instances)
-        .where(journey_instances.c.profile_id == profile_id)
+        .where(journey_instances.c.profile_id.in_(owners))
         .order_by(journey_instances.c.id.desc())
         .limit(100)
     ):
