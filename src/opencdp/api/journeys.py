@@ -96,7 +96,8 @@ class ProfileJourneyOut(BaseModel):
     version: int
     status: Literal["active", "done"]
     outcome: str | None = Field(..., description="completed, exited or converted; null while active")
-    step: str | None = Field(..., description="Where it is now, while active")
+    step: str | None = Field(..., description="Where it is now, while active (in a wait: the wait)")
+    next_step: str | None = Field(None, description="The step it goes on with at next_at")
     next_at: str | None
     waiting_for: str | None = Field(..., description="The event a wait_for step awaits")
     entered_at: str

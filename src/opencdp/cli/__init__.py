@@ -342,7 +342,17 @@ def profiles_get(profile_id: str | None, kind: str | None, value: str | None, hi
 
 
 def _journey_brief(journey: dict[str, object]) -> dict[str, object]:
-    keep = ("journey", "journey_id", "status", "outcome", "step", "next_at", "entered_at", "finished_at")
+    keep = (
+        "journey",
+        "journey_id",
+        "status",
+        "outcome",
+        "step",
+        "next_step",
+        "next_at",
+        "entered_at",
+        "finished_at",
+    )
     return {k: journey[k] for k in keep}
 
 

@@ -203,7 +203,7 @@ class _Walk:
     ) -> None:
         self.runner, self.conn, self.inst, self.journey = runner, conn, inst, journey
         self.definition, self.destination_ids, self.now = definition, destination_ids, now
-        self.state: dict[str, Any] = {"step": inst.step, "steps_done": inst.steps_done}
+        self.state: dict[str, Any] = {"step": inst.step, "steps_done": inst.steps_done, "at_step": None}
         self.history: list[dict[str, Any]] = []
         self.pid = inst.profile_id
 
@@ -256,13 +256,16 @@ class _Walk:
                 return
             following = definition.after(step)
             if isinstance(step, WaitStep):
-                self.state.update(step=following, next_at=self.now + timedelta(seconds=step.wait.seconds))
+                self.state.update(
+                    step=following, at_step=step.id, next_at=self.now + timedelta(seconds=step.wait.seconds)
+                )
                 self.note(step.id, "waiting")
                 return
             if isinstance(step, WaitForStep):
                 wait = step.wait_for
                 self.state.update(
                     step=wait.timeout or following,
+                    at_step=step.id,
                     next_at=self.now + timedelta(seconds=wait.within.seconds),
                     waiting_for={
                         "event": wait.event,
@@ -308,7 +311,7 @@ class _Walk:
         if quiet is not None:
             ends = in_quiet_hours(quiet.start, quiet.end, quiet.timezone, self.now)
             if ends is not None:
-                self.state["next_at"] = ends
+                self.state.update(next_at=ends, at_step=step.id)
                 self.note(step.id, "held", until=ends.isoformat())
                 return False
         send = step.send

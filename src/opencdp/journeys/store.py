@@ -204,11 +204,12 @@ def stats(conn: sa.Connection, journey_id: int) -> dict[str, Any]:
             .group_by(journey_instances.c.outcome)
         ).all()
     )
+    here = sa.func.coalesce(journey_instances.c.at_step, journey_instances.c.step)  # in a wait: the wait
     at_step: dict[str, int] = dict(
         conn.execute(
-            sa.select(journey_instances.c.step, sa.func.count())
+            sa.select(here, sa.func.count())
             .where(journey_instances.c.journey_id == journey_id, journey_instances.c.status == "active")
-            .group_by(journey_instances.c.step)
+            .group_by(here)
         ).all()
     )
     steps: dict[str, dict[str, int]] = {}
@@ -270,7 +271,8 @@ def profile_journeys(conn: sa.Connection, profile_id: str) -> list[dict[str, Any
                 "version": inst.version,
                 "status": inst.status,
                 "outcome": inst.outcome,
-                "step": inst.step if inst.status == "active" else None,
+                "step": (inst.at_step or inst.step) if inst.status == "active" else None,
+                "next_step": inst.step if inst.status == "active" else None,
                 "next_at": inst.next_at.isoformat() if inst.status == "active" else None,
                 "waiting_for": (inst.waiting_for or {}).get("event"),
                 "entered_at": inst.entered_at.isoformat(),

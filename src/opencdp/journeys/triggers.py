@@ -163,7 +163,12 @@ def _move_instances(
                     history_row(inst.id, inst.journey_id, inst.profile_id, None, "exited", now, event=name)
                 )
             elif waiting and matches(waiting, name, props):
-                changes[inst.id] = {"step": waiting["then"], "next_at": now, "waiting_for": None}
+                changes[inst.id] = {
+                    "step": waiting["then"],
+                    "next_at": now,
+                    "waiting_for": None,
+                    "at_step": None,
+                }
                 history.append(
                     history_row(
                         inst.id, inst.journey_id, inst.profile_id, waiting["step"], "event", now, event=name

@@ -468,7 +468,10 @@ journey_instances = sa.Table(
     sa.Column("journey_id", sa.Integer, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("profile_id", sa.String(36), nullable=False, index=True),
+    #: the step it goes on with when `next_at` comes (or an awaited event does)
     sa.Column("step", sa.String(100), nullable=False),
+    #: the wait it is in meanwhile (wait, wait_for, quiet hours), for people: "here now"
+    sa.Column("at_step", sa.String(100), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # active, done
     sa.Column("outcome", sa.String(16), nullable=True),  # completed, exited, converted
     sa.Column("next_at", UTCDateTime, nullable=False),

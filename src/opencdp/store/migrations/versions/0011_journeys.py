@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("profile_id", sa.String(36), nullable=False, index=True),
         sa.Column("step", sa.String(100), nullable=False),
+        sa.Column("at_step", sa.String(100), nullable=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("outcome", sa.String(16), nullable=True),
         sa.Column("next_at", UTCDateTime, nullable=False),
