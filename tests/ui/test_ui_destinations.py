@@ -278,6 +278,8 @@ def test_dead_letters_are_listed_and_replayed(
     only_first = client.get(f"/deliveries?destination={first}").text
     assert f"fwd-test-{second}-0" not in only_first and "Replay all 3" in only_first
     assert client.get("/deliveries?status=nonsense").status_code == 400
+    assert f"fwd-test-{second}-0" in client.get("/deliveries?status=dead&destination=").text  # every one
+    assert client.get("/deliveries?destination=9999").status_code == 404
     assert client.post("/deliveries/replay", data={"delivery": str(a1)}).status_code == 403  # no token
     one = client.post(
         "/deliveries/replay",

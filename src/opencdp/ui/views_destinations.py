@@ -499,12 +499,16 @@ def list_deliveries(
     request: Request,
     session: SignedIn,
     status: str = outbox.DEAD,
-    destination: Annotated[int | None, Query()] = None,
+    destination_text: Annotated[str, Query(alias="destination", max_length=20)] = "",
     before: Annotated[int | None, Query()] = None,
     replayed: Annotated[int | None, Query()] = None,
 ) -> Response:
     if status not in STATUS_FILTERS:
         raise BadRequest(f"Show deliveries by status: {', '.join(STATUS_FILTERS)}.")
+    if destination_text and not destination_text.isdigit():
+        raise BadRequest("Choose a destination from the list.")
+    # the filter form sends an empty value for "every destination"
+    destination = int(destination_text) if destination_text else None
     with engine_of(request).connect() as conn:
         names = {
             r.id: (r.name, r.kind)
