@@ -38,6 +38,8 @@ class Receiver:
     #: answer these idempotency keys with this status instead (e.g. one poisoned message)
     per_key: dict[str, int] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    #: requests that reached the handler (before its delay and answer)
+    started: int = 0
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +58,8 @@ class Receiver:
 
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    receiver.started += 1
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 key = self.headers.get("Idempotency-Key", "")

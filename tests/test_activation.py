@@ -200,6 +200,13 @@ def test_client_errors_are_dead_letters_at_once_and_can_be_replayed(
     with engine.connect() as conn:
         dead = outbox.find(conn, outbox.DEAD)
     assert dead[0]["key"] == poisoned and "HTTP 422" in dead[0]["last_error"]
+    with engine.connect() as conn:
+        assert outbox.summary(conn) | {"oldest_waiting_seconds": 0} == {
+            "deliveries_waiting": 0,
+            "oldest_waiting_seconds": 0,
+            "dead_letters": 1,
+            "circuits_open": [],
+        }
     del receiver.per_key[poisoned]
     with engine.begin() as conn:
         assert outbox.replay(conn, destination_id=dest) == 1

@@ -198,7 +198,7 @@ def test_forwarding_audience_sync_and_dead_letter_replay(
     receiver.status = 200
     replayed = client.post("/api/deliveries/replay", json={"ids": [letters[0]["id"]]}, headers=auth)
     assert replayed.status_code == 200 and replayed.json() == {"replayed": 1}
-    assert _wait(lambda: receiver.keys() == [letters[0]["key"]])
+    assert _wait(lambda: receiver.idempotency_keys() == [letters[0]["key"]])
     assert _wait(lambda: client.get("/api/deliveries?status=delivered", headers=auth).json()["deliveries"])
     assert client.post("/api/deliveries/replay", json={"all": True}, headers=auth).json() == {"replayed": 0}
 

@@ -37,6 +37,7 @@ class Report:
     reasons: list[str] = field(default_factory=list)
     processing: dict[str, Any] = field(default_factory=dict)
     failed_definitions: list[dict[str, Any]] = field(default_factory=list)
+    activation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -49,6 +50,7 @@ class Report:
             "reasons": self.reasons,
             "processing": self.processing,
             "failed_definitions": self.failed_definitions,
+            "activation": self.activation,
         }
 
 
@@ -117,12 +119,20 @@ def check(cdp: Any) -> Report:
     return check_store(report, cdp.engine, cdp.settings, hint)
 
 
+def outbox_summary(conn: sa.Connection) -> dict[str, Any]:
+    from opencdp.activation.outbox import summary
+
+    return summary(conn)
+
+
 def check_store(report: Report, engine: sa.Engine, settings: Any, lag_hint: str = "") -> Report:
     """The checks that need only the database (and its disk): `check` and `opencdp status`."""
     try:
         with engine.connect() as conn:
             report.processing = processing_lag(conn)
             failed = list(failures.failures(conn).values())
+            # informative, never "degraded": a receiver's outage is not opencdp's
+            report.activation = outbox_summary(conn)
     except sa.exc.SQLAlchemyError as exc:
         report.reasons.append(f"the database cannot be read: {type(exc).__name__}")
         return report

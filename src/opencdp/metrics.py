@@ -170,6 +170,7 @@ class DatabaseCollector:
             with self.engine.connect() as conn:
                 lag = health.processing_lag(conn)
                 failed = len(failures.failures(conn))
+                outbox = health.outbox_summary(conn)
         except sa.exc.SQLAlchemyError:
             yield gauge("opencdp_database_up", "Whether the database answered this scrape", 0)
         else:
@@ -194,6 +195,22 @@ class DatabaseCollector:
                 "opencdp_processor_checkpoint",
                 "Id of the last event processed (use deriv() for a rate whatever process processes)",
                 lag["checkpoint"],
+            )
+            yield gauge(
+                "opencdp_deliveries_waiting",
+                "Deliveries in the outbox not sent yet",
+                outbox["deliveries_waiting"],
+            )
+            yield gauge(
+                "opencdp_deliveries_oldest_waiting_seconds",
+                "How long the oldest unsent delivery has waited",
+                outbox["oldest_waiting_seconds"],
+            )
+            yield gauge("opencdp_dead_letters", "Deliveries that will not be retried", outbox["dead_letters"])
+            yield gauge(
+                "opencdp_destinations_circuit_open",
+                "Destinations left alone after failing repeatedly",
+                len(outbox["circuits_open"]),
             )
             yield gauge(
                 "opencdp_definitions_failed",

@@ -144,3 +144,34 @@ def prune(conn: sa.Connection, before: datetime) -> int:
             )
         ).rowcount
     )
+
+
+def summary(conn: sa.Connection, now: datetime | None = None) -> dict[str, Any]:
+    """The outbox at a glance (health, `opencdp status`, /metrics): deliveries waiting, how long
+    the oldest has waited, dead letters, destinations whose circuit is open."""
+    from opencdp.store.schema import destinations
+
+    now = now or datetime.now(UTC)
+    counts: dict[str, int] = dict(
+        conn.execute(
+            sa.select(deliveries.c.status, sa.func.count())
+            .where(deliveries.c.status.in_([PENDING, SENDING, DEAD]))
+            .group_by(deliveries.c.status)
+        ).all()
+    )
+    oldest = conn.execute(
+        sa.select(sa.func.min(deliveries.c.created_at)).where(deliveries.c.status.in_([PENDING, SENDING]))
+    ).scalar()
+    circuits = list(
+        conn.execute(
+            sa.select(destinations.c.name)
+            .where(destinations.c.open_until.is_not(None))
+            .order_by(destinations.c.name)
+        ).scalars()
+    )
+    return {
+        "deliveries_waiting": int(counts.get(PENDING, 0) + counts.get(SENDING, 0)),
+        "oldest_waiting_seconds": round(max(0.0, (now - oldest).total_seconds()), 3) if oldest else 0.0,
+        "dead_letters": int(counts.get(DEAD, 0)),
+        "circuits_open": circuits,
+    }

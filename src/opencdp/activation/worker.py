@@ -37,6 +37,7 @@ from opencdp.activation.destinations import make_driver
 from opencdp.activation.drivers import Driver, Message, Outcome
 from opencdp.activation.secrets import SecretMissing
 from opencdp.config import Settings
+from opencdp.store.dialect import take_write_lock
 from opencdp.store.schema import deliveries, destinations, events, profiles, segments, sources
 
 log = logs.get("opencdp.delivery")
@@ -192,9 +193,7 @@ class DeliveryWorker:
                 return
         claimed = self._claim(dest.id, wanted, now)
         if not claimed:
-            if every is not None:
-                self._set_next_run(dest.id, now + timedelta(seconds=every))
-            return
+            return  # a scheduled destination's period starts with its next drop, not an empty pass
         messages, skipped = self._prepare(dest, claimed)
         outcomes: list[Outcome] = []
         if messages:
@@ -228,7 +227,18 @@ class DeliveryWorker:
             sa.and_(deliveries.c.status == outbox.SENDING, deliveries.c.lease_until < now),
         )
         claim = uuid.uuid4().hex
+        with self.engine.connect() as conn:  # a cheap look first: most passes find nothing due
+            if (
+                conn.execute(
+                    sa.select(deliveries.c.id)
+                    .where(deliveries.c.destination_id == destination_id, due)
+                    .limit(1)
+                ).first()
+                is None
+            ):
+                return []
         with self.engine.begin() as conn:
+            take_write_lock(conn)
             query = (
                 sa.select(deliveries.c.id)
                 .where(deliveries.c.destination_id == destination_id, due)

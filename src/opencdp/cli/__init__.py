@@ -182,6 +182,9 @@ def demo(customers: int, seed: int, url: str | None) -> None:
         raise click.BadParameter("must be at least 1", param_hint="--customers")
     cdp = OpenCDP(_settings())
     keys_by_source = demo_source_keys(cdp)
+    from opencdp.demo.activation import setup_demo_activation
+
+    outbox = setup_demo_activation(cdp.engine, cdp.settings)
     generator = ShopGenerator(customers=customers, seed=seed)
     if url:
         sent = send_shop(url, keys_by_source, generator)
@@ -198,6 +201,28 @@ def demo(customers: int, seed: int, url: str | None) -> None:
     click.echo(
         "profiles: {profiles} ({identified} identified, {anonymous} anonymous); {merged} profiles merged "
         "into others; {conflicts} merges refused by merge protection".format(**summary)
+    )
+    from opencdp.activation.worker import DeliveryWorker
+    from opencdp.journeys.runner import JourneyRunner
+    from opencdp.journeys.store import list_all
+
+    JourneyRunner(cdp.engine, cdp.settings).run_until_idle()
+    cdp.processor.run_until_caught_up()  # trait changes the journeys made
+    DeliveryWorker(cdp.engine, cdp.settings).run_until_idle()
+    with cdp.engine.connect() as conn:
+        for journey in list_all(conn):
+            stats = journey["stats"]
+            click.echo(
+                f"journey {journey['name']!r}: {stats['entered']} entered, {stats['active']} on their way, "
+                f"{stats['completed']} completed"
+            )
+    from opencdp.activation.destinations import list_views
+
+    with cdp.engine.connect() as conn:
+        counts = next(v["deliveries"] for v in list_views(conn) if v["name"] == "demo outbox")
+    click.echo(
+        f"deliveries: {counts.get('delivered', 0)} written to {outbox}, {counts.get('pending', 0)} "
+        "waiting for the next drop (once a minute while serve runs); opencdp deliveries list"
     )
     if summary["example"]:
         click.echo(f"try:  opencdp profiles get --type user_id --value {summary['example']} --history")

@@ -42,6 +42,7 @@ from opencdp.privacy.consent_events import addressed_to, system_source_id
 from opencdp.segments.compiler import members_query
 from opencdp.segments.language import parse_criteria
 from opencdp.segments.store import lookup_in
+from opencdp.store.dialect import take_write_lock
 from opencdp.store.schema import (
     destinations,
     journey_history,
@@ -90,7 +91,14 @@ class JourneyRunner:
     # -- scheduled entries ------------------------------------------------------------------------
     def _schedules(self, now: datetime) -> int:
         entered = 0
+        with self.engine.connect() as conn:  # a cheap look first: most passes find nothing due
+            if not any(
+                isinstance(d.entry, ScheduleEntry) and row.next_run_at is not None and row.next_run_at <= now
+                for row, d in active_journeys(conn)
+            ):
+                return 0
         with self.engine.begin() as conn:
+            take_write_lock(conn)
             due = [
                 (row, d)
                 for row, d in active_journeys(conn)
@@ -120,7 +128,18 @@ class JourneyRunner:
 
     # -- moving instances -------------------------------------------------------------------------
     def _advance(self, now: datetime) -> int:
+        with self.engine.connect() as conn:  # a cheap look first: most passes find nothing due
+            if (
+                conn.execute(
+                    sa.select(journey_instances.c.id)
+                    .where(journey_instances.c.status == "active", journey_instances.c.next_at <= now)
+                    .limit(1)
+                ).first()
+                is None
+            ):
+                return 0
         with self.engine.begin() as conn:
+            take_write_lock(conn)
             query = (
                 sa.select(journey_instances)
                 .join(journeys, journeys.c.id == journey_instances.c.journey_id)

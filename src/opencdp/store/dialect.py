@@ -104,6 +104,15 @@ def lock_for_processing(conn: sa.Connection, name: str, wait: bool = True) -> bo
     return True
 
 
+def take_write_lock(conn: sa.Connection) -> None:
+    """SQLite: make the transaction a writer now, before its first read. A transaction that reads
+    and then writes fails with "database is locked" (no wait helps) when another connection wrote
+    in between; one that starts by writing waits its turn instead. PostgreSQL: nothing to do (row
+    locks are taken by the statements themselves)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("UPDATE settings SET value = value WHERE 0")
+
+
 def purge_deleted_content(engine: sa.Engine, attempts: int = 50) -> bool:
     """After an erasure: make sure no copy of deleted rows stays in the database files.
 
