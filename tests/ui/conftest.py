@@ -1,5 +1,5 @@
 """Fixtures for the dashboard: users of each role, signed-in TestClients, demo data (both engines),
-and for the browser tests one real server and one Chromium shared by every browser test module."""
+and for the browser tests one real server shared by every browser test module."""
 
 from __future__ import annotations
 
@@ -83,8 +83,10 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module, not per session: Playwright's sync API keeps an event loop running in the main
+    thread while it is open, and later tests that call asyncio.run() would fail."""
     with chromium() as instance:
         yield instance
 
