@@ -1,9 +1,11 @@
-"""Fixtures for the dashboard: users of each role, signed-in TestClients, demo data (both engines)."""
+"""Fixtures for the dashboard: users of each role, signed-in TestClients, demo data (both engines),
+and for the browser tests one real server shared by every browser test module."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx2
 import pytest
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 from opencdp.privacy.consent import seed_default_purposes
 from opencdp.system import OpenCDP
 from opencdp.ui import users
+from tests.ui.browser_env import Dashboard, chromium, running_dashboard
 from tests.ui.demo_data import fill_shop
 
 PASSWORD = "correct horse battery"
@@ -67,3 +70,45 @@ def as_role(client: TestClient, ui_users: dict[str, users.User]) -> Callable[[st
         return client
 
     return signed
+
+
+# --- Browser tests (test_ui_browser*.py) ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """`opencdp serve` on the demo shop: started once (it takes a while), shared by every browser
+    test, so each test uses names of its own."""
+    with running_dashboard(tmp_path_factory.mktemp("dashboard")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Per module, not per session: Playwright's sync API keeps an event loop running in the main
+    thread while it is open, and later tests that call asyncio.run() would fail."""
+    with chromium() as instance:
+        yield instance
+
+
+@pytest.fixture
+def page(browser: Any, dashboard: Dashboard) -> Iterator[Any]:
+    """A fresh browser context per test; any script error or CSP violation fails the test."""
+    context = browser.new_context(viewport={"width": 1366, "height": 860}, accept_downloads=True)
+    page = context.new_page()
+    problems: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            problems.append(f"console: {message.text}")
+
+    def on_dialog(dialog: Any) -> None:  # an injected alert() would end up here
+        problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", on_console)
+    page.on("dialog", on_dialog)
+    yield page
+    context.close()
+    assert problems == []

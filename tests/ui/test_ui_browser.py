@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from playwright.sync_api import expect
 from opencdp.segments import queries
 from opencdp.store.schema import identities, profiles, segment_memberships, segments
 from opencdp.ui.web import NO_VALUE
-from tests.ui.browser_env import CHROMIUM, Dashboard, chromium, running_dashboard, sign_in
+from tests.ui.browser_env import CHROMIUM, Dashboard, sign_in
 from tests.ui.demo_data import XSS_EMAIL, XSS_EVENT, XSS_NAME, XSS_TRAIT
 
 pytestmark = [
@@ -27,41 +26,6 @@ pytestmark = [
         reason=f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    with running_dashboard(tmp_path_factory.mktemp("dashboard")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as instance:
-        yield instance
-
-
-@pytest.fixture
-def page(browser: Any, dashboard: Dashboard) -> Iterator[Any]:
-    """A fresh browser context per test; any script error or CSP violation fails the test."""
-    context = browser.new_context(viewport={"width": 1366, "height": 860}, accept_downloads=True)
-    page = context.new_page()
-    problems: list[str] = []
-
-    def on_console(message: Any) -> None:
-        if message.type == "error":
-            problems.append(f"console: {message.text}")
-
-    def on_dialog(dialog: Any) -> None:  # an injected alert() would end up here
-        problems.append(f"dialog: {dialog.message}")
-        dialog.dismiss()
-
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", on_console)
-    page.on("dialog", on_dialog)
-    yield page
-    context.close()
-    assert problems == []
 
 
 def _customer(dashboard: Dashboard) -> tuple[str, str, int]:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from opencdp.ui import (
     views_auth,
+    views_destinations,
     views_overview,
     views_profiles,
     views_reports,
@@ -23,5 +24,14 @@ def static(request: Request, name: str) -> Response:
     return static_response(name, request.headers.get("if-none-match"))
 
 
-for _views in (views_auth, views_overview, views_profiles, views_segments, views_reports, views_users):
+for _views in (
+    views_auth,
+    views_overview,
+    views_profiles,
+    views_segments,
+    views_reports,
+    views_destinations,
+    # views_journeys goes here
+    views_users,
+):
     router.include_router(_views.router)
