@@ -463,3 +463,27 @@ def test_a_rebuild_enters_no_one_twice(world: World, mail: tuple[MailRecorder, i
     assert len(inbox.mails) == 1
     with world.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(journey_instances)).scalar_one() == 1
+
+
+def test_a_computed_trait_change_enters(world: World, receiver: Receiver) -> None:
+    """`rfm_segment` style triggers: a profile enters when a computed trait changes (to a value)."""
+    world.destination("crm", "webhook", {"url": receiver.url, "body": {"user": "{{ profile.id }}"}})
+    journey = world.journey(
+        "second order",
+        {
+            "entry": {"computed": "order_count", "to": 2},
+            "steps": [{"id": "tell crm", "send": {"destination": "crm", "content": {}}}],
+        },
+    )
+    world.log(customer("ann", "ann@example.com"), customer("bob", "bob@example.com"))
+    world.log(track("ann", "Order Completed", revenue=10), track("bob", "Order Completed", revenue=10))
+    world.run()
+    assert receiver.received == []  # order_count changed, but to 1
+    world.log(track("ann", "Order Completed", revenue=20))
+    world.run()
+    ann = find_profile_id(world.engine, RULES, "user_id", "ann")
+    assert receiver.bodies() == [{"user": ann}]
+    world.log(track("ann", "Order Completed", revenue=30))  # 3: no longer "to 2"
+    world.run()
+    assert len(receiver.received) == 1
+    assert world.stats(journey)["entered"] == 1
