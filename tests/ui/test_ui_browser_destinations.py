@@ -1,6 +1,7 @@
 """Destinations in a real browser against a real `opencdp serve` (the shared dashboard fixture): a
 webhook to a local receiver, its test message, an event forwarded and refused into a dead letter,
-and that dead letter replayed and delivered by the server's delivery worker."""
+and that dead letter replayed and delivered by the server's delivery worker; and a journey created
+and activated (its errors are tested in-process: a 400 page is a console error here)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,23 @@ def test_webhook_test_message_and_a_replayed_dead_letter(
     assert receiver.idempotency_keys().count(key) == 1  # the refused attempt is not recorded
     page.get_by_role("link", name=re.compile("^delivered")).click()
     expect(page.locator(f'#deliveries tr[data-key="{key}"]')).to_be_visible()
+
+
+def test_a_journey_created_and_activated(page: Any, dashboard: Dashboard) -> None:
+    sign_in(page, dashboard.url)
+    page.get_by_role("link", name="Journeys", exact=True).click()
+    page.get_by_role("link", name="New journey").click()
+    expect(page.locator("#journey-definition")).to_have_value(re.compile("Checkout Started"))
+    expect(page.locator("#step-reference")).to_contain_text("wait_for")
+    page.locator("#journey-name").fill("Browser welcome")
+    definition = {
+        "entry": {"event": "Browser Signed Up"},
+        "steps": [{"id": "a day", "wait": {"days": 1}}, {"id": "tag", "tag": {"add": "welcomed"}}],
+    }
+    page.locator("#journey-definition").fill(json.dumps(definition))
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.get_by_role("status")).to_contain_text("Journey saved as a draft")
+    page.get_by_role("button", name="Activate").click()
+    expect(page.locator("#journey-status")).to_have_text("active")
+    expect(page.locator('#steps tr[data-step="a day"]')).to_contain_text("wait 1 d")
+    expect(page.locator("#versions tr[data-version]")).to_have_count(1)

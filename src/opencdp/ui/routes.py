@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from opencdp.ui import (
     views_auth,
     views_destinations,
+    views_journeys,
     views_overview,
     views_profiles,
     views_reports,
@@ -31,7 +32,7 @@ for _views in (
     views_segments,
     views_reports,
     views_destinations,
-    # views_journeys goes here
+    views_journeys,
     views_users,
 ):
     router.include_router(_views.router)

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from opencdp.access import audit
+from opencdp.journeys.store import profile_journeys
 from opencdp.profiles.reader import ProfileNotFound, get_profile, merge_history, timeline
 from opencdp.system import OpenCDP
 from opencdp.ui import profiles as data
@@ -62,6 +63,8 @@ def profile(
         event["details"] = orjson.dumps(event["payload"], option=orjson.OPT_INDENT_2).decode()
         event["label"] = event["event"] or event["payload"].get("name") or event["type"]
     extras = data.extras(engine, profile_id)
+    with engine.connect() as conn:
+        journeys = profile_journeys(conn, profile_id)
     idents: dict[str, list[str]] = {}
     for ident in found["identifiers"]:
         idents.setdefault(ident["type"], []).append(ident["value"])
@@ -81,5 +84,6 @@ def profile(
             "before": before,
             "next_before": events[-1]["id"] if more and events else None,
             "history": merge_history(engine, profile_id),
+            "journeys": journeys,
         },
     )
