@@ -92,6 +92,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/profiles/{profile_id}", "read", {}),
     ("GET", "/api/profiles/{profile_id}/events", "read", {}),
     ("GET", "/api/profiles/{profile_id}/merges", "read", {}),
+    ("GET", "/api/profiles/{profile_id}/journeys", "read", {}),
     ("GET", "/api/segments", "read", {}),
     ("GET", "/api/segments/{name}", "read", {}),
     ("POST", "/api/segments/validate", "read", {"json": {"criteria": BUYERS}}),
