@@ -2,7 +2,9 @@
 
 PostgreSQL tests use OPENCDP_TEST_POSTGRES_URL (default: the local server's `test` database)
 and are skipped, with the reason, only when no server answers there. Each test session works in
-its own freshly created database so that runs never see each other's rows.
+its own freshly created database so that runs never see each other's rows; with pytest-xdist
+(`-n`, on by default in pyproject.toml) every worker is a session of its own, so each worker has
+its own database, temporary directories and server ports (tests/serverproc.py).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def postgres_url() -> Iterator[str]:
     reason = _postgres_reason()
     if reason:
         pytest.skip(reason)
-    name = f"opencdp_test_{uuid.uuid4().hex[:10]}"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"opencdp_test_{worker}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -58,6 +61,21 @@ def postgres_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first (real servers, then CLI subprocesses and marked `slow`), in their
+    order otherwise: parallel workers (pytest-xdist) then start them at once and end together,
+    instead of one worker running a minutes-long test alone at the end."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("server"):
+            return 0
+        if item.get_closest_marker("slow") or "env_for" in getattr(item, "fixturenames", ()):
+            return 1
+        return 2
+
+    items.sort(key=rank)
 
 
 def _truncate_all(url: str) -> None:

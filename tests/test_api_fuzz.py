@@ -129,6 +129,7 @@ def _fuzz(operation: Any, caller: str, world: dict[str, Any]) -> None:
     run()
 
 
+@pytest.mark.slow
 def test_no_operation_fails_or_leaks(cdp: OpenCDP, world: dict[str, Any]) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(cdp))
     failures: list[str] = []

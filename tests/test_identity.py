@@ -274,6 +274,7 @@ def _emptied(engine: sa.Engine) -> sa.Engine:
     return engine
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(messages=event_sets(), seed=st.integers(0, 10_000), chunk=st.sampled_from([1, 3, 500]))
 def test_any_arrival_order_gives_the_same_profiles(

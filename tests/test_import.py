@@ -558,6 +558,7 @@ def write_transactions(path: Path, rows: int, customers: int, bad_every: int) ->
 LARGE_IMPORT_ROWS = int(os.environ.get("OPENCDP_TEST_IMPORT_ROWS", "20000"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_large_import(settings: Settings, tmp_path: Path) -> None:

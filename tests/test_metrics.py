@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -162,18 +161,6 @@ def test_processor_api_records_stages_and_events(cdp: OpenCDP) -> None:
 # --- Counters of other processes ---------------------------------------------------------------
 
 
-def _port() -> int:
-    """A free port in 18200-18299, the range this suite's servers use."""
-    for port in range(18200, 18300):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 18200-18299")
-
-
 @pytest.fixture
 def multiproc_server(
     env_for: dict[str, str], settings: Settings, tmp_path: Path
@@ -184,8 +171,6 @@ def multiproc_server(
     (tmp_path / "prom").mkdir()
     (tmp_path / "prom" / "counter_999999.db").write_bytes(b"stale")  # serve empties it at start
     server = Server(env, tmp_path / "server.log")
-    server.port = _port()
-    server.url = f"http://127.0.0.1:{server.port}"
     yield server.start(), env
     server.stop()
 

@@ -256,6 +256,7 @@ def worlds(draw: st.DrawFn) -> dict[str, OracleProfile]:
     return out
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     deadline=None,

@@ -29,7 +29,8 @@ from tests.identity_helpers import process, world
 from tests.load import Importer, Senders, shop_message, wait_until_processed
 from tests.serverproc import Server, opencdp
 
-pytestmark = pytest.mark.server
+#: 30 s of load, then processing it all; with other tests running beside it (xdist) it needs headroom.
+pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
 #: Long enough for many interleavings; override for a longer soak.
 LOAD_SECONDS = float(os.environ.get("OPENCDP_TEST_LOAD_SECONDS", "30"))

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from opencdp.privacy.consent import seed_default_purposes
@@ -21,10 +22,33 @@ PASSWORD = "correct horse battery"
 EMAILS = {"admin": "ada@example.com", "marketer": "mia@example.com", "analyst": "ann@example.com"}
 
 
+#: e-mail → a real argon2id hash of PASSWORD, made by users.hash_password once per session: argon2
+#: costs about 0.4 s of CPU per hash on purpose, and nearly every dashboard test makes these users.
+_PASSWORD_HASHES: dict[str, str] = {}
+_REAL_HASHER = users.hasher
+
+
+def _create_user(engine: sa.Engine, email: str, role: str, patch: pytest.MonkeyPatch) -> users.User:
+    """users.create_user as it is, but with this user's password hash made only once a session
+    (unless a test has replaced the hasher). Signing in still verifies it with argon2."""
+    if users.hasher is not _REAL_HASHER:
+        return users.create_user(engine, email, PASSWORD, role)
+    if email not in _PASSWORD_HASHES:
+        _PASSWORD_HASHES[email] = users.hash_password(PASSWORD)
+    real_hash = users.hash_password
+    with patch.context() as scoped:
+        scoped.setattr(
+            users,
+            "hash_password",
+            lambda password: _PASSWORD_HASHES[email] if password == PASSWORD else real_hash(password),
+        )
+        return users.create_user(engine, email, PASSWORD, role)
+
+
 @pytest.fixture
-def ui_users(cdp: OpenCDP) -> dict[str, users.User]:
+def ui_users(cdp: OpenCDP, monkeypatch: pytest.MonkeyPatch) -> dict[str, users.User]:
     seed_default_purposes(cdp.engine)  # PostgreSQL tests truncate every table, seeded rows included
-    return {role: users.create_user(cdp.engine, email, PASSWORD, role) for role, email in EMAILS.items()}
+    return {role: _create_user(cdp.engine, email, role, monkeypatch) for role, email in EMAILS.items()}
 
 
 @pytest.fixture

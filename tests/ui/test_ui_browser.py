@@ -21,6 +21,7 @@ from tests.ui.demo_data import XSS_EMAIL, XSS_EVENT, XSS_NAME, XSS_TRAIT
 
 pytestmark = [
     pytest.mark.server,
+    pytest.mark.xdist_group("browser"),  # one dashboard server and one Chromium for the module
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason=f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)",
