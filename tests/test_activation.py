@@ -372,3 +372,25 @@ def test_secrets_are_encrypted_or_referenced(
     process(system.engine)
     DeliveryWorker(system.engine, system.settings).run_until_idle()
     assert verify_signature("from-env", receiver.received[0])
+
+
+def test_two_workers_share_the_outbox_without_sending_twice(system: OpenCDP, receiver: Receiver) -> None:
+    import threading
+
+    engine = system.engine
+    dest = webhook(system, receiver, config={"concurrency": 4})
+    with engine.begin() as conn:
+        create_rule(conn, "all", dest, {})
+    log_messages(engine, [track(f"u{i}", "X", i % 60) for i in range(300)])
+    process(engine)
+    receiver.delay = 0.002
+    workers = [DeliveryWorker(engine, system.settings) for _ in range(2)]
+    threads = [threading.Thread(target=w.run_until_idle) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    DeliveryWorker(engine, system.settings).run_until_idle()  # anything a worker left for later
+    keys = receiver.idempotency_keys()
+    assert len(keys) == 300 and len(set(keys)) == 300
+    assert statuses(system) == {outbox.DELIVERED: 300}
