@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import structlog
 from fastapi.testclient import TestClient
 
 from opencdp.access.keys import create_api_key, create_source
@@ -76,6 +77,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 2
 
     items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config() -> Iterator[None]:
+    """A command run in-process (CliRunner on opencdp.cli.main) configures structlog for the whole
+    process, at OPENCDP_LOG_LEVEL=WARNING in these tests; put back what was there, so that no test
+    depends on which tests ran before it in its process (xdist, -k and -x all change that)."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def _truncate_all(url: str) -> None:
