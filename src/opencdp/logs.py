@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
 import structlog
 
@@ -30,15 +29,9 @@ def processors(fmt: str = "console", colors: bool = False) -> list[structlog.typ
     return [*chain, structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=traceback)]
 
 
-#: one list, changed in place: loggers cache their configuration on first use, so a configure()
-#: after that (a CLI command run in-process, a test capturing logs) must reach them through it
-_PROCESSORS: list[Any] = []
-
-
 def configure(level: str = "INFO", fmt: str = "console") -> None:
-    _PROCESSORS[:] = processors(fmt, colors=sys.stderr.isatty())
     structlog.configure(
-        processors=_PROCESSORS,
+        processors=processors(fmt, colors=sys.stderr.isatty()),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping().get(level, 20)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
