@@ -158,10 +158,9 @@ def _traces(engine: sa.Engine, settings: Settings) -> list[str]:
     found = [v for v in values if v.lower() in text]
     if settings.database_url.startswith("sqlite"):
         path = Path(settings.database_url.removeprefix("sqlite:///"))
-        content = b"".join(
-            p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()
-        ).lower()
-        found += [f"file:{v}" for v in values if v.lower().encode() in content]
+        for file in (path, path.with_name(path.name + "-wal")):
+            content = file.read_bytes().lower() if file.exists() else b""
+            found += [f"file {file.name}:{v}" for v in values if v.lower().encode() in content]
     return found
 
 

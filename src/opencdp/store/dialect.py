@@ -113,24 +113,43 @@ def take_write_lock(conn: sa.Connection) -> None:
         conn.exec_driver_sql("UPDATE settings SET value = value WHERE 0")
 
 
-def purge_deleted_content(engine: sa.Engine, attempts: int = 50) -> bool:
+def purge_deleted_content(engine: sa.Engine, seconds: float = 30.0) -> bool:
     """After an erasure: make sure no copy of deleted rows stays in the database files.
 
     PostgreSQL: nothing to do here (dead tuples are reclaimed by vacuum; the files are the
     server's). SQLite: `secure_delete` already zeroed the deleted cells in the new page versions;
     a TRUNCATE checkpoint copies those into the main file and empties the WAL, which still holds
-    the old versions. A reader in the middle of a transaction can hold the checkpoint back, so it
-    is retried for a while; returns whether it completed."""
+    the old versions. It needs a moment when nobody writes and no reader is inside the WAL: the log
+    writers and processors of every process queue behind this one at the write turns (under load
+    SQLite's busy handler alone let them starve the checkpoint for longer than the retries lasted,
+    and the WAL kept the erased values), and readers finish their short transactions. Retried for
+    `seconds`; returns whether it completed, and says so in the log when it did not."""
     if engine.dialect.name != "sqlite":
         return True
     import time
 
-    for _ in range(attempts):
-        with engine.connect() as conn:
-            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
-        if not busy:
-            return True
-        time.sleep(0.1)
+    from opencdp import logs
+    from opencdp.store.write_turns import WriteTurns
+
+    deadline = time.monotonic() + seconds
+    turns = WriteTurns(engine)
+    try:
+        with turns.turn():
+            while True:
+                with engine.connect() as conn:
+                    busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+                if not busy:
+                    return True
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+    finally:
+        turns.close()
+    logs.get("opencdp.privacy").warning(
+        "the write-ahead log could not be emptied after an erasure: old copies of the erased rows stay "
+        "in it until the next complete checkpoint (at the latest when the last connection closes)",
+        seconds=seconds,
+    )
     return False
 
 
