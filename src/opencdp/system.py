@@ -37,19 +37,24 @@ class OpenCDP:
         #: By default events are processed beside collection: in a child process for `opencdp
         #: serve` (`separate_process`), in a thread for embedded use and tests.
         #: `OPENCDP_PROCESS_IN_SERVER=0` leaves it to separate `opencdp worker` processes.
-        self.loop: ProcessorLoop | ProcessorProcess | None = None
-        if settings.process_in_server if process is None else process:
-            self.loop = (
-                ProcessorProcess(settings)
-                if separate_process
-                else ProcessorLoop(self.processor, refresh_seconds=settings.refresh_seconds)
-            )
+        processing = settings.process_in_server if process is None else process
         #: The outbox is sent beside processing: in the processor's child process for `serve`, in a
         #: thread otherwise. `OPENCDP_DELIVER_IN_SERVER=0` leaves it to `opencdp worker`.
         self.deliveries: DeliveryLoop | None = None
         delivering = settings.deliver_in_server if deliver is None else deliver
-        if delivering and not (separate_process and self.loop is not None):
+        if delivering and not (separate_process and processing):
             self.deliveries = DeliveryLoop(DeliveryWorker(self.engine, settings))
+        self.loop: ProcessorLoop | ProcessorProcess | None = None
+        if processing:
+            self.loop = (
+                ProcessorProcess(settings)
+                if separate_process
+                else ProcessorLoop(
+                    self.processor,
+                    refresh_seconds=settings.refresh_seconds,
+                    on_progress=self.deliveries.notify if self.deliveries else None,
+                )
+            )
         self.appender = LogAppender(self.engine.dialect.name, self.suppressor)
         self.writer = LogWriter(self.engine, self.appender, on_commit=self.loop.notify if self.loop else None)
         self._started = False

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,8 +38,8 @@ from opencdp.activation.destinations import make_driver
 from opencdp.activation.drivers import Driver, Message, Outcome
 from opencdp.activation.secrets import SecretMissing
 from opencdp.config import Settings
-from opencdp.store.dialect import take_write_lock
 from opencdp.store.schema import deliveries, destinations, events, profiles, segments, sources
+from opencdp.store.write_turns import WriteTurns
 
 log = logs.get("opencdp.delivery")
 Clock = Callable[[], datetime]
@@ -124,6 +125,7 @@ class DeliveryWorker:
         self._buckets: dict[int, _Bucket] = {}
         self._skip_locked = engine.dialect.name == "postgresql"
         self._next_prune: datetime | None = None
+        self._turns = WriteTurns(engine)
 
     # -- one pass ---------------------------------------------------------------------------------
     async def run_once(self) -> PassResult:
@@ -142,7 +144,7 @@ class DeliveryWorker:
         if self._next_prune is not None and now < self._next_prune:
             return
         self._next_prune = now + timedelta(hours=1)
-        with self.engine.begin() as conn:
+        with self._turns.transaction() as conn:
             gone = outbox.prune(conn, now - timedelta(days=self.settings.delivery_retention_days))
         if gone:
             log.info("old deliveries forgotten", deliveries=gone)
@@ -170,6 +172,7 @@ class DeliveryWorker:
             except Exception:
                 log.exception("closing a destination's connections failed")
         self._drivers.clear()
+        self._turns.close()
 
     async def _serve(self, dest: Any, result: PassResult) -> None:
         now = self.clock()
@@ -237,8 +240,7 @@ class DeliveryWorker:
                 is None
             ):
                 return []
-        with self.engine.begin() as conn:
-            take_write_lock(conn)
+        with self._turns.transaction() as conn:
             query = (
                 sa.select(deliveries.c.id)
                 .where(deliveries.c.destination_id == destination_id, due)
@@ -382,7 +384,7 @@ class DeliveryWorker:
             )
             retries.append({"i": row.id, "t": now + timedelta(seconds=delay), "e": outcome.error})
         retried = len(retries)
-        with self.engine.begin() as conn:
+        with self._turns.transaction() as conn:
             for start in range(0, len(done), 5000):
                 conn.execute(
                     deliveries.update()
@@ -443,7 +445,7 @@ class DeliveryWorker:
         result.by_destination[dest.name] = result.by_destination.get(dest.name, 0) + len(done)
 
     def _note_error(self, destination_id: int, error: str, now: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self._turns.transaction() as conn:
             conn.execute(
                 destinations.update()
                 .where(destinations.c.id == destination_id)
@@ -451,7 +453,7 @@ class DeliveryWorker:
             )
 
     def _set_next_run(self, destination_id: int, when: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self._turns.transaction() as conn:
             conn.execute(
                 destinations.update().where(destinations.c.id == destination_id).values(next_run_at=when)
             )
@@ -527,14 +529,25 @@ def _segment_names(conn: sa.Connection, ids: set[int]) -> dict[int, str]:
 
 class DeliveryLoop:
     """The worker in a thread with its own event loop: a pass of the journey runner (its sends
-    become deliveries) and one of the delivery worker, then a short pause when idle."""
+    become deliveries) and one of the delivery worker, again at once while there is work, else a
+    wait for `notify` (the processor put something in the outbox) or `idle_seconds`. A pass that
+    a notification starts begins at least `pace_seconds` after the previous one, so that a
+    trickle of events becomes a few passes a second, not one write transaction per event each
+    taking its turn at SQLite's write lock before collection's."""
 
-    def __init__(self, worker: DeliveryWorker, idle_seconds: float = 0.2, journeys: Any = None) -> None:
+    def __init__(
+        self,
+        worker: DeliveryWorker,
+        idle_seconds: float = 0.2,
+        journeys: Any = None,
+        pace_seconds: float = 0.05,
+    ) -> None:
         from opencdp.journeys.runner import JourneyRunner
 
         self.worker = worker
         self.journeys = journeys if journeys is not None else JourneyRunner(worker.engine, worker.settings)
         self.idle_seconds = idle_seconds
+        self.pace_seconds = pace_seconds
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -557,6 +570,7 @@ class DeliveryLoop:
         try:
             while not self._stop.is_set():
                 self._wake.clear()
+                began = time.monotonic()
                 try:
                     moved = self.journeys.run_once()
                     result = loop.run_until_complete(self.worker.run_once())
@@ -564,8 +578,9 @@ class DeliveryLoop:
                     log.exception("delivery pass failed; retrying")
                     self._stop.wait(1.0)
                     continue
-                if not result.work and not moved:
-                    self._wake.wait(self.idle_seconds)
+                if not result.work and not moved and self._wake.wait(self.idle_seconds):
+                    self._stop.wait(max(0.0, began + self.pace_seconds - time.monotonic()))
         finally:
             loop.run_until_complete(self.worker.close())
             loop.close()
+            self.journeys.close()

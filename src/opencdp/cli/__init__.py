@@ -277,7 +277,11 @@ def worker(
         if sender is not None:
             sender.start()
         try:
-            ProcessorLoop(processor, refresh_seconds=settings.refresh_seconds).run()
+            ProcessorLoop(
+                processor,
+                refresh_seconds=settings.refresh_seconds,
+                on_progress=sender.notify if sender is not None else None,
+            ).run()
         finally:
             if sender is not None:
                 sender.stop()

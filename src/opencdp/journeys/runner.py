@@ -42,7 +42,6 @@ from opencdp.privacy.consent_events import addressed_to, system_source_id
 from opencdp.segments.compiler import members_query
 from opencdp.segments.language import parse_criteria
 from opencdp.segments.store import lookup_in
-from opencdp.store.dialect import take_write_lock
 from opencdp.store.schema import (
     destinations,
     journey_history,
@@ -52,6 +51,7 @@ from opencdp.store.schema import (
     segment_memberships,
     segments,
 )
+from opencdp.store.write_turns import WriteTurns
 
 log = logs.get("opencdp.journeys")
 JOURNEY_SOURCE = "opencdp-journeys"
@@ -73,11 +73,15 @@ class JourneyRunner:
         self.clock = clock
         self.appender = LogAppender.for_engine(engine, IdentityRules.from_env())
         self._skip_locked = engine.dialect.name == "postgresql"
+        self._turns = WriteTurns(engine)
 
     def run_once(self) -> int:
         """Scheduled entries that are due, then one batch of due instances; returns the work done."""
         now = self.clock()
         return self._schedules(now) + self._advance(now)
+
+    def close(self) -> None:
+        self._turns.close()
 
     def run_until_idle(self, max_passes: int = 10_000) -> int:
         total = 0
@@ -97,8 +101,7 @@ class JourneyRunner:
                 for row, d in active_journeys(conn)
             ):
                 return 0
-        with self.engine.begin() as conn:
-            take_write_lock(conn)
+        with self._turns.transaction() as conn:
             due = [
                 (row, d)
                 for row, d in active_journeys(conn)
@@ -138,8 +141,7 @@ class JourneyRunner:
                 is None
             ):
                 return 0
-        with self.engine.begin() as conn:
-            take_write_lock(conn)
+        with self._turns.transaction() as conn:
             query = (
                 sa.select(journey_instances)
                 .join(journeys, journeys.c.id == journey_instances.c.journey_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from opencdp import logs
@@ -23,7 +24,9 @@ class Signal(Protocol):
 
 
 class ProcessorLoop:
-    """Wakes when the log writer commits (or every `idle_seconds`) and processes until caught up."""
+    """Wakes when the log writer commits (or every `idle_seconds`) and processes until caught up.
+    `on_progress` is called after each step that did work: the delivery loop beside it sends what
+    the step put in the outbox now rather than at its next poll."""
 
     def __init__(
         self,
@@ -32,8 +35,10 @@ class ProcessorLoop:
         refresh_seconds: float = 3600.0,
         wake: Signal | None = None,
         stop: Signal | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.processor = processor
+        self.on_progress = on_progress
         self.refresh_seconds = refresh_seconds
         self._next_refresh = time.monotonic() + refresh_seconds
         self.idle_seconds = idle_seconds
@@ -59,7 +64,8 @@ class ProcessorLoop:
             self._wake.clear()
             try:
                 while not self._stop.is_set() and self.processor.step():
-                    pass
+                    if self.on_progress is not None:
+                        self.on_progress()
                 if self.refresh_seconds > 0 and time.monotonic() >= self._next_refresh:
                     from opencdp.process.schedule import refresh_all
 

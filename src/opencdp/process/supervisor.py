@@ -89,6 +89,12 @@ def _run_child(settings: Settings, reader: multiprocessing.connection.Connection
     _stop_with_parent(stop)
     logs.configure(settings.log_level, settings.log_format)
     engine = open_database(settings)
+    deliveries = None
+    if settings.deliver_in_server:
+        from opencdp.activation.worker import DeliveryLoop, DeliveryWorker
+
+        deliveries = DeliveryLoop(DeliveryWorker(engine, settings))
+        deliveries.start()
     loop = ProcessorLoop(
         Processor(
             engine,
@@ -99,13 +105,8 @@ def _run_child(settings: Settings, reader: multiprocessing.connection.Connection
         refresh_seconds=settings.refresh_seconds,
         wake=PipeWake(reader),
         stop=stop,
+        on_progress=deliveries.notify if deliveries is not None else None,
     )
-    deliveries = None
-    if settings.deliver_in_server:
-        from opencdp.activation.worker import DeliveryLoop, DeliveryWorker
-
-        deliveries = DeliveryLoop(DeliveryWorker(engine, settings))
-        deliveries.start()
     try:
         loop.run()
     finally:
