@@ -7,6 +7,7 @@ instead: there the brokers must run.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -51,6 +52,57 @@ def require_broker(name: str, host: str, port: int) -> None:
     if os.environ.get("CI"):
         pytest.fail(problem)
     pytest.skip(problem)
+
+
+def delete_stream(url: str, stream: str) -> None:
+    """Remove a test's JetStream stream, if it made one."""
+    import nats
+    import nats.js.errors
+
+    async def delete() -> None:
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().delete_stream(stream)
+        except nats.js.errors.NotFoundError:
+            pass
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())
+
+
+def stream_messages(url: str, stream: str) -> list[tuple[str, dict[str, str], Any]]:
+    """Every message in a JetStream stream: subject, headers, JSON body."""
+    import nats
+    import orjson
+
+    async def read() -> list[tuple[str, dict[str, str], Any]]:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            out.append((msg.subject or "", dict(msg.headers or {}), orjson.loads(msg.data or b"null")))
+        await nc.close()
+        return out
+
+    return asyncio.run(read())
+
+
+def delete_queue(url: Any, queue: str, exchange: str | None = None) -> None:
+    """Remove a test's RabbitMQ queue (and exchange)."""
+    import aio_pika
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(url)
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+        if exchange is not None:
+            await channel.exchange_delete(exchange)
+        await connection.close()
+
+    asyncio.run(delete())
 
 
 def free_port() -> int:

@@ -124,6 +124,15 @@ def cdp(settings: Settings) -> Iterator[OpenCDP]:
 
 
 @pytest.fixture
+def system(settings: Settings) -> Iterator[OpenCDP]:
+    """The database, with nothing running in the background: the test drives processing and
+    delivery itself."""
+    quiet = OpenCDP(settings, process=False, deliver=False)
+    yield quiet
+    quiet.engine.dispose()
+
+
+@pytest.fixture
 def client(cdp: OpenCDP) -> Iterator[TestClient]:
     with TestClient(create_app(cdp)) as test_client:
         yield test_client

@@ -48,6 +48,18 @@ def log_messages(engine: sa.Engine, messages: list[dict[str, Any]]) -> None:
     LogAppender.for_engine(engine, RULES).append_committed(engine, rows)
 
 
+def track(user: str, event: str, n: int = 0, **props: Any) -> dict[str, Any]:
+    """A track message, unique per (user, event, n), at a fixed time n seconds into a minute."""
+    return {
+        "type": "track",
+        "userId": user,
+        "event": event,
+        "messageId": f"{user}-{event}-{n}",
+        "timestamp": f"2026-06-01T10:00:{n:02d}Z",
+        "properties": props,
+    }
+
+
 def process(engine: sa.Engine, chunk_size: int = 500) -> None:
     Processor(engine, RULES, chunk_size=chunk_size).run_until_caught_up()
 

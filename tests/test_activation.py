@@ -15,13 +15,12 @@ from opencdp.activation.audiences import create_sync
 from opencdp.activation.destinations import DestinationError, DestinationSpec, create, update
 from opencdp.activation.forwarding import create_rule
 from opencdp.activation.worker import BREAKER_THRESHOLD, DeliveryWorker
-from opencdp.config import Settings
 from opencdp.privacy.erasure import erase_person
 from opencdp.process.processor import reset_derived_state
 from opencdp.segments.store import save as save_segment
 from opencdp.store.schema import deliveries, destinations
 from opencdp.system import OpenCDP
-from tests.identity_helpers import RULES, log_messages, process
+from tests.identity_helpers import RULES, log_messages, process, track
 from tests.receivers import Receiver, verify_signature
 
 
@@ -37,15 +36,6 @@ class FakeClock:
 
 
 @pytest.fixture
-def system(settings: Settings) -> Iterator[OpenCDP]:
-    """The database, with nothing running in the background: the test drives processing and
-    delivery itself."""
-    cdp = OpenCDP(settings, process=False, deliver=False)
-    yield cdp
-    cdp.engine.dispose()
-
-
-@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver().start()
     yield r
@@ -58,17 +48,6 @@ def webhook(system: OpenCDP, receiver: Receiver, name: str = "hook", **more: Any
         return create(
             conn, system.settings, DestinationSpec(name=name, kind="webhook", config=config, **more)
         )
-
-
-def track(user: str, event: str, n: int = 0, **props: Any) -> dict[str, Any]:
-    return {
-        "type": "track",
-        "userId": user,
-        "event": event,
-        "messageId": f"{user}-{event}-{n}",
-        "timestamp": f"2026-06-01T10:00:{n:02d}Z",
-        "properties": props,
-    }
 
 
 def statuses(system: OpenCDP) -> dict[str, int]:

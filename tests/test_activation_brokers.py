@@ -18,8 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
-import nats
-import nats.js.errors
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -29,25 +27,18 @@ from opencdp.activation.audiences import create_sync
 from opencdp.activation.destinations import DestinationSpec, create
 from opencdp.activation.forwarding import create_rule
 from opencdp.activation.worker import DeliveryWorker
-from opencdp.config import Settings
 from opencdp.journeys import store as journey_store
 from opencdp.journeys.runner import JourneyRunner
 from opencdp.segments.store import save as save_segment
 from opencdp.store.schema import deliveries
 from opencdp.system import OpenCDP
-from tests.broker_helpers import require_broker
-from tests.identity_helpers import log_messages, process
+from tests.broker_helpers import delete_queue, delete_stream, require_broker, stream_messages
+from tests.identity_helpers import log_messages, process, track
+from tests.journey_scenarios import EMAIL_IGNORERS, SEND_SMS, SMS_OFFER
 
 NATS_URL = os.environ.get("OPENCDP_TEST_NATS_URL", "nats://127.0.0.1:4222")
 AMQP_URL = URL(os.environ.get("OPENCDP_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
 CONSENTED = {"consent": {"purposes": {"analytics": True, "sms": True, "advertising": True}}}
-
-
-@pytest.fixture
-def system(settings: Settings) -> Iterator[OpenCDP]:
-    cdp = OpenCDP(settings, process=False, deliver=False)
-    yield cdp
-    cdp.engine.dispose()
 
 
 @pytest.fixture
@@ -57,17 +48,7 @@ def stream() -> Iterator[str]:
     require_broker("nats", parts.hostname or "127.0.0.1", parts.port or 4222)
     name = f"E{uuid.uuid4().hex[:12]}"
     yield name
-
-    async def delete() -> None:
-        nc = await nats.connect(NATS_URL)
-        try:
-            await nc.jetstream().delete_stream(name)
-        except nats.js.errors.NotFoundError:
-            pass
-        finally:
-            await nc.close()
-
-    asyncio.run(delete())
+    delete_stream(NATS_URL, name)
 
 
 @pytest.fixture
@@ -76,29 +57,7 @@ def queue() -> Iterator[str]:
     require_broker("rabbitmq", AMQP_URL.host or "127.0.0.1", AMQP_URL.port or 5672)
     name = f"opencdp-e2e-{uuid.uuid4().hex[:12]}"
     yield name
-
-    async def delete() -> None:
-        connection = await aio_pika.connect(AMQP_URL)
-        channel = await connection.channel()
-        await channel.queue_delete(name)
-        await connection.close()
-
-    asyncio.run(delete())
-
-
-def _stream_messages(stream: str) -> list[tuple[str, dict[str, str], Any]]:
-    async def read() -> list[tuple[str, dict[str, str], Any]]:
-        nc = await nats.connect(NATS_URL)
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        out = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream, seq)
-            out.append((msg.subject or "", dict(msg.headers or {}), orjson.loads(msg.data or b"null")))
-        await nc.close()
-        return out
-
-    return asyncio.run(read())
+    delete_queue(AMQP_URL, name)
 
 
 def _take(queue: str) -> list[tuple[str | None, Any]]:
@@ -146,15 +105,7 @@ def _keys(system: OpenCDP, destination: int) -> list[str]:
 
 
 def _track(user: str, event: str, n: int, **props: Any) -> dict[str, Any]:
-    return {
-        "type": "track",
-        "userId": user,
-        "event": event,
-        "messageId": f"{user}-{event}-{n}",
-        "timestamp": f"2026-06-01T10:00:{n:02d}Z",
-        "properties": props,
-        "context": CONSENTED,
-    }
+    return {**track(user, event, n, **props), "context": CONSENTED}
 
 
 def test_event_forwarding_to_jetstream_is_deduplicated_by_the_idempotency_key(
@@ -183,7 +134,7 @@ def test_event_forwarding_to_jetstream_is_deduplicated_by_the_idempotency_key(
     process(engine)
     worker = DeliveryWorker(engine, system.settings)
     assert worker.run_until_idle().delivered == 2
-    stored = _stream_messages(stream)
+    stored = stream_messages(NATS_URL, stream)
     assert [(subject, body) for subject, _, body in stored] == [
         (f"{stream}.orders.de", {"user": "ann", "total": 30}),
         (f"{stream}.orders.fr", {"user": "bob", "total": 12.5}),
@@ -199,7 +150,7 @@ def test_event_forwarding_to_jetstream_is_deduplicated_by_the_idempotency_key(
             .values(status="pending", next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
         )
     assert worker.run_until_idle().delivered == 2
-    assert len(_stream_messages(stream)) == 2
+    assert len(stream_messages(NATS_URL, stream)) == 2
 
 
 def test_audience_sync_to_rabbitmq_sends_entries_and_exits_confirmed(system: OpenCDP, queue: str) -> None:
@@ -264,12 +215,7 @@ def test_switch_channel_reaches_the_sms_gateway_queue(system: OpenCDP, queue: st
     save_segment(
         engine,
         "email ignorers",
-        {
-            "and": [
-                {"event": "Email Delivered", "count": {"op": "gte", "value": 10}},
-                {"not": {"event": "Email Opened"}},
-            ]
-        },
+        EMAIL_IGNORERS,
     )
     with engine.begin() as conn:
         journey = int(
@@ -278,16 +224,7 @@ def test_switch_channel_reaches_the_sms_gateway_queue(system: OpenCDP, queue: st
                 "switch channel",
                 {
                     "entry": {"segment": "email ignorers"},
-                    "steps": [
-                        {
-                            "id": "sms",
-                            "send": {
-                                "destination": "sms gateway",
-                                "channel": "sms",
-                                "content": {"text": "20% off this weekend - reply STOP to opt out"},
-                            },
-                        }
-                    ],
+                    "steps": [SEND_SMS],
                 },
             )["id"]
         )
@@ -317,8 +254,6 @@ def test_switch_channel_reaches_the_sms_gateway_queue(system: OpenCDP, queue: st
         process(engine)
         runner.run_until_idle()
         worker.run_until_idle()
-    assert [body for _, body in _take(queue)] == [
-        {"to": "+4915112345678", "text": "20% off this weekend - reply STOP to opt out"}
-    ]
+    assert [body for _, body in _take(queue)] == [{"to": "+4915112345678", "text": SMS_OFFER}]
     with engine.connect() as conn:
         assert journey_store.stats(conn, journey)["completed"] == 1

@@ -17,12 +17,11 @@ from urllib.parse import urlsplit
 
 import nats
 import nats.js.errors
-import orjson
 import pytest
 
 from opencdp.activation.drivers import DestinationConfigError, driver_class
 from opencdp.activation.drivers.nats import NatsDriver, covers, default_stream_subjects, subject_problem
-from tests.broker_helpers import answers, free_port, message, require_broker
+from tests.broker_helpers import answers, delete_stream, free_port, message, require_broker, stream_messages
 
 NATS_URL = os.environ.get("OPENCDP_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
@@ -40,17 +39,7 @@ def name(nats_url: str) -> Iterator[str]:
     made one) is deleted afterwards."""
     stream = f"T{uuid.uuid4().hex[:12]}"
     yield stream
-
-    async def delete() -> None:
-        nc = await nats.connect(nats_url)
-        try:
-            await nc.jetstream().delete_stream(stream)
-        except nats.js.errors.NotFoundError:
-            pass
-        finally:
-            await nc.close()
-
-    asyncio.run(delete())
+    delete_stream(nats_url, stream)
 
 
 def _add_stream(url: str, stream: str, subjects: list[str], **options: Any) -> None:
@@ -60,23 +49,6 @@ def _add_stream(url: str, stream: str, subjects: list[str], **options: Any) -> N
         await nc.close()
 
     asyncio.run(add())
-
-
-def _stored(url: str, stream: str) -> list[tuple[str, dict[str, str], Any]]:
-    """Every message in the stream: subject, headers, JSON body."""
-
-    async def read() -> list[tuple[str, dict[str, str], Any]]:
-        nc = await nats.connect(url)
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        out = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream, seq)
-            out.append((msg.subject or "", dict(msg.headers or {}), orjson.loads(msg.data or b"null")))
-        await nc.close()
-        return out
-
-    return asyncio.run(read())
 
 
 def _send(driver: NatsDriver, messages: list[Any], close: bool = True) -> list[Any]:
@@ -104,7 +76,7 @@ def test_publishes_in_order_with_the_idempotency_key_as_message_id(nats_url: str
     outcomes = _send(driver, messages)
 
     assert {o.status for o in outcomes} == {"delivered"} and len(outcomes) == 300
-    stored = _stored(nats_url, name)
+    stored = stream_messages(nats_url, name)
     assert [body["n"] for _, _, body in stored] == list(range(300))  # in order
     subject, headers, body = stored[1]
     assert subject == f"{name}.event.Order_Completed"
@@ -125,7 +97,7 @@ def test_body_template_maps_fields_and_keeps_types(nats_url: str, name: str) -> 
 
     assert _send(driver, [message(7, key="k7")])[0].status == "delivered"
 
-    assert _stored(nats_url, name)[0][2] == {"email": "u7@example.com", "n": 7, "who": "id p7"}
+    assert stream_messages(nats_url, name)[0][2] == {"email": "u7@example.com", "n": 7, "who": "id p7"}
 
 
 def test_the_same_key_twice_is_stored_once(nats_url: str, name: str) -> None:
@@ -141,7 +113,7 @@ def test_the_same_key_twice_is_stored_once(nats_url: str, name: str) -> None:
         return first + again
 
     assert [o.status for o in asyncio.run(twice())] == ["delivered"] * 3
-    stored = _stored(nats_url, name)
+    stored = stream_messages(nats_url, name)
     assert [h["Nats-Msg-Id"] for _, h, _ in stored] == ["same", "other"]
 
 
@@ -171,7 +143,7 @@ def test_create_stream_makes_one_for_the_subjects(nats_url: str, name: str) -> N
         return list(info.config.subjects or [])
 
     assert asyncio.run(subjects()) == [f"{name}.>"]
-    assert len(_stored(nats_url, name)) == 1
+    assert len(stream_messages(nats_url, name)) == 1
 
 
 def test_a_subject_outside_the_stream_fails_alone(nats_url: str, name: str) -> None:
@@ -199,7 +171,7 @@ def test_a_message_that_cannot_be_rendered_fails_alone(nats_url: str, name: str)
 
     assert [o.status for o in outcomes] == ["delivered", "failed", "failed", "delivered"]
     assert "whitespace" in (outcomes[1].error or "")
-    assert len(_stored(nats_url, name)) == 2
+    assert len(stream_messages(nats_url, name)) == 2
 
 
 def test_an_unreachable_server_means_retry_for_all_quickly() -> None:
@@ -228,7 +200,7 @@ def test_a_closed_connection_is_opened_again(nats_url: str, name: str) -> None:
         return [o.status for o in first + second + third]
 
     assert asyncio.run(scenario()) == ["delivered"] * 3
-    assert len(_stored(nats_url, name)) == 3
+    assert len(stream_messages(nats_url, name)) == 3
 
 
 @pytest.mark.skipif(shutil.which("nats-server") is None, reason="needs the nats-server binary")

@@ -20,7 +20,7 @@ from yarl import URL
 
 from opencdp.activation.drivers import DestinationConfigError, driver_class
 from opencdp.activation.drivers.rabbitmq import RabbitMQDriver
-from tests.broker_helpers import free_port, message, require_broker
+from tests.broker_helpers import delete_queue, free_port, message, require_broker
 
 AMQP_URL = URL(os.environ.get("OPENCDP_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
 
@@ -36,15 +36,7 @@ def names(amqp: URL) -> Iterator[str]:
     """A unique name for the test's queue and exchange; both are deleted afterwards."""
     name = f"opencdp-test-{uuid.uuid4().hex[:12]}"
     yield name
-
-    async def delete() -> None:
-        connection = await aio_pika.connect(amqp)
-        channel = await connection.channel()
-        await channel.queue_delete(name)
-        await channel.exchange_delete(name)
-        await connection.close()
-
-    asyncio.run(delete())
+    delete_queue(amqp, name, exchange=name)
 
 
 def _declare(url: URL, queue: str, exchange: str | None = None, key: str = "#") -> None:

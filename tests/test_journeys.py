@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from opencdp.activation.audiences import create_sync
 from opencdp.activation.destinations import DestinationSpec, create
 from opencdp.activation.worker import DeliveryWorker
-from opencdp.config import Settings
 from opencdp.journeys import store as journey_store
 from opencdp.journeys.runner import JourneyRunner
 from opencdp.journeys.store import JourneyError
@@ -23,6 +22,7 @@ from opencdp.segments.store import save as save_segment
 from opencdp.store.schema import journey_instances
 from opencdp.system import OpenCDP
 from tests.identity_helpers import RULES, log_messages, process
+from tests.journey_scenarios import EMAIL_IGNORERS, SEND_SMS, SMS_OFFER
 from tests.receivers import MailRecorder, Receiver, start_mail_server
 
 
@@ -35,13 +35,6 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def system(settings: Settings) -> Iterator[OpenCDP]:
-    cdp = OpenCDP(settings, process=False, deliver=False)
-    yield cdp
-    cdp.engine.dispose()
 
 
 @pytest.fixture
@@ -280,26 +273,14 @@ def test_switch_channel_for_people_who_ignore_email(world: World, receiver: Rece
     save_segment(
         world.engine,
         "email ignorers",
-        {
-            "and": [
-                {"event": "Email Delivered", "count": {"op": "gte", "value": 10}},
-                {"not": {"event": "Email Opened"}},
-            ]
-        },
+        EMAIL_IGNORERS,
     )
     journey = world.journey(
         "switch channel",
         {
             "entry": {"segment": "email ignorers"},
             "steps": [
-                {
-                    "id": "sms",
-                    "send": {
-                        "destination": "sms gateway",
-                        "channel": "sms",
-                        "content": {"text": "20% off this weekend - reply STOP to opt out"},
-                    },
-                },
+                SEND_SMS,
                 {"id": "prefer sms", "set_traits": {"preferred_channel": "sms"}},
             ],
         },
@@ -311,9 +292,7 @@ def test_switch_channel_for_people_who_ignore_email(world: World, receiver: Rece
     world.log(*(track(u, "Email Delivered") for u in ("ann", "bob") for _ in range(10)))
     world.log(track("bob", "Email Opened"))
     world.run()
-    assert receiver.bodies() == [
-        {"to": "+4915112345678", "text": "20% off this weekend - reply STOP to opt out"}
-    ]
+    assert receiver.bodies() == [{"to": "+4915112345678", "text": SMS_OFFER}]
     assert world.stats(journey)["completed"] == 1
     with world.engine.connect() as conn:
         from opencdp.store.schema import profiles

@@ -19,7 +19,6 @@ from opencdp.activation.drivers import DestinationConfigError
 from opencdp.activation.presets import PRESETS, get, merge
 from opencdp.activation.templates import hash_phone, md5, normalise_phone, render_value
 from opencdp.activation.worker import DeliveryWorker
-from opencdp.config import Settings
 from opencdp.segments.store import save as save_segment
 from opencdp.store.schema import deliveries, destinations
 from opencdp.system import OpenCDP
@@ -31,13 +30,6 @@ SHA256_EMAIL = "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b
 SHA256_PHONE_DIGITS = "6c91c4c640f6ef0162833260db4f13dec0df2b683092f4dba7e874bef1acea37"  # 442070313000
 MD5_EMAIL = "55502f40dc8b7c769880b10874abc9d0"  # test@example.com
 BASIC = "Basic b3BlbmNkcDowMTIzYWJjZC11czY="  # base64("opencdp:0123abcd-us6")
-
-
-@pytest.fixture
-def system(settings: Settings) -> Iterator[OpenCDP]:
-    cdp = OpenCDP(settings, process=False, deliver=False)
-    yield cdp
-    cdp.engine.dispose()
 
 
 @pytest.fixture
