@@ -207,6 +207,46 @@ def test_abandoned_checkout(world: World, mail: tuple[MailRecorder, int], receiv
     ]
 
 
+def test_an_order_in_the_same_chunk_as_its_checkout_ends_the_journey(
+    world: World, receiver: Receiver
+) -> None:
+    """A backfill or a burst puts the checkout and its order in one processed chunk: the order is
+    the goal of the instance the checkout began (an exit likewise), and a later checkout alone
+    still waits for its coupon."""
+    world.destination("mailer", "webhook", {"url": receiver.url})
+    journey = world.journey(
+        "checkout",
+        {
+            "entry": {"event": "Checkout Started"},
+            "goal": {"event": "Order Completed"},
+            "exit_on": [{"event": "Unsubscribed"}],
+            "steps": [
+                {"id": "grace", "wait": {"hours": 2}},
+                {"id": "coupon", "send": {"destination": "mailer", "content": {"coupon": "CART25"}}},
+            ],
+        },
+    )
+    world.log(
+        *(customer(u, f"{u}@example.com") for u in ("ann", "bob", "cat", "dan")),
+        track("ann", "Order Completed"),  # before the checkout: not its goal
+        track("ann", "Checkout Started"),
+        track("bob", "Checkout Started"),
+        track("bob", "Order Completed"),
+        track("cat", "Checkout Started"),
+        track("cat", "Unsubscribed"),
+        track("dan", "Checkout Started"),
+    )
+    world.run()
+    stats = world.stats(journey)
+    assert (stats["entered"], stats["converted"], stats["exited"]) == (4, 1, 1)
+    world.clock.advance(hours=2, seconds=5)
+    world.run()
+    assert sorted(b["profile"]["traits"]["email"] for b in receiver.bodies()) == [
+        "ann@example.com",
+        "dan@example.com",
+    ]
+
+
 def test_weekly_category_digest(world: World, mail: tuple[MailRecorder, int]) -> None:
     """Every Monday 09:00 Europe/Berlin, customers with high intent for shoes get the digest."""
     inbox, port = mail

@@ -68,6 +68,8 @@ def test_builder_offers_the_names_in_the_database(
         "Order Completed",
         "Product Viewed",
         "Signed Up",
+        "Checkout Started",
+        "Email Delivered",
         "Email Opened",
         "Email Link Clicked",
         "Shoes",

@@ -214,7 +214,8 @@ def demo(customers: int, seed: int, url: str | None) -> None:
             stats = journey["stats"]
             click.echo(
                 f"journey {journey['name']!r}: {stats['entered']} entered, {stats['active']} on their way, "
-                f"{stats['completed']} completed"
+                f"{stats['completed']} completed, {stats['converted']} reached the goal, "
+                f"{stats['exited']} exited"
             )
     from opencdp.activation.destinations import list_views
 

@@ -115,6 +115,22 @@ class ShopGenerator:
             message.setdefault("context", {})["userAgent"] = USER_AGENTS[device[0]]
         return message
 
+    def _checkout(
+        self, c: _Customer, at: datetime, device: tuple[str, str], value: float, items: int
+    ) -> DemoEvent:
+        return DemoEvent(
+            "web",
+            self._msg(
+                "track",
+                at,
+                device,
+                userId=c.user_id,
+                event="Checkout Started",
+                properties={"value": value, "currency": "EUR", "items": items},
+            ),
+            at,
+        )
+
     def _customer(self, n: int) -> _Customer:
         rng = self.rng
         first, last = rng.choice(FIRST), rng.choice(LAST)
@@ -244,13 +260,17 @@ class ShopGenerator:
             category = favourite if rng.random() < 0.7 else rng.choice(list(CATEGORIES))
             items = rng.randint(1, 3)
             revenue = round(sum(rng.uniform(*CATEGORIES[category]) for _ in range(items)), 2)
+            device = rng.choice(c.devices)
+            out.append(
+                self._checkout(c, moment - timedelta(minutes=rng.randint(2, 15)), device, revenue, items)
+            )
             out.append(
                 DemoEvent(
                     "web",
                     self._msg(
                         "track",
                         moment,
-                        rng.choice(c.devices),
+                        device,
                         userId=c.user_id,
                         event="Order Completed",
                         properties={
@@ -264,12 +284,35 @@ class ShopGenerator:
                     moment,
                 )
             )
+        if rng.random() < 0.25:  # a cart left at the checkout (the abandoned-checkout journey's entry)
+            left = self._moment(moment, 20)
+            category = favourite
+            out.append(
+                self._checkout(
+                    c, left, rng.choice(c.devices), round(rng.uniform(*CATEGORIES[category]), 2), 1
+                )
+            )
         campaign = self._moment(signup, 30)
-        for week in range(rng.randint(0, 6)):
+        opens = rng.choice([0.0, 0.25, 0.45, 0.7])  # some never open: the switch-channel journey's audience
+        for week in range(rng.randint(0, 12)):
             sent = campaign + timedelta(days=7 * week)
             if sent >= self.now:
                 break
-            if rng.random() < 0.45:
+            out.append(
+                DemoEvent(
+                    "email",
+                    self._msg(
+                        "track",
+                        sent,
+                        None,
+                        userId=c.user_id,
+                        event="Email Delivered",
+                        properties={"campaign": f"weekly-{week}"},
+                    ),
+                    sent,
+                )
+            )
+            if rng.random() < opens:
                 out.append(
                     DemoEvent(
                         "email",

@@ -119,9 +119,8 @@ class JourneyRunner:
                         .where(segments.c.name == entry.audience, segment_memberships.c.exited_at.is_(None))
                     ).scalars()
                 )
-                entered += enrol(
-                    conn, row, definition, members, now, {"schedule": row.next_run_at.isoformat()}
-                )
+                why = {"schedule": row.next_run_at.isoformat()}
+                entered += len(enrol(conn, row, definition, members, now, why))
                 conn.execute(
                     journeys.update()
                     .where(journeys.c.id == row.id)

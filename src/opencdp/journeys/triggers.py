@@ -101,8 +101,25 @@ def on_events(conn: sa.Connection, batch: Sequence[Any], event_profiles: dict[in
             if e.id > row.after_event_id
             and matches(entry, e.payload.get("event"), e.payload.get("properties"))
         ]
-        if entering:
-            enrol(conn, row, definition, entering, now, {"event": entry.event})
+        if not entering:
+            continue
+        entered = set(enrol(conn, row, definition, entering, now, {"event": entry.event}))
+        if entered and (definition.goal or definition.exit_on):
+            # the order that follows the checkout in the same chunk (a backfill, a burst) ends the
+            # instance that checkout just began, as it would have one chunk later
+            later, began = [], set()
+            for e in fresh:
+                pid = event_profiles[e.id]
+                if pid not in entered:
+                    continue
+                if pid in began:
+                    later.append(e)
+                elif e.id > row.after_event_id and matches(
+                    entry, e.payload.get("event"), e.payload.get("properties")
+                ):
+                    began.add(pid)
+            if later:
+                _move_instances(conn, later, event_profiles, {row.id: definition}, now)
 
 
 def _move_instances(
@@ -228,11 +245,12 @@ def enrol(
     profile_ids: Iterable[str],
     now: datetime,
     why: dict[str, Any],
-) -> int:
-    """Let these profiles enter (those the criteria and the re-entry rule allow); returns how many."""
+) -> list[str]:
+    """Let these profiles enter (those the criteria and the re-entry rule allow); returns those
+    that entered."""
     wanted = sorted(set(profile_ids))
     if not wanted:
-        return 0
+        return []
     if definition.criteria is not None:
         query = members_query(parse_criteria(definition.criteria), now, lookup_in(conn))
         allowed: set[str] = set()
@@ -266,7 +284,7 @@ def enrol(
 
     entering = [p for p in wanted if may_enter(p)]
     if not entering:
-        return 0
+        return []
     first = definition.steps[0].id
     created = conn.execute(
         journey_instances.insert().returning(journey_instances.c.id, journey_instances.c.profile_id),
@@ -288,4 +306,4 @@ def enrol(
         journey_history.insert(),
         [history_row(r.id, journey.id, r.profile_id, None, "entered", now, **why) for r in created],
     )
-    return len(created)
+    return [r.profile_id for r in created]
