@@ -285,13 +285,9 @@ class ShopGenerator:
                 )
             )
         if rng.random() < 0.25:  # a cart left at the checkout (the abandoned-checkout journey's entry)
-            left = self._moment(moment, 20)
-            category = favourite
-            out.append(
-                self._checkout(
-                    c, left, rng.choice(c.devices), round(rng.uniform(*CATEGORIES[category]), 2), 1
-                )
-            )
+            left, device = self._moment(moment, 20), rng.choice(c.devices)
+            value = round(rng.uniform(*CATEGORIES[favourite]), 2)
+            out.append(self._checkout(c, left, device, value, 1))
         campaign = self._moment(signup, 30)
         opens = rng.choice([0.0, 0.25, 0.45, 0.7])  # some never open: the switch-channel journey's audience
         for week in range(rng.randint(0, 12)):
