@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,14 +24,14 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencdp import __version__, logs
-from opencdp.ui import sessions
+from opencdp.ui import display, sessions
 from opencdp.ui.config import UISettings
 from opencdp.ui.sessions import Session
 
 HERE = Path(__file__).parent
 API_PREFIX = "/ui/api/"
 log = logs.get("opencdp.ui")
-NO_VALUE = "\u2013"  # an en dash: shown where there is no value
+NO_VALUE = display.NO_VALUE
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -84,27 +83,6 @@ class BadRequest(UIProblem):
 # --- Templates ------------------------------------------------------------------------------
 
 
-def _when(value: Any) -> str:
-    if value is None or value == "":
-        return NO_VALUE
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    return str(value)
-
-
-def _num(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return NO_VALUE
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    return f"{value:,.{digits}f}"
-
-
 def _value(value: Any) -> str:
     """A trait or property value as text; the template escapes it."""
     if value is None:
@@ -142,7 +120,8 @@ def templates() -> jinja2.Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    env.filters.update(when=_when, num=_num, value=_value, q=lambda s: quote(str(s), safe=""))
+    env.filters.update(display.FILTERS)
+    env.filters.update(value=_value, q=lambda s: quote(str(s), safe=""))
     env.globals.update(static_url=static_url, version=__version__)
     return env
 

@@ -12,3 +12,11 @@ document.addEventListener("click", (event) => {
     window.history.back();
   }
 });
+// Dates and times are shown in the browser's time zone: tell the server which one it is.
+(() => {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const current = document.cookie.split("; ").find((c) => c.startsWith("opencdp_tz="));
+  if (zone && current !== `opencdp_tz=${encodeURIComponent(zone)}`) {
+    document.cookie = `opencdp_tz=${encodeURIComponent(zone)}; path=/; max-age=31536000; SameSite=Lax`;
+  }
+})();

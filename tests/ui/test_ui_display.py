@@ -1,0 +1,61 @@
+"""How values are shown: the viewer's locale and time zone, money, labels for built-in traits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from babel import Locale
+
+from opencdp.traits.definitions import BUILT_IN, DERIVED
+from opencdp.ui import display
+from opencdp.ui.display import Viewer
+
+MOMENT = datetime(2026, 12, 7, 16, 5, tzinfo=UTC)
+
+
+def viewer(locale: str = "en", tz: str = "UTC", currency: str = "EUR") -> Viewer:
+    return Viewer(Locale.parse(locale), ZoneInfo(tz), currency)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("de-DE,de;q=0.9,en;q=0.8", "de_DE"),
+        ("en;q=0.3, fr-FR;q=0.9", "fr_FR"),
+        ("xx-nonsense, en-GB", "en_GB"),
+        ("", "en"),
+        ("*", "en"),
+        ("de;q=0", "en"),
+    ],
+)
+def test_the_locale_is_the_browsers_first_known_language(header: str, expected: str) -> None:
+    assert str(display._locale(header, "en")) == expected
+
+
+def test_moments_in_the_viewers_zone_and_language() -> None:
+    assert display.format_when(MOMENT, viewer("en_GB", "Europe/Berlin")) == "7 Dec 2026 17:05"
+    assert display.format_when("2026-12-07T16:05:00+00:00", viewer("de_DE", "UTC")) == "7. Dez. 2026 16:05"
+    assert display.format_when(None, viewer()) == display.NO_VALUE
+    assert display.format_when("not a date", viewer()) == "not a date"
+    assert display.format_day(MOMENT, viewer("en_GB", "Pacific/Kiritimati")) == "8 Dec 2026"
+
+
+def test_money_has_its_currency_and_is_rounded() -> None:
+    assert display.format_money(1234.5678, viewer("en")) == "€1,234.57"
+    assert display.format_money(1234.5, viewer("de_DE")) == "1.234,50\xa0€"
+    assert display.format_money(10, viewer("en"), "usd") == "$10.00"
+    assert display.format_money(None, viewer()) == display.NO_VALUE
+
+
+def test_computed_traits_read_as_words_and_values() -> None:
+    for name in [d.name for d in BUILT_IN] + list(DERIVED):
+        assert name in display.TRAIT_LABELS, f"no label for the built-in trait {name}"
+    assert display.trait_label("loyalty_tier") == "Loyalty tier"
+    v = viewer("en_GB")
+    assert display.format_trait("total_revenue", 321.456, v) == "€321.46"
+    assert display.format_trait("last_order_at", "2026-12-01T09:30:00+00:00", v) == "1 Dec 2026 09:30"
+    chips = display.format_trait("categories_ordered", ["shoes", "<b>kids</b>"], v)
+    assert chips == '<span class="chip">shoes</span><span class="chip">&lt;b&gt;kids&lt;/b&gt;</span>'
+    assert display.format_trait("order_count", 12345, v) == "12,345"
