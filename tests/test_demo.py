@@ -192,6 +192,7 @@ def test_the_task_segment_exported_for_email_marketing_holds_most_members(cdp: O
     assert all(line.rstrip().endswith(",DE") for line in exported)
     assert 0.8 * summary["identified"] <= summary["consent_recorded"] < summary["identified"]
     assert 0.6 * summary["identified"] <= summary["email_consent"] < 0.95 * summary["identified"]
+    assert 0.03 * summary["identified"] <= summary["declined"] < 0.2 * summary["identified"]
 
 
 @pytest.mark.parametrize(

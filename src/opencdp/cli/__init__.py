@@ -222,7 +222,8 @@ def demo(customers: int, seed: int, now_text: str | None, url: str | None) -> No
     known = max(summary["identified"], 1)
     click.echo(
         f"consent: {answered} identified customers ({answered * 100 // known} %) answered the consent "
-        f"banner, {email} ({email * 100 // known} %) agree to email_marketing"
+        f"banner ({summary['declined']} declined everything), {email} ({email * 100 // known} %) agree to "
+        "email_marketing"
     )
     click.echo(
         f"ordered at least twice in the last 30 days and country = DE: {summary['task_members']} profiles, "

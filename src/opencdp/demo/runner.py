@@ -133,6 +133,7 @@ def demo_summary(engine: sa.Engine, now: datetime | None = None) -> dict[str, An
                 sa.select(sa.func.count()).select_from(identity_conflicts)
             ).scalar_one(),
             "consent_recorded": sum(1 for c in consents if c),
+            "declined": sum(1 for c in consents if c and not any(c.values())),
             "email_consent": sum(1 for c in consents if c.get("email_marketing") is True),
             "task_members": members,
             "task_email_consent": reachable,
