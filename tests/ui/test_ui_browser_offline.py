@@ -1,9 +1,12 @@
-"""Nothing from outside: every request the browser makes on the API docs and on every main
-dashboard page goes to the server's own origin (no CDN, no fonts, no validator), and /docs
-really renders the operations from the assets the server ships."""
+"""A first run that convinces: nothing from outside — every request the browser makes on the API
+docs and on every main dashboard page goes to the server's own origin (no CDN, no fonts, no
+validator) and /docs really renders the operations from the assets the server ships; and the
+export form says how many rows an export will have before anything is downloaded."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
+from opencdp.segments import reach, store
 from opencdp.store.schema import identities, profiles
 from tests.ui.browser_env import CHROMIUM, Dashboard, sign_in
 
@@ -50,7 +54,7 @@ def test_docs_and_every_main_page_load_only_from_this_server(page: Any, dashboar
     operations = page.locator(".opblock")
     expect(operations.first).to_be_visible(timeout=20_000)
     assert operations.count() > 20
-    path = page.locator(".opblock-summary-path", has_text="/api/segments/{name}/export")
+    path = page.locator(".opblock-summary-path", has_text="/api/segments/{name}/reach")
     expect(path.first).to_be_visible()
     expect(page.get_by_text("Segment-compatible collection API").first).to_be_visible()
     docs_requests = list(requests)
@@ -78,3 +82,34 @@ def test_docs_and_every_main_page_load_only_from_this_server(page: Any, dashboar
     assert {"/profiles", "/segments/new", "/deliveries"} <= visited
     outside = [url for url in requests if not url.startswith("data:") and _origin(url) != own]
     assert outside == []
+
+
+def test_export_form_shows_the_reach_before_downloading(
+    page: Any, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    segment = store.save(dashboard.engine, "Reach check", {"trait": "country", "op": "exists"})
+    email = reach.reach(dashboard.engine, segment.name, "email_marketing")
+    anyone = reach.reach(dashboard.engine, segment.name, "email_marketing", "any")
+    assert 0 < email.rows < email.members
+    sign_in(page, dashboard.url)
+    page.goto(f"{dashboard.url}/segments/{segment.id}#export")
+    line = page.locator("#export-reach")
+    expect(line).to_have_text("Choose a purpose to see how many rows the export will have.")
+
+    page.locator("#export-purpose").select_option("email_marketing")
+    expect(line).to_have_text(reach.summary(email, lambda n: f"{n:,}"))
+    page.locator("#export-channel").select_option("any")
+    expect(line).to_have_text(reach.summary(anyone, lambda n: f"{n:,}"))
+    page.locator("#export-purpose").select_option("sms")
+    expect(line).to_contain_text(f"Nothing to export: 0 of {email.members:,} members consented to sms.")
+    expect(line).to_have_class("reach reach-empty")
+
+    page.locator("#export-purpose").select_option("email_marketing")
+    page.locator("#export-channel").select_option("email")
+    expect(line).to_have_text(reach.summary(email, lambda n: f"{n:,}"))
+    with page.expect_download() as download:
+        page.locator("#export-csv").click()
+    target = tmp_path / "reach.csv"
+    download.value.save_as(target)
+    with target.open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == email.rows
