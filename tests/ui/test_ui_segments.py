@@ -302,6 +302,9 @@ def test_export_says_its_reach_before_download_and_why_it_is_empty(
     assert exported.headers["x-opencdp-reach"] == found.header()
     assert len(list(csv.DictReader(io.StringIO(exported.text)))) == found.rows
 
+    fax = client.get(f"/segments/{segment_id}/export.csv", params={"purpose": "sms", "channel": "fax"})
+    assert fax.status_code == 400 and "unknown channel &#39;fax&#39;" in fax.text
+    assert "Choose what the export is for." in fax.text
     empty = client.get(f"/segments/{segment_id}/export.csv", params={"purpose": "sms"})
     assert empty.status_code == 409 and empty.headers["content-type"].startswith("text/html")
     assert "Nothing to export:" in empty.text

@@ -248,7 +248,8 @@ def export_segment(
     try:
         found = reach.reach(engine, segment.name, purpose, channel or None)
     except ConsentError as exc:
-        raise BadRequest(f"{exc}. Choose the purpose the export is for.") from None
+        hint = "what the export is for" if str(exc).startswith("unknown channel") else "the purpose"
+        raise BadRequest(f"{exc}. Choose {hint}.") from None
     if not found.rows:
         state = {**_reach_texts(request, found), "chosen": channel}
         return _builder(request, segment, segment.criteria, status=409, export=state)
