@@ -47,6 +47,7 @@ READ_SCOPE = {
     ("GET", "/api/profiles/{profile_id}/merges"),
     ("GET", "/api/segments"),
     ("GET", "/api/segments/{name}"),
+    ("GET", "/api/segments/{name}/reach"),  # counts only, like a segment's member count
     ("POST", "/api/segments/validate"),
     ("POST", "/api/segments/preview"),
     ("GET", "/api/traits/computed"),

@@ -104,7 +104,8 @@ def test_dashboard_exports_neutralise_every_cell(signed_in: TestClient, cdp: Ope
         assert saved.status_code == 303, saved.text
     segment_path = saved.headers["location"].split("?")[0]
     export = client.get(
-        f"{segment_path}/export.csv", params={"purpose": "email_marketing", "traits": ["name", "phone"]}
+        f"{segment_path}/export.csv",
+        params={"purpose": "email_marketing", "channel": "any", "traits": ["name", "phone"]},
     )
     assert export.status_code == 200, export.text
     _assert_safe(export.text)

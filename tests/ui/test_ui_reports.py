@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -146,3 +148,68 @@ def test_saved_reports(client: TestClient, shop: OpenCDP, as_role: Callable[[str
     assert client.get("/reports/view", params={"kind": "nope"}).status_code == 400
     gone = client.post(f"{url}/delete", data={"csrf_token": csrf_token(client)}, follow_redirects=False)
     assert gone.status_code == 303 and client.get(url).status_code == 404
+
+
+def test_event_and_property_pickers_come_from_the_catalogue(
+    client: TestClient, shop: OpenCDP, as_role: Callable[[str], TestClient]
+) -> None:
+    as_role("marketer")
+    page = client.get("/reports/view", params={"kind": "orders_by_segment"})
+    assert page.status_code == 200
+    picker = re.search(r'<select name="event" id="param-event">(.*?)</select>', page.text, re.S)
+    assert picker
+    offered = [html.unescape(v) for v in re.findall(r'<option value="([^"]*)"', picker.group(1))]
+    with shop.engine.connect() as conn:
+        names = sorted(
+            r[0] for r in conn.execute(sa.select(profile_events.c.name).distinct()) if r[0] is not None
+        )
+    assert offered == names
+    assert re.search(r'<option value="Order Completed" selected>', picker.group(1))
+    properties = re.search(r'<datalist id="property-names">(.*?)</datalist>', page.text, re.S)
+    assert properties and '<option value="revenue">' in properties.group(1)
+    everything = client.get("/reports/view", params={"kind": "events_by_source"}).text
+    assert '<option value="" selected>all events</option>' in everything
+
+    typo = client.get("/reports/view", params={"kind": "orders_by_segment", "event": "Order Complted"})
+    assert typo.status_code == 400
+    assert (
+        "Order event: There is no event named &#39;Order Complted&#39; in the data. "
+        "Did you mean &#39;Order Completed&#39;?"
+    ) in typo.text
+    assert '<option value="Order Complted" selected>Order Complted (not in the data)</option>' in typo.text
+    no_property = client.get("/reports/view", params={"kind": "orders_by_segment", "property": "revenu"})
+    assert no_property.status_code == 400
+    assert "Events named &#39;Order Completed&#39; have no property &#39;revenu&#39;" in no_property.text
+    assert "Did you mean &#39;revenue&#39;?" in no_property.text
+    csv_typo = client.get("/reports/export.csv", params={"kind": "conversion_by_segment", "to_event": "Ordr"})
+    assert csv_typo.status_code == 400 and "To event: There is no event named" in csv_typo.text
+    refused = client.post(
+        "/reports",
+        data={
+            "name": "Typo",
+            "kind": "events_by_source",
+            "event": "Page Vewed",
+            "csrf_token": csrf_token(client),
+        },
+    )
+    assert refused.status_code == 400 and "no event named &#39;Page Vewed&#39;" in refused.text
+    assert all(r["name"] != "Typo" for r in reports.list_saved(shop.engine))
+
+
+def test_revenue_is_shown_with_its_currency(
+    client: TestClient, shop: OpenCDP, as_role: Callable[[str], TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_role("analyst")
+    page = client.get(
+        "/reports/view", params={"kind": "orders_by_segment"}, headers={"Accept-Language": "en"}
+    )
+    result = reports.run(shop.engine, "orders_by_segment", reports.parse_params("orders_by_segment", {}))
+    everyone = result.rows[0]
+    assert everyone[0] == "Everyone" and everyone[4] > 0
+    assert f"€{everyone[4]:,.2f}" in page.text  # the table cell and the chart label
+    assert page.text.count(f"€{everyone[4]:,.2f}") >= 2
+    german = client.get(
+        "/reports/view", params={"kind": "orders_by_segment"}, headers={"Accept-Language": "de-DE"}
+    )
+    amount = f"{everyone[4]:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".")
+    assert f"{amount}\xa0€" in german.text

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from opencdp.segments import queries
+from opencdp.segments import queries, reach, store
 from opencdp.store.schema import profiles, segment_memberships, segments
 from opencdp.system import OpenCDP
 from tests.ui.conftest import csrf_token
@@ -267,3 +267,48 @@ def test_failed_segments_are_shown_and_oversized_criteria_refused(
         follow_redirects=False,
     )
     assert saved.status_code == 400 and "Not saved:" in saved.text and "at most 200" in saved.text
+
+
+def test_export_says_its_reach_before_download_and_why_it_is_empty(
+    client: TestClient, shop: OpenCDP, as_role: Callable[[str], TestClient]
+) -> None:
+    as_role("analyst")  # read-only users export too
+    store.save(shop.engine, "Known", {"trait": "email", "op": "exists"})  # analysts cannot save
+    with shop.engine.connect() as conn:
+        segment_id = conn.execute(sa.select(segments.c.id).where(segments.c.name == "Known")).scalar_one()
+    found = reach.reach(shop.engine, "Known", "email_marketing", "email")
+    assert 0 < found.rows < found.members
+
+    page = client.get(f"/segments/{segment_id}", params={"purpose": "email_marketing"})
+    assert page.status_code == 200
+    expected = (
+        f"{found.members} members · {found.with_identifier} with an e-mail address · "
+        f"{found.consented} consented to email_marketing → {found.rows} rows"
+    )
+    assert expected in page.text
+    assert "Choose a purpose to see" in client.get(f"/segments/{segment_id}").text
+
+    live = client.get(f"/ui/api/segments/{segment_id}/reach", params={"purpose": "sms", "channel": "sms"})
+    assert live.status_code == 200
+    assert live.json()["rows"] == 0 and live.json()["empty_reason"].endswith("consented to sms.")
+    unknown = client.get(f"/ui/api/segments/{segment_id}/reach", params={"purpose": "telepathy"})
+    assert unknown.status_code == 400 and "unknown purpose" in unknown.json()["problem"]
+    bad_channel = client.get(
+        f"/ui/api/segments/{segment_id}/reach", params={"purpose": "sms", "channel": "fax"}
+    )
+    assert bad_channel.status_code == 400 and "unknown channel 'fax'" in bad_channel.json()["problem"]
+
+    exported = client.get(
+        f"/segments/{segment_id}/export.csv", params={"purpose": "email_marketing", "channel": "email"}
+    )
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    assert exported.headers["x-opencdp-reach"] == found.header()
+    assert len(list(csv.DictReader(io.StringIO(exported.text)))) == found.rows
+
+    fax = client.get(f"/segments/{segment_id}/export.csv", params={"purpose": "sms", "channel": "fax"})
+    assert fax.status_code == 400 and "unknown channel &#39;fax&#39;" in fax.text
+    assert "Choose what the export is for." in fax.text
+    empty = client.get(f"/segments/{segment_id}/export.csv", params={"purpose": "sms"})
+    assert empty.status_code == 409 and empty.headers["content-type"].startswith("text/html")
+    assert "Nothing to export:" in empty.text
+    assert "consented to sms." in empty.text and 'value="sms" title' in empty.text

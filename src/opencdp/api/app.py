@@ -1,4 +1,5 @@
-"""The ASGI application: collection API, admin API, OpenAPI schema at /openapi.json."""
+"""The ASGI application: collection API, admin API, OpenAPI schema at /openapi.json, its
+documentation at /docs (Swagger UI), served without any CDN (api/docs.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from opencdp.api import (
     segments,
 )
 from opencdp.api.body_guard import BodyGuard
+from opencdp.api.docs import add_docs
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from opencdp.api.responses import FastJSONResponse
 from opencdp.api.schemas import DOCUMENTED_MODELS
@@ -49,6 +51,8 @@ def create_app(cdp: OpenCDP) -> FastAPI:
         description="Segment-compatible collection API (/v1) and admin API (/api) of opencdp.",
         lifespan=lifespan,
         default_response_class=FastJSONResponse,
+        docs_url=None,  # served by add_docs with assets from a package, not a CDN
+        redoc_url=None,
     )
     app.state.cdp = cdp
     limit = RateLimit.from_env()  # OPENCDP_RATE_LIMIT, per write key
@@ -65,6 +69,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(privacy.router)
     app.include_router(audit.router)
     app.include_router(metrics.router)
+    add_docs(app)
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
     app.add_middleware(metrics.RequestTimer)  # outermost: times everything, BodyGuard's 408s too
     app.add_exception_handler(ApiError, api_error_handler)

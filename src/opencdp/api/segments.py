@@ -12,8 +12,8 @@ from pydantic import AfterValidator, BaseModel, Field
 from opencdp.api.audit import audit, safe_token
 from opencdp.api.auth import AdminKey, ExportKey, ReadKey, storable
 from opencdp.api.errors import ApiError
-from opencdp.privacy.consent import ConsentError, require_purpose
-from opencdp.segments import queries, store
+from opencdp.privacy.consent import ConsentError
+from opencdp.segments import queries, reach, store
 from opencdp.segments.language import CriteriaError
 from opencdp.store import failures
 from opencdp.system import OpenCDP
@@ -79,6 +79,43 @@ class MemberPage(BaseModel):
     total: int
     members: list[Member]
     next_after: str | None
+
+
+class ReachOut(BaseModel):
+    segment: str
+    purpose: str = Field(..., description="The consent purpose, as stored")
+    channel: Literal["email", "sms", "any"] = Field(
+        ..., description="What the export is for (given, or guessed from the purpose's name)"
+    )
+    identifier: str | None = Field(..., description="Identifier type the channel needs: email, phone or null")
+    members: int = Field(..., description="Current members")
+    with_identifier: int = Field(..., description="Members with that identifier (all when none is needed)")
+    consented: int = Field(..., description="Members who consented to the purpose")
+    rows: int = Field(..., description="Members with the identifier who consented: the rows of an export")
+    summary: str = Field(..., description="The same in one line")
+    empty_reason: str | None = Field(..., description="Why an export would be empty; null when it is not")
+
+
+Channel = Annotated[
+    Literal["email", "sms", "any"] | None,
+    Query(
+        description="What the export is for: email (rows need an e-mail address), sms (a phone "
+        "number) or any; default: guessed from the purpose's name (email_marketing → email, sms → sms)"
+    ),
+]
+
+
+def _reach(engine: Any, name: str, purpose: str, channel: str | None) -> reach.Reach:
+    try:
+        return reach.reach(engine, name, purpose, channel)
+    except store.SegmentError as exc:
+        raise _segment_error(exc) from None
+    except ConsentError as exc:
+        raise _purpose_error(exc) from None
+
+
+def _reach_out(found: reach.Reach) -> dict[str, Any]:
+    return {**found.as_dict(), "summary": reach.summary(found), "empty_reason": reach.empty_reason(found)}
 
 
 class Validation(BaseModel):
@@ -231,6 +268,23 @@ def list_members(
 
 
 @router.get(
+    "/segments/{name}/reach",
+    response_model=ReachOut,
+    summary="How many members an export for a purpose and channel would contain",
+)
+def segment_reach(
+    request: Request,
+    _key: ReadKey,
+    name: str,
+    purpose: Annotated[str, Query(description="Consent purpose the export would be for")],
+    channel: Channel = None,
+) -> dict[str, Any]:
+    """Counts only, no personal data: members, those with the identifier the channel needs, those
+    who consented to the purpose, and both (the rows). One query over the memberships."""
+    return _reach_out(_reach(_engine(request), name, purpose, channel))
+
+
+@router.get(
     "/segments/{name}/export",
     summary="Members as CSV with chosen traits",
     response_class=StreamingResponse,
@@ -245,16 +299,21 @@ def export(
     ],
     traits: Annotated[str, Query(description="Comma-separated trait names")] = "",
     computed: Annotated[str, Query(description="Comma-separated computed trait names")] = "",
+    channel: Channel = None,
+    if_empty: Annotated[
+        Literal["csv", "error"],
+        Query(description="csv: a header-only CSV when no member qualifies; error: 409 saying why"),
+    ] = "csv",
 ) -> StreamingResponse:
+    """The counts behind the file are in the header `X-OpenCDP-Reach` (members, with_identifier,
+    consented, rows; as `GET /api/segments/{name}/reach`), and `X-OpenCDP-Empty-Reason` says why a
+    header-only CSV is empty."""
     engine = _engine(request)
-    try:
-        store.get(engine, name)
-        with engine.connect() as conn:
-            purpose = require_purpose(conn, purpose)
-    except store.SegmentError as exc:
-        raise _segment_error(exc) from None
-    except ConsentError as exc:
-        raise _purpose_error(exc) from None
+    found = _reach(engine, name, purpose, channel)
+    purpose = found.purpose
+    reason = reach.empty_reason(found)
+    if reason and if_empty == "error":
+        raise ApiError(409, "nothing_to_export", reason)
     trait_names = [t for t in traits.split(",") if t]
     computed_names = [c for c in computed.split(",") if c]
     detail = {
@@ -263,13 +322,15 @@ def export(
         "computed": [safe_token(c) for c in computed_names],
     }
     audit(request, key, "segment.export", "segment", name, detail)
-    rows = queries.export_csv(engine, name, trait_names, computed_names, purpose)
+    rows = queries.export_csv(engine, name, trait_names, computed_names, purpose, needs=found.identifier)
     filename = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "segment"
-    return StreamingResponse(
-        rows,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
-    )
+    headers = {
+        "Content-Disposition": f'attachment; filename="{filename}.csv"',
+        "X-OpenCDP-Reach": found.header(),
+    }
+    if reason:
+        headers["X-OpenCDP-Empty-Reason"] = reason.encode("ascii", "replace").decode()
+    return StreamingResponse(rows, media_type="text/csv; charset=utf-8", headers=headers)
 
 
 class TraitOut(ComputedTrait):

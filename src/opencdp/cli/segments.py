@@ -148,6 +148,33 @@ def list_members(name: str, purpose: str, limit: int, after: str | None) -> None
     click.echo(f"{page['total']} consenting members in all", err=True)
 
 
+@segments_group.command("reach")
+@click.argument("name")
+@click.option("--purpose", required=True, help="Consent purpose the export would be for")
+@click.option(
+    "--channel",
+    type=click.Choice(["email", "sms", "any"]),
+    default=None,
+    help="What the export is for: email needs an e-mail address, sms a phone number "
+    "[default: guessed from the purpose, email_marketing → email]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON (keys as the API's)")
+@_friendly
+def reach_command(name: str, purpose: str, channel: str | None, as_json: bool) -> None:
+    """How many members an export for PURPOSE would contain: members, with the identifier the
+    channel needs, consented, and rows (counts only, nothing personal)."""
+    from opencdp.segments import reach
+
+    found = reach.reach(_engine(), name, purpose, channel)
+    reason = reach.empty_reason(found)
+    if as_json:
+        _print({**found.as_dict(), "summary": reach.summary(found), "empty_reason": reason})
+        return
+    click.echo(reach.summary(found, lambda n: f"{n:,}"))
+    if reason:
+        click.echo(f"An export would be empty: {reason}", err=True)
+
+
 @segments_group.command("export")
 @click.argument("name")
 @click.option(
@@ -158,24 +185,37 @@ def list_members(name: str, purpose: str, limit: int, after: str | None) -> None
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), default=None, help="File [default: stdout]"
 )
+@click.option(
+    "--channel",
+    type=click.Choice(["email", "sms", "any"]),
+    default=None,
+    help="email: only members with an e-mail address; sms: only those with a phone number; any "
+    "[default: guessed from the purpose, email_marketing → email]",
+)
 @_friendly
-def export(name: str, purpose: str, traits: str, computed: str, out: str | None) -> None:
+def export(name: str, purpose: str, traits: str, computed: str, out: str | None, channel: str | None) -> None:
     """Export current members who consented to PURPOSE as CSV with the chosen traits."""
-    from opencdp.privacy.consent import require_purpose
+    from opencdp.segments import reach
     from opencdp.segments.queries import export_csv
-    from opencdp.segments.store import get
 
     engine = _engine()
-    get(engine, name)
-    with engine.connect() as conn:
-        purpose = require_purpose(conn, purpose)
+    found = reach.reach(engine, name, purpose, channel)
+    purpose = found.purpose
+    reason = reach.empty_reason(found)
+    if reason:
+        click.echo(f"nothing to export: {reason} (the CSV has only its header)", err=True)
     columns = {
         "traits": [t for t in traits.split(",") if t],
         "computed": [c for c in computed.split(",") if c],
     }
     record(engine, "cli", "segment.export", "segment", name, {"purpose": purpose, **columns})
     lines = export_csv(
-        engine, name, [t for t in traits.split(",") if t], [c for c in computed.split(",") if c], purpose
+        engine,
+        name,
+        [t for t in traits.split(",") if t],
+        [c for c in computed.split(",") if c],
+        purpose,
+        needs=found.identifier,
     )
     if out is None:
         for line in lines:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from opencdp.csvsafe import line
 from opencdp.privacy.consent import require_purpose
+from opencdp.segments.reach import has_identifier
 from opencdp.segments.store import checked_query, get
 from opencdp.store.dialect import json_bool
 from opencdp.store.schema import identities, profiles, segment_memberships
@@ -120,9 +121,12 @@ def export_csv(
     computed: Sequence[str],
     purpose: str,
     identifier_types: Sequence[str] = ("user_id", "email", "phone"),
+    needs: str | None = None,
 ) -> Iterator[str]:
     """Current members that consented to `purpose`, as CSV streamed in pages (profile id, entered time,
-    identifiers, chosen traits). Consent is checked per page, so a withdrawal applies at once."""
+    identifiers, chosen traits). Consent is checked per page, so a withdrawal applies at once.
+    `needs`: only members with an identifier of this type (reach.CHANNELS: an e-mail export needs
+    an e-mail address) — the same filters reach.reach counts."""
     segment = get(engine, name)
     with engine.connect() as conn:
         purpose = require_purpose(conn, purpose)
@@ -144,6 +148,7 @@ def export_csv(
                     segment_memberships.c.exited_at.is_(None),
                     segment_memberships.c.profile_id > after,
                     _consented(purpose),
+                    has_identifier(needs) if needs else sa.true(),
                 )
                 .order_by(segment_memberships.c.profile_id)
                 .limit(1000)

@@ -9,6 +9,7 @@ for a minute per database: names change rarely and the builder asks on every pag
 
 from __future__ import annotations
 
+import difflib
 import threading
 import time
 import weakref
@@ -17,12 +18,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from opencdp.store.dialect import json_present
 from opencdp.store.schema import profile_events, profiles, segments
 from opencdp.traits import store as trait_store
 from opencdp.traits.definitions import DERIVED
 
 TTL_SECONDS = 60.0
 PROFILE_SAMPLE, EVENT_SAMPLE = 3000, 3000
+#: how many of an event's latest occurrences are searched for a property not in the sample
+PROPERTY_CHECK = 5000
 #: per engine (not per URL: a database emptied and refilled under the same URL starts afresh)
 _cache: weakref.WeakKeyDictionary[sa.Engine, tuple[float, dict[str, Any]]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -118,3 +122,56 @@ def catalog(engine: sa.Engine, fresh: bool = False) -> dict[str, Any]:
     with engine.connect() as conn:
         saved = [r[0] for r in conn.execute(sa.select(segments.c.name).order_by(segments.c.name))]
     return found | {"segments": saved}
+
+
+# --- Checking a typed name against the catalogue (report parameters) ---------------------------
+
+
+def _suggestion(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or difflib.get_close_matches(
+        name.lower(), [k.lower() for k in known], n=1, cutoff=0.6
+    )
+    if not close:
+        return ""
+    match = next((k for k in known if k.lower() == close[0].lower()), close[0])
+    return f" Did you mean {match!r}?"
+
+
+def unknown_event(engine: sa.Engine, name: str) -> str | None:
+    """A sentence when no processed event has this name (the cached list first, then the index, so
+    an event first seen within the cache's minute is not refused); None when it is known."""
+    known = [e["name"] for e in catalog(engine)["events"]]
+    if name in known:
+        return None
+    with engine.connect() as conn:
+        if conn.execute(
+            sa.select(profile_events.c.name).where(profile_events.c.name == name).limit(1)
+        ).first():
+            return None
+    return f"There is no event named {name!r} in the data.{_suggestion(name, known)}"
+
+
+def numeric_properties(engine: sa.Engine, event: str) -> list[str]:
+    """Properties of `event` that hold numbers in the sampled recent events (revenue pickers)."""
+    return [p["name"] for p in catalog(engine)["properties"].get(event, []) if p["kind"] == "number"]
+
+
+def unknown_property(engine: sa.Engine, event: str, name: str) -> str | None:
+    """A sentence when none of the latest events named `event` has the property `name`."""
+    if name in numeric_properties(engine, event):
+        return None
+    with engine.connect() as conn:
+        recent = (
+            sa.select(profile_events.c.properties)
+            .where(profile_events.c.name == event)
+            .order_by(profile_events.c.event_id.desc())
+            .limit(PROPERTY_CHECK)
+            .subquery()
+        )
+        found = conn.execute(
+            sa.select(sa.literal(1)).where(json_present(recent.c.properties, name)).limit(1)
+        ).first()
+    if found:
+        return None
+    known = [p["name"] for p in catalog(engine)["properties"].get(event, [])]
+    return f"Events named {event!r} have no property {name!r}.{_suggestion(name, known)}"

@@ -181,6 +181,37 @@ def format_percent_of(value: Any, viewer: Viewer, digits: int = 1) -> str:
     return str(format_percent(value, format=pattern, locale=viewer.locale))
 
 
+def format_change(current: Any, previous: Any, viewer: Viewer, digits: int = 1) -> str:
+    """Period over period, relative: "+12.4%" / "-3.0%"; "new" when the previous period had none."""
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (current, previous))
+    if not numbers:
+        return NO_VALUE
+    if not previous:
+        return "new" if current else NO_VALUE
+    places = "." + "0" * digits if digits > 0 else ""
+    local = viewer.locale.percent_formats[None].pattern.split(";")[0]  # "#,##0%", "#,##0\u00a0%"
+    shape = local.replace("#,##0", f"#,##0{places}", 1)
+    pattern = f"+{shape};-{shape}"
+    return str(format_percent((current - previous) / abs(previous), format=pattern, locale=viewer.locale))
+
+
+def format_points(current: Any, previous: Any, viewer: Viewer, digits: int = 1) -> str:
+    """The difference of two shares (0.25 vs 0.21) in percentage points: "+4.0 pp"."""
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (current, previous))
+    if not numbers:
+        return NO_VALUE
+    places = "." + "0" * digits if digits > 0 else ""
+    pattern = f"+#,##0{places};-#,##0{places}"
+    return f"{format_decimal(100 * (current - previous), format=pattern, locale=viewer.locale)}\u00a0pp"
+
+
+def trend(current: Any, previous: Any) -> str:
+    """ "up", "down" or "flat": a CSS class for a period-over-period change."""
+    if not isinstance(current, int | float) or not isinstance(previous, int | float) or current == previous:
+        return "flat"
+    return "up" if current > previous else "down"
+
+
 def trait_label(name: str) -> str:
     """ "total_revenue" → "Value (all orders)"; other names read as words: "loyalty_tier" → "Loyalty tier"."""
     if name in TRAIT_LABELS:
@@ -254,6 +285,16 @@ def _percent_filter(ctx: Any, value: Any, digits: int = 1) -> str:
 
 
 @jinja2.pass_context
+def _change_filter(ctx: Any, value: Any, previous: Any, digits: int = 1) -> str:
+    return format_change(value, previous, _viewer(ctx), digits)
+
+
+@jinja2.pass_context
+def _points_filter(ctx: Any, value: Any, previous: Any, digits: int = 1) -> str:
+    return format_points(value, previous, _viewer(ctx), digits)
+
+
+@jinja2.pass_context
 def _trait_filter(ctx: Any, value: Any, name: str) -> Markup:
     return format_trait(name, value, _viewer(ctx))
 
@@ -264,6 +305,9 @@ FILTERS = {
     "num": _num_filter,
     "money": _money_filter,
     "percent": _percent_filter,
+    "change": _change_filter,
+    "points": _points_filter,
+    "trend": trend,
     "trait_value": _trait_filter,
     "trait_label": trait_label,
     "chips": chips,

@@ -8,6 +8,7 @@ saved report always shows current data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +34,7 @@ class ReportError(ValueError):
 class Param:
     name: str
     label: str
-    kind: str  # "days", "segments", "event" or "text"
+    kind: str  # "days", "segments", "event" or "property" (of the kind's `event` parameter)
     default: Any
 
 
@@ -50,6 +51,15 @@ class Result:
     rows: list[list[Any]]
     chart: Markup
     notes: list[str]
+    money_columns: tuple[str, ...] = ()  # amounts in the shop's currency (shown with it)
+
+
+#: Formats an amount of money for chart labels (the dashboard passes the viewer's `money`).
+Money = Callable[[float], str]
+
+
+def plain_money(value: float) -> str:
+    return f"{value:,.2f}"
 
 
 def _segments_param() -> Param:
@@ -76,7 +86,7 @@ KINDS: dict[str, Kind] = {
             _segments_param(),
             Param("days", "Days", "days", 90),
             Param("event", "Order event", "event", "Order Completed"),
-            Param("property", "Revenue property", "text", "revenue"),
+            Param("property", "Revenue property", "property", "revenue"),
         ),
     ),
     "conversion_by_segment": Kind(
@@ -135,7 +145,7 @@ def _members(segment_id: int) -> sa.Select[Any]:
     )
 
 
-def segment_size(conn: sa.Connection, p: dict[str, Any], now: datetime) -> Result:
+def segment_size(conn: sa.Connection, p: dict[str, Any], now: datetime, money: Money) -> Result:
     notes: list[str] = []
     start, days = day_range(p["days"], now)
     series: dict[str, list[float]] = {}
@@ -167,7 +177,7 @@ def segment_size(conn: sa.Connection, p: dict[str, Any], now: datetime) -> Resul
     return Result(["day", *series], rows, chart, notes)
 
 
-def events_by_source(conn: sa.Connection, p: dict[str, Any], now: datetime) -> Result:
+def events_by_source(conn: sa.Connection, p: dict[str, Any], now: datetime, money: Money) -> Result:
     """From `profile_events` (each processed event's name, time and source): a tenth of the bytes
     of the raw log to scan, and it keeps history after raw events pass their retention."""
     start, days = day_range(p["days"], now)
@@ -193,7 +203,7 @@ def events_by_source(conn: sa.Connection, p: dict[str, Any], now: datetime) -> R
     return Result(["day", *series, "total"], rows, chart, [])
 
 
-def orders_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime) -> Result:
+def orders_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime, money: Money) -> Result:
     notes: list[str] = []
     start, _ = day_range(p["days"], now)
     revenue = json_number(profile_events.c.properties, p["property"] or "revenue")
@@ -224,12 +234,12 @@ def orders_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime) -> 
                 round(total / size, 2) if size else 0.0,
             ]
         )
-    chart = charts.hbar_chart([(r[0], r[4], f"{r[4]:,.2f}") for r in rows], "Revenue by segment")
+    chart = charts.hbar_chart([(r[0], r[4], money(r[4])) for r in rows], "Revenue by segment")
     columns = ["segment", "members", "buyers", "orders", "revenue", "average_order", "revenue_per_member"]
-    return Result(columns, rows, chart, notes)
+    return Result(columns, rows, chart, notes, ("revenue", "average_order", "revenue_per_member"))
 
 
-def conversion_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime) -> Result:
+def conversion_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime, money: Money) -> Result:
     """Two index range scans give who did each event; segments are then set intersections (one
     query per segment instead of two joins per segment)."""
     notes: list[str] = []
@@ -268,9 +278,15 @@ RUNNERS = {
 }
 
 
-def run(engine: sa.Engine, kind: str, params: dict[str, Any], now: datetime | None = None) -> Result:
+def run(
+    engine: sa.Engine,
+    kind: str,
+    params: dict[str, Any],
+    now: datetime | None = None,
+    money: Money = plain_money,
+) -> Result:
     with engine.connect() as conn:
-        return RUNNERS[kind](conn, params, now or datetime.now(UTC))
+        return RUNNERS[kind](conn, params, now or datetime.now(UTC), money)
 
 
 # --- Saved reports --------------------------------------------------------------------------

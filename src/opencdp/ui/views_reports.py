@@ -12,8 +12,19 @@ from fastapi.responses import StreamingResponse
 from opencdp.access import audit
 from opencdp.csvsafe import line
 from opencdp.ui import reports
-from opencdp.ui.catalog import catalog
-from opencdp.ui.web import BadRequest, Editor, NotFound, SignedIn, UIRoute, engine_of, redirect, render
+from opencdp.ui.catalog import catalog, numeric_properties, unknown_event, unknown_property
+from opencdp.ui.display import format_money, viewer_of
+from opencdp.ui.web import (
+    BadRequest,
+    Editor,
+    NotFound,
+    SignedIn,
+    UIRoute,
+    engine_of,
+    redirect,
+    render,
+    ui_settings,
+)
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
 DONE = {"saved": "Report saved.", "deleted": "Report deleted."}
@@ -33,6 +44,26 @@ def _parse(kind: str, given: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest(str(exc)) from None
 
 
+def unknown_names(request: Request, kind: str, params: dict[str, Any]) -> list[str]:
+    """Event and property names that do not occur in the data, each with a sentence naming the
+    field (a typo would otherwise show an empty report without saying why)."""
+    engine = engine_of(request)
+    problems = []
+    for p in reports.KINDS[kind].params:
+        value = params.get(p.name)
+        if not value or value == p.default:  # the defaults are fine before the first order
+            continue
+        if p.kind == "event":
+            problem = unknown_event(engine, value)
+        elif p.kind == "property" and params.get("event") and not unknown_event(engine, params["event"]):
+            problem = unknown_property(engine, params["event"], value)
+        else:
+            continue
+        if problem:
+            problems.append(f"{p.label}: {problem}")
+    return problems
+
+
 def _params_query(kind: str, params: dict[str, Any]) -> str:
     pairs: list[tuple[str, Any]] = [("kind", kind)]
     for key, value in params.items():
@@ -50,8 +81,12 @@ def _page(
     done: str = "",
 ) -> Response:
     engine = engine_of(request)
-    result = reports.run(engine, kind, params)
+    viewer = viewer_of(request, ui_settings())
+    result = reports.run(engine, kind, params, money=lambda value: format_money(value, viewer))
     names = catalog(engine)
+    problems = unknown_names(request, kind, params)
+    if problems and not error:
+        error, status = " ".join(problems), 400
     export = (
         f"/reports/{saved['id']}/export.csv?{_params_query(kind, params)}"
         if saved
@@ -70,6 +105,7 @@ def _page(
             "export_url": export,
             "segment_names": names["segments"],
             "event_names": sorted({e["name"] for e in names["events"]}),
+            "property_names": numeric_properties(engine, params.get("event") or ""),
             "error": error,
             "done": DONE.get(done, ""),
         },
@@ -106,6 +142,9 @@ def _csv_response(
     request: Request, session: SignedIn, kind: str, params: dict[str, Any], name: str
 ) -> Response:
     engine = engine_of(request)
+    problems = unknown_names(request, kind, params)
+    if problems:
+        raise BadRequest(" ".join(problems))
     audit.record(engine, f"user:{session.user.id}", "report.export", "report", kind)
     filename = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "report"
     return StreamingResponse(
@@ -168,6 +207,8 @@ def create_report(
         segments=segments, days=days, event=event, property=property, from_event=from_event, to_event=to_event
     )
     params = _parse(kind, given)
+    if unknown_names(request, kind, params):
+        return _page(request, kind, params, None, status=400)  # the page names the unknown names
     try:
         report_id = reports.save(engine_of(request), name, kind, params, session.user.id)
     except reports.ReportError as exc:
@@ -194,6 +235,8 @@ def update_report(
         segments=segments, days=days, event=event, property=property, from_event=from_event, to_event=to_event
     )
     params = _parse(found["kind"], given)
+    if unknown_names(request, found["kind"], params):
+        return _page(request, found["kind"], params, found, status=400)
     try:
         reports.save(engine_of(request), name, found["kind"], params, session.user.id, report_id)
     except reports.ReportError as exc:

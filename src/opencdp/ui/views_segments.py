@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from opencdp.access import audit
-from opencdp.privacy.consent import ConsentError, list_purposes, require_purpose
-from opencdp.segments import queries, store
+from opencdp.privacy.consent import ConsentError, list_purposes
+from opencdp.segments import queries, reach, store
 from opencdp.segments.language import CriteriaError
 from opencdp.store.schema import segment_memberships, segments
 from opencdp.ui.catalog import catalog
+from opencdp.ui.display import format_number, viewer_of
 from opencdp.ui.profiles import display_name
 from opencdp.ui.web import (
     BadRequest,
@@ -28,6 +29,7 @@ from opencdp.ui.web import (
     engine_of,
     redirect,
     render,
+    ui_settings,
 )
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
@@ -76,10 +78,13 @@ def _builder(
     problems: list[str] | None = None,
     status: int = 200,
     done: str = "",
+    export: dict[str, Any] | None = None,
 ) -> Response:
     engine = engine_of(request)
     names = catalog(engine)
     members = _member_counts(engine).get(segment.id, 0) if segment else None
+    if segment and export is None:
+        export = _export_reach(request, segment, request.query_params.get("purpose", ""), "")
     return render(
         request,
         "segment_builder.html",
@@ -96,6 +101,7 @@ def _builder(
             },
             "problems": problems or [],
             "purposes": list_purposes(engine) if segment else [],
+            "export": export or {},
             "done": DONE.get(done, ""),
         },
         status,
@@ -187,31 +193,79 @@ def delete_segment(request: Request, session: Editor, segment_id: int) -> Respon
     return redirect("/segments?done=deleted")
 
 
+def _reach_texts(request: Request, found: reach.Reach) -> dict[str, Any]:
+    viewer = viewer_of(request, ui_settings())
+
+    def number(n: int) -> str:
+        return format_number(n, viewer)
+
+    return {
+        **found.as_dict(),
+        "summary": reach.summary(found, number),
+        "empty_reason": reach.empty_reason(found, number),
+    }
+
+
+def _export_reach(request: Request, segment: store.Segment, purpose: str, channel: str) -> dict[str, Any]:
+    """The export form's state: chosen purpose and channel with their reach, or the problem."""
+    if not purpose:
+        return {"purpose": "", "channel": channel}
+    try:
+        found = reach.reach(engine_of(request), segment.name, purpose, channel or None)
+    except ConsentError as exc:
+        return {"purpose": purpose, "channel": channel, "problem": str(exc)}
+    return {**_reach_texts(request, found), "chosen": channel}  # "" = what the purpose suggests
+
+
+@router.get("/ui/api/segments/{segment_id}/reach")
+def segment_reach(
+    request: Request, session: SignedIn, segment_id: int, purpose: str = "", channel: str = ""
+) -> Response:
+    """For the export form: counts only (members, with the identifier, consented, rows)."""
+    segment = _by_id(engine_of(request), segment_id)
+    found = _export_reach(request, segment, purpose, channel)
+    if not purpose or "problem" in found:
+        problem = found.get("problem") or "Choose the purpose the export is for."
+        return JSONResponse({"problem": problem}, 400)
+    return JSONResponse(found)
+
+
 @router.get("/segments/{segment_id}/export.csv")
 def export_segment(
     request: Request,
     session: SignedIn,
     segment_id: int,
     purpose: str = "",
+    channel: str = "",
     traits: Annotated[list[str] | None, Query(max_length=100)] = None,
     computed: Annotated[list[str] | None, Query(max_length=100)] = None,
 ) -> Response:
-    """Only members who consented to the chosen purpose leave the system (docs/privacy.md)."""
+    """Only members who consented to the chosen purpose (and, for e-mail or SMS, have the address
+    or number) leave the system (docs/privacy.md). When nobody qualifies, the segment page comes
+    back saying why instead of a CSV with only its header."""
     engine = engine_of(request)
     segment = _by_id(engine, segment_id)
     try:
-        with engine.connect() as conn:
-            purpose = require_purpose(conn, purpose)
+        found = reach.reach(engine, segment.name, purpose, channel or None)
     except ConsentError as exc:
-        raise BadRequest(f"{exc}. Choose the purpose the export is for.") from None
-    detail = {"purpose": purpose, "columns": len(traits or []) + len(computed or [])}
+        hint = "what the export is for" if str(exc).startswith("unknown channel") else "the purpose"
+        raise BadRequest(f"{exc}. Choose {hint}.") from None
+    if not found.rows:
+        state = {**_reach_texts(request, found), "chosen": channel}
+        return _builder(request, segment, segment.criteria, status=409, export=state)
+    detail = {"purpose": found.purpose, "columns": len(traits or []) + len(computed or [])}
     audit.record(engine, f"user:{session.user.id}", "segment.export", "segment", str(segment.id), detail)
-    rows = queries.export_csv(engine, segment.name, traits or [], computed or [], purpose)
+    rows = queries.export_csv(
+        engine, segment.name, traits or [], computed or [], found.purpose, needs=found.identifier
+    )
     filename = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in segment.name) or "segment"
     return StreamingResponse(
         rows,
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}.csv"',
+            "X-OpenCDP-Reach": found.header(),
+        },
     )
 
 
