@@ -1,4 +1,4 @@
-"""Profile search and the extra reads of the 360° view (memberships, computed traits, consent).
+"""Profile search and lists (the 360° view's own reads are in profile_view.py).
 
 Search looks in three places, best matches first: an exact identifier (normalised like the
 processor does, so `Anna@Example.com` or `0151 …` find the profile), then identifiers containing
@@ -13,9 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp.identity.identifiers import IdentityRules
-from opencdp.store.schema import identities, profiles, segment_memberships, segments
-from opencdp.traits import store as trait_store
-from opencdp.traits.definitions import DERIVED
+from opencdp.store.schema import identities, profiles
 
 LIMIT = 50
 
@@ -110,36 +108,6 @@ def search(engine: sa.Engine, rules: IdentityRules, text: str, limit: int = LIMI
         found = _briefs(conn, list(hits)[: limit * 2])
     # identities of merged-away profiles point at the survivor already; drop any that do not exist
     return [found[pid] | {"match": why} for pid, why in hits.items() if pid in found][:limit]
-
-
-def extras(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
-    """Computed traits (with what they mean), segment memberships and consent of one profile."""
-    with engine.connect() as conn:
-        consent_column = profiles.c.get("consent")
-        columns = [profiles.c.computed] + ([consent_column] if consent_column is not None else [])
-        state = conn.execute(sa.select(*columns).where(profiles.c.id == profile_id)).one()
-        described = {d.name: d.description for d in trait_store.definitions(conn)} | DERIVED
-        memberships = conn.execute(
-            sa.select(
-                segments.c.id,
-                segments.c.name,
-                segment_memberships.c.entered_at,
-                segment_memberships.c.exited_at,
-            )
-            .join(segments, segments.c.id == segment_memberships.c.segment_id)
-            .where(segment_memberships.c.profile_id == profile_id)
-            .order_by(segment_memberships.c.exited_at.is_not(None), segments.c.name)
-        ).all()
-    computed = state.computed or {}
-    consent = getattr(state, "consent", None) or {}
-    return {
-        "computed": [
-            {"name": name, "value": computed[name], "description": described.get(name, "")}
-            for name in sorted(computed)
-        ],
-        "memberships": [dict(m._mapping) for m in memberships],
-        "consent": consent if isinstance(consent, dict) else {},
-    }
 
 
 def display_name(brief: dict[str, Any]) -> str:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from opencdp.access import audit
 from opencdp.journeys.store import profile_journeys
-from opencdp.profiles.reader import ProfileNotFound, get_profile, merge_history, timeline
+from opencdp.profiles.reader import ProfileNotFound, get_profile, merge_history
 from opencdp.system import OpenCDP
+from opencdp.ui import profile_view as view
 from opencdp.ui import profiles as data
 from opencdp.ui.web import NotFound, SignedIn, UIRoute, engine_of, redirect, render
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
 PAGE = 25
+LATE = timedelta(minutes=5)  # the timeline shows both times when arrival was this much later
 
 
 @router.get("/profiles")
@@ -27,18 +30,15 @@ def search(request: Request, session: SignedIn, q: str = Query("", max_length=30
     return render(request, "profiles.html", {"nav": "profiles", "q": q, "results": results})
 
 
-def _summary(event: dict[str, Any]) -> list[tuple[str, str]]:
-    """A few properties or traits of an event to show in its timeline row."""
+def _summary(event: dict[str, Any]) -> tuple[list[tuple[str, Any]], str | None]:
+    """A few properties or traits of an event to show in its timeline row, and their currency."""
     payload = event.get("payload") or {}
     shown = payload.get("properties") or payload.get("traits") or {}
     if not isinstance(shown, dict):
-        return []
-    return [(str(k), _short(v)) for k, v in list(shown.items())[:5]]
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return text if len(text) <= 60 else text[:59] + "…"
+        return [], None
+    currency = shown.get("currency")
+    pairs = [(str(k), v) for k, v in shown.items() if k != "currency"][:5]
+    return pairs, currency if isinstance(currency, str) else None
 
 
 @router.get("/profiles/{profile_id}")
@@ -47,6 +47,7 @@ def profile(
     session: SignedIn,
     profile_id: str,
     before: int | None = Query(None, ge=1),
+    order: Literal["time", "arrival"] = "time",
 ) -> Response:
     engine = engine_of(request)
     try:
@@ -55,16 +56,17 @@ def profile(
         raise NotFound("There is no profile with this id.") from None
     if found["id"] != profile_id:  # merged into another profile: show the survivor
         return redirect(f"/profiles/{found['id']}")
-    _, events = timeline(engine, profile_id, before, PAGE + 1)
+    with engine.connect() as conn:
+        events = view.timeline(conn, profile_id, order, before, PAGE + 1)
+        journeys = profile_journeys(conn, profile_id)
     more = len(events) > PAGE
     events = events[:PAGE]
     for event in events:
-        event["summary"] = _summary(event)
+        event["summary"], event["currency"] = _summary(event)
+        event["late"] = abs(event["received_at"] - event["timestamp"]) > LATE
         event["details"] = orjson.dumps(event["payload"], option=orjson.OPT_INDENT_2).decode()
         event["label"] = event["event"] or event["payload"].get("name") or event["type"]
-    extras = data.extras(engine, profile_id)
-    with engine.connect() as conn:
-        journeys = profile_journeys(conn, profile_id)
+    extras = view.extras(engine, profile_id)
     idents: dict[str, list[str]] = {}
     for ident in found["identifiers"]:
         idents.setdefault(ident["type"], []).append(ident["value"])
@@ -80,6 +82,8 @@ def profile(
             "p": found,
             "label": label,
             "extras": extras,
+            "head": view.header(found, extras["computed_values"]),
+            "order": order,
             "events": events,
             "before": before,
             "next_before": events[-1]["id"] if more and events else None,

@@ -123,7 +123,7 @@ def templates() -> jinja2.Environment:
     )
     env.filters.update(display.FILTERS)
     env.filters.update(value=_value, q=lambda s: quote(str(s), safe=""))
-    env.globals.update(static_url=static_url, version=__version__)
+    env.globals.update(static_url=static_url, version=__version__, NO_VALUE=NO_VALUE)
     return env
 
 
