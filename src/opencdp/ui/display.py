@@ -55,6 +55,13 @@ TRAIT_LABELS: dict[str, str] = {
     "rfm_segment": "RFM segment",
     "engagement_score": "Engagement score",
 }
+#: What people call the identifier types (custom types read as words, like trait names).
+IDENTIFIER_LABELS: dict[str, str] = {
+    "user_id": "User id",
+    "anonymous_id": "Device / browser id",
+    "email": "E-mail",
+    "phone": "Phone",
+}
 #: Built-in traits that are amounts of money (in the shop's currency).
 MONEY_TRAITS = frozenset({"total_revenue", "average_order_value", "largest_order"})
 #: Built-in traits that are moments.
@@ -190,6 +197,11 @@ def trait_label(name: str) -> str:
     return words[:1].upper() + words[1:] if words else name
 
 
+def identifier_label(kind: str) -> str:
+    """ "anonymous_id" → "Device / browser id"; "loyalty_card" → "Loyalty card"."""
+    return IDENTIFIER_LABELS.get(kind) or trait_label(kind)
+
+
 def chips(values: Any) -> Markup:
     """A list as small labelled chips (escaped), anything else as escaped text."""
     if not isinstance(values, list | tuple):
@@ -297,5 +309,6 @@ FILTERS = {
     "percent": _percent_filter,
     "trait_value": _trait_filter,
     "trait_label": trait_label,
+    "identifier_label": identifier_label,
     "chips": chips,
 }
