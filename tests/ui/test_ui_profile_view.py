@@ -18,7 +18,7 @@ from opencdp.privacy.consent import define_purpose, list_purposes
 from opencdp.store.schema import event_owners, events, identities, profiles, sources
 from opencdp.system import OpenCDP
 from opencdp.ui import display
-from opencdp.ui.profile_view import channel_of
+from opencdp.ui.profile_view import channel_of, consent_rows
 from tests.identity_helpers import process
 from tests.ui.demo_data import _write
 
@@ -180,3 +180,18 @@ def test_plain_traits_read_as_words(
     assert "First name" in traits and "first_name</th>" not in traits
     if "newsletter" in best.traits:
         assert ">yes<" in traits or ">no<" in traits
+
+
+def test_consent_rows_keep_undefined_purposes_after_the_defined_ones() -> None:
+    purposes = [{"name": "analytics", "description": "a"}, {"name": "sms", "description": "s"}]
+    meta = {
+        "sms": [False, "2026-11-01T10:00:00+00:00", "m1", 1, "demo-app", None],
+        "legacy": [True, "t", "m2", 1],
+    }
+    rows = consent_rows(purposes, meta)
+    assert [(r["purpose"], r["status"], r["defined"]) for r in rows] == [
+        ("analytics", "not asked", True),
+        ("sms", "denied", True),
+        ("legacy", "granted", False),
+    ]
+    assert rows[0]["at"] is None and rows[1]["source"] == "demo-app" and rows[2]["source"] is None

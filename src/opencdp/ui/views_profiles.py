@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -62,7 +62,7 @@ def search(
     filters = _filters(request, country, segment, has_email, consent, seen)
     if sort and (sort not in data.SORTS or (sort == "relevance" and not q.strip())):
         raise BadRequest(f"Sort by one of: {', '.join(data.SORTS)}.")
-    order: data.Sort = sort or ("relevance" if q.strip() else "last_seen")  # type: ignore[assignment]
+    order = cast(data.Sort, sort or ("relevance" if q.strip() else "last_seen"))
     found = data.listing(cdp.engine, cdp.processor.rules, q, filters, order, page, data.PAGE_SIZE)
     if len(found["exact"]) == 1 and page == 1 and not filters.active:  # one exact hit: open it
         return redirect(f"/profiles/{quote(found['exact'][0], safe='')}")
