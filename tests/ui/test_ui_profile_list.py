@@ -79,6 +79,8 @@ def test_every_profile_over_pages_with_the_total(
     assert client.get("/profiles?sort=nonsense").status_code == 400
     assert client.get("/profiles?sort=relevance").status_code == 400  # only with a search text
     assert client.get("/profiles?page=0").status_code == 400
+    past = client.get("/profiles?sort=orders&page=999", follow_redirects=False)
+    assert past.status_code == 303 and past.headers["location"] == f"/profiles?sort=orders&page={len(counts)}"
 
 
 def test_search_results_page_with_their_total(

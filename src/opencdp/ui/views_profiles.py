@@ -66,8 +66,6 @@ def search(
     found = data.listing(cdp.engine, cdp.processor.rules, q, filters, order, page, data.PAGE_SIZE)
     if len(found["exact"]) == 1 and page == 1 and not filters.active:  # one exact hit: open it
         return redirect(f"/profiles/{quote(found['exact'][0], safe='')}")
-    for item in found["rows"]:
-        item["label"] = data.display_name(item)
     params = {
         k: v
         for k, v in (
@@ -81,6 +79,10 @@ def search(
         )
         if v
     }
+    if not found["rows"] and page > found["pages"]:  # past the end (the list shrank): its last page
+        return redirect("/profiles?" + urlencode(params | {"page": found["pages"]}))
+    for item in found["rows"]:
+        item["label"] = data.display_name(item)
     return render(
         request,
         "profiles.html",
