@@ -6,6 +6,7 @@ import base64
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from opencdp.demo.shop import ShopGenerator
 from opencdp.process.processor import reset_derived_state
 from opencdp.system import OpenCDP
 from tests.identity_helpers import log_messages, process, world
+
+PINNED = datetime(2026, 11, 1, 12, tzinfo=UTC)  # the demo shop relative to a fixed moment: reproducible
 
 
 def test_accepted_events_become_visible_in_the_profile_api(
@@ -80,7 +83,7 @@ def test_profile_api_errors(client: TestClient, admin_key: str) -> None:
 def test_concurrent_workers_give_the_profiles_of_one(
     cdp: OpenCDP, env_for: dict[str, str], settings: Settings
 ) -> None:
-    messages = [e.message for e in ShopGenerator(customers=250, seed=11).events()]
+    messages = [e.message for e in ShopGenerator(customers=250, seed=11, now=PINNED).events()]
     cdp.stop()  # no in-process loop: only the workers process
     log_messages(cdp.engine, messages)
     workers = [

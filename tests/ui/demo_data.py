@@ -1,9 +1,9 @@
-"""Dashboard test data: the seeded demo shop (three sources, consent for some), processed into
+"""Dashboard test data: the seeded demo shop (three sources, consent as customers gave it), processed into
 profiles, plus one customer whose traits and events are HTML/script injections."""
 
 from __future__ import annotations
 
-import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
@@ -34,58 +34,41 @@ def fill_shop(
     now: datetime | None = None,
     injection: bool = True,
 ) -> None:
-    """The demo shop ending now (so "last 30 days" has data), every 3rd customer without consent.
-
-    The generator clamps late moments to its `now`; those events are spread over the last three
-    weeks instead, so the charts do not show an artificial peak today."""
+    """The demo shop ending now (so "last 30 days" has data), with the consent its customers gave
+    on the banner (most agree to e-mail marketing, some do not), written in time order."""
     now = now or datetime.now(UTC)
-    rng = random.Random(seed)
-    stream: list[tuple[str, str, dict[str, Any]]] = []
-    for n, event in enumerate(ShopGenerator(customers=customers, seed=seed, days=60, now=now).events()):
-        message = dict(event.message)
-        if event.at >= now - timedelta(seconds=1):
-            message["timestamp"] = (now - timedelta(hours=rng.uniform(1, 24 * 21))).isoformat()
-        if message["type"] == "identify" and "email" in (message.get("traits") or {}):
-            granted = n % 3 != 0
-            context = dict(message.get("context") or {})
-            context["consent"] = {"purposes": {"email_marketing": {"granted": granted, "version": "2026-01"}}}
-            message["context"] = context
-        stream.append((message["timestamp"], event.source, message))
-    stream.sort(key=lambda item: item[0])  # arrival in time order, as a live shop would send it
-    for source, run in groupby(stream, key=lambda item: item[1]):
-        _write(engine, source, [message for _, _, message in run], now)
+    generated = ShopGenerator(customers=customers, seed=seed, days=60, now=now).events()
+    stream = sorted(generated, key=lambda event: event.at)  # arrival in time order, as a live shop sends it
+    for source, run in groupby(stream, key=lambda event: event.source):
+        _write(engine, source, [event.message for event in run], now)
     if injection:
-        add_injection_customer(engine, now)
+        month = now - timedelta(days=30)
+        recent = Counter(e.message["event"] for e in stream if e.message["type"] == "track" and e.at >= month)
+        eighth = sorted(recent.values(), reverse=True)[7] if len(recent) > 7 else 0
+        add_injection_customer(engine, now, repeats=eighth + 1)
     process(engine)
 
 
-def add_injection_customer(engine: sa.Engine, now: datetime) -> None:
-    """A customer whose first name is a script tag, with an event whose name is one."""
-    at = (now - timedelta(days=1)).isoformat()
-    _write(
-        engine,
-        "web",
-        [
-            {
-                "type": "identify",
-                "messageId": "xss-identify",
-                "userId": "mallory",
-                "timestamp": at,
-                "traits": {
-                    "email": XSS_EMAIL,
-                    "first_name": XSS_NAME,
-                    "nickname": XSS_TRAIT,
-                    "country": "DE",
-                },
-            },
-            {
-                "type": "track",
-                "messageId": "xss-track",
-                "userId": "mallory",
-                "timestamp": at,
-                "event": XSS_EVENT,
-                "properties": {"label": XSS_TRAIT},
-            },
-        ],
-        now,
-    )
+def add_injection_customer(engine: sa.Engine, now: datetime, repeats: int = 1) -> None:
+    """A customer whose first name is a script tag, with an event whose name is one, performed
+    `repeats` times in the last day (often enough to be among the overview's top eight events)."""
+    start = now - timedelta(days=1)
+    identify = {
+        "type": "identify",
+        "messageId": "xss-identify",
+        "userId": "mallory",
+        "timestamp": start.isoformat(),
+        "traits": {"email": XSS_EMAIL, "first_name": XSS_NAME, "nickname": XSS_TRAIT, "country": "DE"},
+    }
+    tracks = [
+        {
+            "type": "track",
+            "messageId": "xss-track" if n == 0 else f"xss-track-{n}",
+            "userId": "mallory",
+            "timestamp": (start + timedelta(minutes=1 + n * 20 * 60 // repeats)).isoformat(),
+            "event": XSS_EVENT,
+            "properties": {"label": XSS_TRAIT},
+        }
+        for n in range(repeats)
+    ]
+    _write(engine, "web", [identify, *tracks], now)

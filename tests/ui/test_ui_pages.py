@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
-from opencdp.store.schema import identities, profiles
+from opencdp.store.schema import identities, profile_events, profiles
 from opencdp.system import OpenCDP
 from opencdp.ui import charts
 from tests.ui.demo_data import XSS_EMAIL, XSS_EVENT, XSS_NAME, XSS_TRAIT
@@ -86,13 +86,18 @@ def test_profile_search_by_identifier_or_trait(
 
 def test_profile_360(client: TestClient, shop: OpenCDP, as_role: Callable[[str], TestClient]) -> None:
     as_role("marketer")
-    with shop.engine.connect() as conn:
-        survivor, merged = conn.execute(
-            sa.select(profiles.c.merged_into, profiles.c.id)
-            .where(profiles.c.merged_into.is_not(None))
-            .order_by(profiles.c.id)
-            .limit(1)
-        ).one()
+    with shop.engine.connect() as conn:  # a merged customer who ordered and answered the consent banner
+        buyers = sa.select(profile_events.c.profile_id).where(profile_events.c.name == "Order Completed")
+        consented = {r.id for r in conn.execute(sa.select(profiles.c.id, profiles.c.consent)) if r.consent}
+        survivor, merged = next(
+            (survivor, merged)
+            for survivor, merged in conn.execute(
+                sa.select(profiles.c.merged_into, profiles.c.id)
+                .where(profiles.c.merged_into.in_(buyers))
+                .order_by(profiles.c.id)
+            )
+            if survivor in consented
+        )
     client.post(
         "/segments",
         data={
@@ -109,7 +114,7 @@ def test_profile_360(client: TestClient, shop: OpenCDP, as_role: Callable[[str],
     assert "user_id" in text and "anonymous_id" in text
     assert "order_count" in text and "rfm_segment" in text
     assert "Everyone known" in text
-    assert "email_marketing" in text  # consent recorded by the demo identify calls
+    assert "email_marketing" in text  # consent recorded by the demo's consent banner
     assert "arrived together in one event" in text
     assert merged in text  # listed as merged into this one
     redirect = client.get(f"/profiles/{merged}", follow_redirects=False)

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from opencdp.privacy.consent import define_purpose
 from opencdp.store.schema import audit_log, identities, profiles
 from opencdp.system import OpenCDP
 from opencdp.ui import profiles as data
@@ -121,7 +122,9 @@ def test_filters_narrow_the_list(
         "consent=email_marketing": lambda r: (r["consent"] or {}).get("email_marketing") is True,
         "seen=7": lambda r: r["last_seen"] >= now - timedelta(days=7),
         f"country={country}&consent=email_marketing&has_email=1": lambda r: (
-            r["traits"].get("country") == country and (r["consent"] or {}).get("email_marketing") is True
+            r["traits"].get("country") == country
+            and (r["consent"] or {}).get("email_marketing") is True
+            and any(i.startswith("email:") for i in r["idents"])
         ),
     }
     for query, keep in cases.items():
@@ -192,14 +195,17 @@ def test_export_has_only_those_who_consented(
         and r["traits"].get("country") == "DE"
         and any("example" in i.split(":", 1)[1].lower() for i in r["idents"])
     }
-    assert _export(client, purpose="sms") == []  # nobody consented to text messages
+    texts = {r["id"] for r in live if (r["consent"] or {}).get("sms") is True}
+    assert texts != consented and {r["profile_id"] for r in _export(client, purpose="sms")} == texts
+    define_purpose(shop.engine, "postal_mail", "Letters")
+    assert _export(client, purpose="postal_mail") == []  # defined, nobody asked yet
     with shop.engine.connect() as conn:
         entries = conn.execute(
             sa.select(audit_log.c.actor, audit_log.c.detail)
             .where(audit_log.c.action == "profiles.export")
             .order_by(audit_log.c.id)
         ).all()
-    assert len(entries) == 3 and all(e.actor.startswith("user:") for e in entries)
+    assert len(entries) == 4 and all(e.actor.startswith("user:") for e in entries)
     assert entries[1].detail == {"purpose": "email_marketing", "search": True, "filters": {"country": "DE"}}
     page = client.get("/profiles", params={"consent": "email_marketing"})
     form = re.search(r'<form method="get" action="/profiles/export.csv".*?</form>', page.text, re.S)

@@ -126,18 +126,22 @@ def test_consent_lists_every_defined_purpose(
         ).all()
     granted = next(r for r in rows if (r.consent_meta or {}).get("email_marketing", [False])[0])
     denied = next(r for r in rows if (r.consent_meta or {}).get("email_marketing", [True])[0] is False)
+    never = next(r for r in rows if not r.consent_meta)
     purposes = [p["name"] for p in list_purposes(shop.engine)]
     assert "loyalty_mail" in purposes and len(purposes) >= 6
-    for row, status in ((granted, "granted"), (denied, "denied")):
+    for row in (granted, denied, never):
+        meta = row.consent_meta or {}
         text = client.get(f"/profiles/{row.id}").text
         cells = dict(
             re.findall(r'<tr data-purpose="([^"]+)">.*?<span class="badge[^"]*">([^<]+)</span>', text, re.S)
         )
-        assert list(cells) == purposes  # every defined purpose, in order
-        assert cells["email_marketing"] == status
-        assert {cells[p] for p in purposes if p != "email_marketing"} == {"not asked"}
-        recorded = display.format_when(row.consent_meta["email_marketing"][1], EN)
-        assert f"{recorded} via demo-" in text
+        assert list(cells)[: len(purposes)] == purposes  # every defined purpose, in order
+        for purpose, shown in cells.items():
+            expected = "not asked" if purpose not in meta else "granted" if meta[purpose][0] else "denied"
+            assert shown == expected, (purpose, meta.get(purpose))
+        assert cells["loyalty_mail"] == "not asked"  # defined, never asked
+        for record in meta.values():
+            assert f"{display.format_when(record[1], EN)} via {record[4]}" in text
 
 
 def test_timeline_by_event_time_or_by_arrival(
@@ -146,9 +150,10 @@ def test_timeline_by_event_time_or_by_arrival(
     as_role("analyst")
     best = _best_customer(shop)
     user_id = best.traits.get("user_id") or _identifier(shop, best.id, "user_id")
-    now = datetime.now(UTC)
+    # arrives last but happened early (not before the first event: that would re-anchor the profile)
     late = {"type": "track", "messageId": "late-1", "userId": user_id, "event": "Store Visit"}
-    _write(shop.engine, "app", [late | {"timestamp": (now - timedelta(days=59)).isoformat()}], now)
+    at = best.first_seen + timedelta(minutes=1)
+    _write(shop.engine, "app", [late | {"timestamp": at.isoformat()}], datetime.now(UTC))
     process(shop.engine)
     evs = _events_of(shop, best.id)
     assert len(evs) > 25

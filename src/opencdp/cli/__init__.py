@@ -167,25 +167,39 @@ def events(source: str | None, call_type: str | None, limit: int, after: int, co
 @main.command()
 @click.option("--customers", default=2000, show_default=True, help="How many synthetic customers")
 @click.option(
-    "--seed", default=42, show_default=True, help="Same seed, same events (re-running adds nothing)"
+    "--seed",
+    default=42,
+    show_default=True,
+    help="Same seed and --now, same events; message ids depend only on the seed (re-running adds nothing)",
+)
+@click.option(
+    "--now",
+    "now_text",
+    default=None,
+    metavar="ISO",
+    help="The moment the shop's history ends (ISO date or date-time, UTC unless given)  [default: now]",
 )
 @click.option("--url", default=None, help="Send to a running opencdp server instead of starting one")
-def demo(customers: int, seed: int, url: str | None) -> None:
-    """Generate a realistic shop (browsing, sign-ups, logins, orders, e-mails) and send it through
-    the real HTTP API, then show what opencdp made of it."""
-    from opencdp.demo.runner import demo_source_keys, demo_summary, running_server, send_shop
-    from opencdp.demo.shop import ShopGenerator
+def demo(customers: int, seed: int, now_text: str | None, url: str | None) -> None:
+    """Generate a realistic shop (browsing, consent, sign-ups, logins, orders, e-mails, shares) over
+    the last 90 days up to now and send it through the real HTTP API, then show what opencdp made of it."""
+    from opencdp.demo.runner import demo_source_keys, demo_summary, planted_summary, running_server, send_shop
+    from opencdp.demo.shop import ShopGenerator, parse_now
     from opencdp.log.reader import count_events
     from opencdp.system import OpenCDP
 
     if customers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--customers")
+    try:
+        now = parse_now(now_text) if now_text is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--now") from None
     cdp = OpenCDP(_settings())
     keys_by_source = demo_source_keys(cdp)
     from opencdp.demo.activation import setup_demo_activation
 
     outbox = setup_demo_activation(cdp.engine, cdp.settings)
-    generator = ShopGenerator(customers=customers, seed=seed)
+    generator = ShopGenerator(customers=customers, seed=seed, now=now)
     if url:
         sent = send_shop(url, keys_by_source, generator)
     else:
@@ -193,14 +207,27 @@ def demo(customers: int, seed: int, url: str | None) -> None:
             sent = send_shop(local_url, keys_by_source, generator)
         cdp.processor.run_until_caught_up()  # whatever the server's loop had not reached yet
     click.echo(
-        f"sent {sent} events from {customers} customers; the event log holds {count_events(cdp.engine)}"
+        f"sent {sent} events from {customers} customers ({generator.start:%Y-%m-%d} to "
+        f"{generator.now:%Y-%m-%d %H:%M} UTC); the event log holds {count_events(cdp.engine)}"
     )
+    click.echo(planted_summary(generator.stats))
     if url:
         return
     summary = demo_summary(cdp.engine)
     click.echo(
         "profiles: {profiles} ({identified} identified, {anonymous} anonymous); {merged} profiles merged "
         "into others; {conflicts} merges refused by merge protection".format(**summary)
+    )
+    answered, email = summary["consent_recorded"], summary["email_consent"]
+    known = max(summary["identified"], 1)
+    click.echo(
+        f"consent: {answered} identified customers ({answered * 100 // known} %) answered the consent "
+        f"banner ({summary['declined']} declined everything), {email} ({email * 100 // known} %) agree to "
+        "email_marketing"
+    )
+    click.echo(
+        f"ordered at least twice in the last 30 days and country = DE: {summary['task_members']} profiles, "
+        f"{summary['task_email_consent']} of them may get marketing e-mails"
     )
     from opencdp.activation.worker import DeliveryWorker
     from opencdp.journeys.runner import JourneyRunner

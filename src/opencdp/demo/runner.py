@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,7 +17,8 @@ import uvicorn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from opencdp.access.keys import AccessError, create_source, rotate_write_key
-from opencdp.demo.shop import ShopGenerator
+from opencdp.demo.shop import TASK_SEGMENT, ShopGenerator
+from opencdp.store.dialect import json_bool
 from opencdp.system import OpenCDP
 
 SOURCES = ("web", "app", "email")
@@ -97,17 +99,29 @@ def send_shop(url: str, keys: dict[str, str], generator: ShopGenerator, show_pro
     return sent
 
 
-def demo_summary(engine: sa.Engine) -> dict[str, Any]:
-    """What identity resolution made of the log: the numbers the demo prints."""
+def demo_summary(engine: sa.Engine, now: datetime | None = None) -> dict[str, Any]:
+    """What identity resolution made of the log: the numbers the demo prints, with the consent the
+    identified customers gave and the members of the "2+ orders in 30 days, in Germany" audience
+    (evaluated at `now`, by default the current time, as the dashboard would)."""
+    from opencdp.segments.store import checked_query
     from opencdp.store.schema import identities, identity_conflicts, profiles
 
     with engine.connect() as conn:
         live = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None))
-        identified = sa.select(sa.func.count(sa.distinct(identities.c.profile_id))).where(
+        identified = sa.select(identities.c.profile_id).where(
             identities.c.type == "user_id", identities.c.profile_id.in_(live)
         )
         total = conn.execute(sa.select(sa.func.count()).select_from(live.subquery())).scalar_one()
-        known = conn.execute(identified).scalar_one()
+        customers = sa.select(profiles.c.consent).where(profiles.c.id.in_(identified.distinct()))
+        consents = [r[0] or {} for r in conn.execute(customers)]
+        known = len(consents)
+        audience = checked_query(conn, TASK_SEGMENT, now=now or datetime.now(UTC))[1].subquery()
+        members = conn.execute(sa.select(sa.func.count()).select_from(audience)).scalar_one()
+        reachable = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(audience.join(profiles, profiles.c.id == audience.c.id))
+            .where(json_bool(profiles.c.consent, "email_marketing") == sa.true())
+        ).scalar_one()
         return {
             "profiles": total,
             "identified": known,
@@ -118,6 +132,11 @@ def demo_summary(engine: sa.Engine) -> dict[str, Any]:
             "conflicts": conn.execute(
                 sa.select(sa.func.count()).select_from(identity_conflicts)
             ).scalar_one(),
+            "consent_recorded": sum(1 for c in consents if c),
+            "declined": sum(1 for c in consents if c and not any(c.values())),
+            "email_consent": sum(1 for c in consents if c.get("email_marketing") is True),
+            "task_members": members,
+            "task_email_consent": reachable,
             "example": conn.execute(
                 sa.select(identities.c.value)
                 .where(identities.c.type == "user_id")
@@ -125,3 +144,17 @@ def demo_summary(engine: sa.Engine) -> dict[str, Any]:
                 .limit(1)
             ).scalar(),
         }
+
+
+def planted_summary(stats: Counter[str]) -> str:
+    """The generator's planted situations in one line (counts of what was sent)."""
+    errors = stats["Form Field Error"]
+    postcode = f" ({stats['postcode errors'] * 100 // errors} % on postcode)" if errors else ""
+    return (
+        f"planted: {stats['Checkout Started'] - stats['Order Completed']} abandoned checkouts, "
+        f"{errors} checkout form errors{postcode} and {stats['Form Abandoned']} forms abandoned, "
+        f"{stats['browser customers']} category browsers who never buy, {stats['frequent customers']} "
+        f"frequent buyers, {stats['Product Shared']} products shared bringing {stats['referred visitors']} "
+        f"visitors and {stats['orders through shares']} orders, {stats['withdrew e-mail consent']} "
+        f"consent withdrawals, {stats['anonymous visitors']} anonymous-only visitors"
+    )
