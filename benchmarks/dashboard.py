@@ -132,7 +132,8 @@ def pages(engine: sa.Engine) -> dict[str, tuple[str, str, dict[str, object] | No
         "overview (30 days)": ("GET", "/", None),
         "overview (90 days)": ("GET", "/?days=90", None),
         "profiles: recent": ("GET", "/profiles", None),
-        "profiles: search e-mail": ("GET", f"/profiles?q={email}", None),
+        "profiles: search e-mail (opens the profile)": ("GET", f"/profiles?q={email}", None),
+        "profiles: filtered, by value, page 2": ("GET", "/profiles?seen=90&sort=value&page=2", None),
         "profiles: search trait value": ("GET", f"/profiles?q={last_name}", None),
         "profile 360°": ("GET", f"/profiles/{rich.id}", None),
         "segments list": ("GET", "/segments", None),
@@ -156,7 +157,7 @@ def measure(client: httpx.Client, csrf: str, method: str, path: str, body: objec
         if method == "POST":
             response = client.post(path, json=body, headers={"X-CSRF-Token": csrf})
         else:
-            response = client.get(path)
+            response = client.get(path, follow_redirects=True)  # an exact hit redirects to the profile
         elapsed = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
             raise SystemExit(f"{method} {path}: {response.status_code}\n{response.text[:500]}")

@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.ui.screenshots [OUT_DIR]     # default: docs/screenshots
 
 Needs /usr/bin/chromium (Debian's package) and `pip install playwright`; writes overview.png,
-profile.png, segment-builder.png, report.png, destinations.png, destination.png and
+profile.png, profiles.png, segment-builder.png, report.png, destinations.png, destination.png and
 dead-letters.png at 1366x860 (a laptop screen).
 """
 
@@ -142,6 +142,7 @@ def main(out: Path) -> None:
             sign_in(page, dashboard.url)
             _shoot(page, dashboard.url + "/", out / "overview.png")
             _shoot(page, f"{dashboard.url}/profiles/{person}", out / "profile.png")
+            _shoot(page, f"{dashboard.url}/profiles?seen=90&sort=value", out / "profiles.png")
             _shoot(
                 page, f"{dashboard.url}/segments/{ids['Engaged Germans']}", out / "segment-builder.png", True
             )

@@ -59,3 +59,20 @@ def test_computed_traits_read_as_words_and_values() -> None:
     chips = display.format_trait("categories_ordered", ["shoes", "<b>kids</b>"], v)
     assert chips == '<span class="chip">shoes</span><span class="chip">&lt;b&gt;kids&lt;/b&gt;</span>'
     assert display.format_trait("order_count", 12345, v) == "12,345"
+
+
+def test_plain_traits_identifiers_and_event_properties_read_as_words() -> None:
+    v = viewer("de_DE", "Europe/Berlin")
+    assert display.format_trait("newsletter", True, v) == "yes"
+    assert display.format_trait("newsletter", False, v) == "no"
+    assert display.identifier_label("anonymous_id") == "Device / browser id"
+    assert display.identifier_label("loyalty_card") == "Loyalty card"
+    assert display.format_property("revenue", 1234.5, v, "USD") == "1.234,50\xa0$"
+    assert display.format_property("revenue", 12, v) == "12,00\xa0€"  # the shop's currency
+    assert display.format_property("shipped_at", "2026-12-01T09:30:00Z", v) == "1. Dez. 2026 10:30"
+    assert display.format_property("tags", ["a", "<b>"], v) == (
+        '<span class="chip">a</span><span class="chip">&lt;b&gt;</span>'
+    )
+    long = display.format_property("note", "<" * 100, v)
+    assert long.startswith("&lt;") and long.endswith("\u2026") and long.count("&lt;") == 59
+    assert display.format_property("cart", {"sku": 1}, v) == "{&#34;sku&#34;:1}"

@@ -34,6 +34,7 @@ from opencdp.api.schemas import DOCUMENTED_MODELS
 from opencdp.system import OpenCDP
 from opencdp.ui import router as ui_router
 from opencdp.ui.views_auth import SignInThrottle
+from opencdp.ui.web import page_errors
 
 
 def create_app(cdp: OpenCDP) -> FastAPI:
@@ -73,7 +74,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
     app.add_middleware(metrics.RequestTimer)  # outermost: times everything, BodyGuard's 408s too
     app.add_exception_handler(ApiError, api_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(StarletteHTTPException, page_errors(http_error_handler))
     app.add_exception_handler(RequestValidationError, validation_error_handler)
 
     def openapi() -> dict[str, Any]:

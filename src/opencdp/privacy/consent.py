@@ -18,7 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from opencdp.store.schema import consent_purposes
+from opencdp.store.dialect import json_bool
+from opencdp.store.schema import consent_purposes, profiles
 
 
 @dataclass(frozen=True)
@@ -121,3 +122,9 @@ def require_purpose(conn: sa.Connection, purpose: str | None) -> str:
         ]
         raise ConsentError(f"unknown purpose {purpose!r}; defined purposes: {', '.join(known)}")
     return clean
+
+
+def consenting_profiles(purpose: str) -> sa.Select[tuple[str]]:
+    """Ids of the profiles that may leave the system for `purpose` (a name `require_purpose`
+    checked). Opt-in: only a recorded, granted consent counts; every export filters through this."""
+    return sa.select(profiles.c.id).where(json_bool(profiles.c.consent, purpose) == sa.true())

@@ -9,10 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp.csvsafe import line
-from opencdp.privacy.consent import require_purpose
+from opencdp.privacy.consent import consenting_profiles, require_purpose
 from opencdp.segments.reach import has_identifier
 from opencdp.segments.store import checked_query, get
-from opencdp.store.dialect import json_bool
 from opencdp.store.schema import identities, profiles, segment_memberships
 
 
@@ -109,9 +108,7 @@ def member_count(engine: sa.Engine, name: str) -> int:
 
 def _consented(purpose: str) -> sa.ColumnElement[bool]:
     """Opt-in: only a recorded, granted consent counts."""
-    return segment_memberships.c.profile_id.in_(
-        sa.select(profiles.c.id).where(json_bool(profiles.c.consent, purpose) == sa.true())
-    )
+    return segment_memberships.c.profile_id.in_(consenting_profiles(purpose))
 
 
 def export_csv(

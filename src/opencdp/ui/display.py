@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+import orjson
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_skeleton, format_time
 from babel.numbers import UnknownCurrencyError, format_currency, format_decimal, format_percent
@@ -53,6 +54,13 @@ TRAIT_LABELS: dict[str, str] = {
     "rfm_score": "RFM score",
     "rfm_segment": "RFM segment",
     "engagement_score": "Engagement score",
+}
+#: What people call the identifier types (custom types read as words, like trait names).
+IDENTIFIER_LABELS: dict[str, str] = {
+    "user_id": "User id",
+    "anonymous_id": "Device / browser id",
+    "email": "E-mail",
+    "phone": "Phone",
 }
 #: Built-in traits that are amounts of money (in the shop's currency).
 MONEY_TRAITS = frozenset({"total_revenue", "average_order_value", "largest_order"})
@@ -220,6 +228,11 @@ def trait_label(name: str) -> str:
     return words[:1].upper() + words[1:] if words else name
 
 
+def identifier_label(kind: str) -> str:
+    """ "anonymous_id" → "Device / browser id"; "loyalty_card" → "Loyalty card"."""
+    return IDENTIFIER_LABELS.get(kind) or trait_label(kind)
+
+
 def chips(values: Any) -> Markup:
     """A list as small labelled chips (escaped), anything else as escaped text."""
     if not isinstance(values, list | tuple):
@@ -231,6 +244,8 @@ def format_trait(name: str, value: Any, viewer: Viewer) -> Markup:
     """A computed trait's value as a person reads it: money, moments, counts, lists."""
     if value is None:
         return Markup(NO_VALUE)
+    if isinstance(value, bool):
+        return Markup("yes" if value else "no")
     if name in MONEY_TRAITS:
         return Markup(escape(format_money(value, viewer)))
     if name in MOMENT_TRAITS or (isinstance(value, str) and _ISO_MOMENT.match(value)):
@@ -244,6 +259,28 @@ def format_trait(name: str, value: Any, viewer: Viewer) -> Markup:
     if isinstance(value, dict):
         return chips([f"{k}: {v}" for k, v in value.items()])
     return Markup(escape(value))
+
+
+#: Event properties that are amounts of money (in the event's `currency`, else the shop's).
+MONEY_PROPERTIES = frozenset({"revenue", "total", "subtotal", "value", "price", "amount", "tax", "shipping"})
+
+
+def format_property(
+    name: str, value: Any, viewer: Viewer, currency: str | None = None, width: int = 60
+) -> Markup:
+    """An event property in a timeline row: money, moments and lists readable, long text cut."""
+    if name in MONEY_PROPERTIES and isinstance(value, int | float) and not isinstance(value, bool):
+        return Markup(escape(format_money(value, viewer, currency)))
+    if isinstance(value, str) and _ISO_MOMENT.match(value):
+        return Markup(escape(format_when(value, viewer)))
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return chips(value[:8])
+    if isinstance(value, float):
+        return Markup(escape(format_number(value, viewer, 2)))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Markup(escape(format_number(value, viewer)))
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return Markup(escape(text if len(text) <= width else text[: width - 1] + "\u2026"))
 
 
 # --- Jinja filters: the viewer comes from the template's `request` ----------------------------
@@ -299,7 +336,13 @@ def _trait_filter(ctx: Any, value: Any, name: str) -> Markup:
     return format_trait(name, value, _viewer(ctx))
 
 
+@jinja2.pass_context
+def _property_filter(ctx: Any, value: Any, name: str, currency: str | None = None) -> Markup:
+    return format_property(name, value, _viewer(ctx), currency)
+
+
 FILTERS = {
+    "prop_value": _property_filter,
     "when": _when_filter,
     "day": _day_filter,
     "num": _num_filter,
@@ -310,5 +353,6 @@ FILTERS = {
     "trend": trend,
     "trait_value": _trait_filter,
     "trait_label": trait_label,
+    "identifier_label": identifier_label,
     "chips": chips,
 }

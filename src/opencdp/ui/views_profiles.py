@@ -2,43 +2,149 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Annotated, Any, Literal, cast
+from urllib.parse import quote, urlencode
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from opencdp.access import audit
 from opencdp.journeys.store import profile_journeys
-from opencdp.profiles.reader import ProfileNotFound, get_profile, merge_history, timeline
+from opencdp.privacy.consent import ConsentError, list_purposes, require_purpose
+from opencdp.profiles.reader import ProfileNotFound, get_profile, merge_history
 from opencdp.system import OpenCDP
+from opencdp.ui import profile_view as view
 from opencdp.ui import profiles as data
-from opencdp.ui.web import NotFound, SignedIn, UIRoute, engine_of, redirect, render
+from opencdp.ui.profiles import Filters
+from opencdp.ui.web import BadRequest, NotFound, SignedIn, UIRoute, engine_of, redirect, render
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
 PAGE = 25
+LATE = timedelta(minutes=5)  # the timeline shows both times when arrival was this much later
+
+
+def _filters(
+    request: Request, country: str, segment: str, has_email: bool, consent: str, seen: str
+) -> Filters:
+    if seen and not (seen.isdigit() and 1 <= int(seen) <= 36_500):
+        raise BadRequest("“Seen within” takes a number of days.")
+    purpose = ""
+    if consent:
+        try:
+            with engine_of(request).connect() as conn:
+                purpose = require_purpose(conn, consent)
+        except ConsentError as exc:
+            raise BadRequest(f"{exc}.") from None
+    return Filters(country.strip(), segment.strip(), has_email, purpose, int(seen) if seen else None)
+
+
+Text = Annotated[str, Query(max_length=300)]
+Short = Annotated[str, Query(max_length=64)]
 
 
 @router.get("/profiles")
-def search(request: Request, session: SignedIn, q: str = Query("", max_length=300)) -> Response:
+def search(
+    request: Request,
+    session: SignedIn,
+    q: Text = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    country: Short = "",
+    segment: Short = "",
+    has_email: bool = False,
+    consent: Short = "",
+    seen: Short = "",
+    sort: Short = "",
+) -> Response:
     cdp: OpenCDP = request.app.state.cdp
-    results = data.search(cdp.engine, cdp.processor.rules, q)
-    for item in results:
+    filters = _filters(request, country, segment, has_email, consent, seen)
+    if sort and (sort not in data.SORTS or (sort == "relevance" and not q.strip())):
+        raise BadRequest(f"Sort by one of: {', '.join(data.SORTS)}.")
+    order = cast(data.Sort, sort or ("relevance" if q.strip() else "last_seen"))
+    found = data.listing(cdp.engine, cdp.processor.rules, q, filters, order, page, data.PAGE_SIZE)
+    if len(found["exact"]) == 1 and page == 1 and not filters.active:  # one exact hit: open it
+        return redirect(f"/profiles/{quote(found['exact'][0], safe='')}")
+    params = {
+        k: v
+        for k, v in (
+            ("q", q),
+            ("country", filters.country),
+            ("segment", filters.segment),
+            ("has_email", "1" if filters.has_email else ""),
+            ("consent", filters.consent),
+            ("seen", seen),
+            ("sort", sort),
+        )
+        if v
+    }
+    if not found["rows"] and page > found["pages"]:  # past the end (the list shrank): its last page
+        return redirect("/profiles?" + urlencode(params | {"page": found["pages"]}))
+    for item in found["rows"]:
         item["label"] = data.display_name(item)
-    return render(request, "profiles.html", {"nav": "profiles", "q": q, "results": results})
+    return render(
+        request,
+        "profiles.html",
+        {
+            "nav": "profiles",
+            "q": q,
+            "found": found,
+            "filters": filters,
+            "seen": seen,
+            "sort": order,
+            "sorts": {k: v for k, v in data.SORTS.items() if k != "relevance" or q.strip()},
+            "choices": data.choices(cdp.engine),
+            "purposes": list_purposes(cdp.engine),
+            "params": params,
+            "page_url": lambda n: "/profiles?" + urlencode(params | {"page": n}),
+        },
+    )
 
 
-def _summary(event: dict[str, Any]) -> list[tuple[str, str]]:
-    """A few properties or traits of an event to show in its timeline row."""
+@router.get("/profiles/export.csv")
+def export_list(
+    request: Request,
+    session: SignedIn,
+    purpose: Short = "",
+    q: Text = "",
+    country: Short = "",
+    segment: Short = "",
+    has_email: bool = False,
+    consent: Short = "",
+    seen: Short = "",
+) -> Response:
+    """The whole list, not just one page; only profiles that consented to the chosen purpose leave
+    the system (docs/privacy.md), exactly as in segment exports."""
+    cdp: OpenCDP = request.app.state.cdp
+    filters = _filters(request, country, segment, has_email, consent, seen)
+    try:
+        with cdp.engine.connect() as conn:
+            purpose = require_purpose(conn, purpose)
+    except ConsentError as exc:
+        raise BadRequest(f"{exc}. Choose the purpose the export is for.") from None
+    detail: dict[str, Any] = {
+        "purpose": purpose,
+        "search": bool(q.strip()),  # the text may be personal data: only whether there was one
+        "filters": {k: v for k, v in asdict(filters).items() if v},
+    }
+    audit.record(cdp.engine, f"user:{session.user.id}", "profiles.export", "profile_list", None, detail)
+    return StreamingResponse(
+        data.export_csv(cdp.engine, cdp.processor.rules, q, filters, purpose),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="profiles-{purpose}.csv"'},
+    )
+
+
+def _summary(event: dict[str, Any]) -> tuple[list[tuple[str, Any]], str | None]:
+    """A few properties or traits of an event to show in its timeline row, and their currency."""
     payload = event.get("payload") or {}
     shown = payload.get("properties") or payload.get("traits") or {}
     if not isinstance(shown, dict):
-        return []
-    return [(str(k), _short(v)) for k, v in list(shown.items())[:5]]
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return text if len(text) <= 60 else text[:59] + "…"
+        return [], None
+    currency = shown.get("currency")
+    pairs = [(str(k), v) for k, v in shown.items() if k != "currency"][:5]
+    return pairs, currency if isinstance(currency, str) else None
 
 
 @router.get("/profiles/{profile_id}")
@@ -47,6 +153,7 @@ def profile(
     session: SignedIn,
     profile_id: str,
     before: int | None = Query(None, ge=1),
+    order: Literal["time", "arrival"] = "time",
 ) -> Response:
     engine = engine_of(request)
     try:
@@ -55,16 +162,17 @@ def profile(
         raise NotFound("There is no profile with this id.") from None
     if found["id"] != profile_id:  # merged into another profile: show the survivor
         return redirect(f"/profiles/{found['id']}")
-    _, events = timeline(engine, profile_id, before, PAGE + 1)
+    with engine.connect() as conn:
+        events = view.timeline(conn, profile_id, order, before, PAGE + 1)
+        journeys = profile_journeys(conn, profile_id)
     more = len(events) > PAGE
     events = events[:PAGE]
     for event in events:
-        event["summary"] = _summary(event)
+        event["summary"], event["currency"] = _summary(event)
+        event["late"] = abs(event["received_at"] - event["timestamp"]) > LATE
         event["details"] = orjson.dumps(event["payload"], option=orjson.OPT_INDENT_2).decode()
         event["label"] = event["event"] or event["payload"].get("name") or event["type"]
-    extras = data.extras(engine, profile_id)
-    with engine.connect() as conn:
-        journeys = profile_journeys(conn, profile_id)
+    extras = view.extras(engine, profile_id)
     idents: dict[str, list[str]] = {}
     for ident in found["identifiers"]:
         idents.setdefault(ident["type"], []).append(ident["value"])
@@ -80,6 +188,8 @@ def profile(
             "p": found,
             "label": label,
             "extras": extras,
+            "head": view.header(found, extras["computed_values"]),
+            "order": order,
             "events": events,
             "before": before,
             "next_before": events[-1]["id"] if more and events else None,

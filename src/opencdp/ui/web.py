@@ -2,7 +2,8 @@
 HTML error pages and the static files.
 
 Views raise `UIProblem`s; `UIRoute` turns them into an HTML page (or JSON under `/ui/api/`), so the
-API's JSON error handlers never answer a browser page, and the UI needs no app-level handlers.
+API's JSON error handlers never answer a browser page. The one app-level piece is `page_errors`:
+a URL that no route matches is answered with the same HTML page unless it is an API path.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def templates() -> jinja2.Environment:
     )
     env.filters.update(display.FILTERS)
     env.filters.update(value=_value, q=lambda s: quote(str(s), safe=""))
-    env.globals.update(static_url=static_url, version=__version__)
+    env.globals.update(static_url=static_url, version=__version__, NO_VALUE=NO_VALUE)
     return env
 
 
@@ -214,6 +215,38 @@ def _problem_response(request: Request, problem: UIProblem) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return redirect("/login?next=" + quote(safe_next(target), safe=""))
     return render(request, "error.html", {"title": problem.title, "message": problem.message}, problem.status)
+
+
+#: Paths whose errors stay JSON: the admin and collection APIs, the dashboard's own API, metrics, schema.
+API_PATHS = ("/api", "/v1", "/ui/api", "/metrics", "/openapi.json")
+_UNMATCHED = {
+    404: ("Not found", "There is no page at this address. It may have moved, or the link is mistyped."),
+    405: ("Not found", "This address is not a page to open: it only takes a form sent from the dashboard."),
+}
+
+
+def is_api_path(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in API_PATHS)
+
+
+def page_errors(
+    api_handler: Callable[[Request, Exception], Coroutine[Any, Any, Response]],
+) -> Callable[[Request, Exception], Coroutine[Any, Any, Response]]:
+    """The app's handler for HTTP errors no view turned into a page (a URL no route matches, a method
+    a page does not take): browsers get the dashboard's error page, whether signed in or not (it
+    says nothing about what exists); API paths keep `api_handler`'s JSON."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        if status not in _UNMATCHED or is_api_path(request.url.path):
+            return await api_handler(request, exc)
+        title, message = _UNMATCHED[status]
+        response = render(request, "error.html", {"title": title, "message": message}, status)
+        if status == 405:
+            response.headers["Allow"] = (getattr(exc, "headers", None) or {}).get("Allow", "GET")
+        return secure(response)
+
+    return handler
 
 
 def secure(response: Response) -> Response:
