@@ -5,6 +5,8 @@
         {"event": "Order Completed", "where": [{"property": "category", "op": "eq", "value": "shoes"}],
          "within_days": 30, "count": {"op": "gte", "value": 2}},
         {"not": {"event": "Email Opened", "within_days": 7}},
+        {"event": "Order Completed", "between": ["2026-12-01", "2026-12-15"], "tz": "Europe/Berlin"},
+        {"computed": "first_order_at", "op": "before", "value": "2026-01-01"},
         {"segment": "newsletter subscribers"}
     ]}
 
@@ -18,7 +20,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from opencdp.segments.calendar import (
+    CALENDAR_OPS,
+    TZ_ALONE,
+    FieldProblem,
+    Window,
+    calendar_window,
+    check_calendar_value,
+    check_day,
+    check_month,
+    check_zone,
+)
 
 Scalar = str | int | float | bool
 KEY_PATTERN = r'^[^"\\\x00-\x1f]{1,200}$'
@@ -30,8 +44,32 @@ MAX_CONDITIONS = 200
 MAX_DEPTH = 10
 
 ValueOp = Literal[
-    "eq", "neq", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "starts_with", "exists", "not_exists"
+    "eq",
+    "neq",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "not_in",
+    "contains",
+    "starts_with",
+    "exists",
+    "not_exists",
+    # calendar ops on date-valued text ("2026-03-01" or "2026-03-01T09:30:00Z"): see calendar.py
+    "on",
+    "after",
+    "on_or_after",
+    "before",
+    "on_or_before",
+    "between",
+    "in_month",
 ]
+
+#: A calendar day, "YYYY-MM-DD"; a month, "YYYY-MM"; an IANA time zone name.
+CalendarDate = Annotated[str, AfterValidator(check_day)]
+CalendarMonth = Annotated[str, AfterValidator(check_month)]
+TimeZoneName = Annotated[str, AfterValidator(check_zone)]
 
 
 class _Strict(BaseModel):
@@ -41,11 +79,20 @@ class _Strict(BaseModel):
 class _ValueTest(_Strict):
     op: ValueOp = "eq"
     value: Scalar | list[str | int | float] | None = None
+    #: The time zone of the calendar days of a calendar op (default UTC).
+    tz: TimeZoneName | None = None
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> _ValueTest:
         op, value = self.op, self.value
-        if op in ("exists", "not_exists"):
+        if self.tz is not None and op not in CALENDAR_OPS:
+            raise FieldProblem("tz", TZ_ALONE)
+        if op in CALENDAR_OPS:
+            try:
+                check_calendar_value(op, value)
+            except ValueError as exc:
+                raise FieldProblem("value", str(exc)) from None
+        elif op in ("exists", "not_exists"):
             if value is not None:
                 raise ValueError(f"'{op}' takes no value")
         elif op in ("in", "not_in"):
@@ -62,6 +109,10 @@ class _ValueTest(_Strict):
         elif value is None or isinstance(value, list):
             raise ValueError(f"'{op}' needs a single string, number or boolean")
         return self
+
+    def window(self) -> Window:
+        """The calendar window of a calendar op."""
+        return calendar_window(self.op, self.value, self.tz)
 
 
 class TraitCondition(_ValueTest):
@@ -86,10 +137,48 @@ class CountTest(_Strict):
 
 
 class TimeTest(_Strict):
-    """`within_days`: it happened in the last N days; `before_days`: more than N days ago."""
+    """`within_days`: it happened in the last N days; `before_days`: more than N days ago;
+    a calendar op (`on`, `after`, `on_or_after`, `before`, `on_or_before`, `between`, `in_month`):
+    it happened on those calendar days, in time zone `tz` (default UTC)."""
 
-    op: Literal["within_days", "before_days"]
-    value: int = Field(ge=0, le=36_500)
+    op: Literal[
+        "within_days",
+        "before_days",
+        "on",
+        "after",
+        "on_or_after",
+        "before",
+        "on_or_before",
+        "between",
+        "in_month",
+    ]
+    value: int | str | list[str]
+    tz: TimeZoneName | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> TimeTest:
+        if self.op in ("within_days", "before_days"):
+            value = self.value
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36_500:
+                raise FieldProblem("value", f"'{self.op}' needs a whole number of days from 0 to 36500")
+            if self.tz is not None:
+                raise FieldProblem("tz", TZ_ALONE)
+            return self
+        try:
+            check_calendar_value(self.op, self.value)
+        except ValueError as exc:
+            raise FieldProblem("value", str(exc)) from None
+        return self
+
+    def window(self) -> Window | None:
+        """The calendar window (None for the relative ops, which depend on now)."""
+        if self.op in ("within_days", "before_days"):
+            return None
+        return calendar_window(self.op, self.value, self.tz)
+
+
+#: The calendar keys of an event condition: a lower bound, an upper bound, or one alone.
+_LOWER, _UPPER, _ALONE = ("after", "on_or_after"), ("before", "on_or_before"), ("on", "between", "in_month")
 
 
 class EventCondition(_Strict):
@@ -99,6 +188,15 @@ class EventCondition(_Strict):
     type: Literal["track", "page", "screen", "identify", "group", "alias"] | None = None
     where: list[PropertyCondition] = Field(default_factory=list, max_length=20)
     within_days: int | None = Field(None, ge=1, le=36_500)
+    # Calendar days the counted events happened on (instead of `within_days`), in time zone `tz`:
+    on: CalendarDate | None = None
+    after: CalendarDate | None = None
+    on_or_after: CalendarDate | None = None
+    before: CalendarDate | None = None
+    on_or_before: CalendarDate | None = None
+    between: list[CalendarDate] | None = None
+    in_month: CalendarMonth | None = None
+    tz: TimeZoneName | None = None
     count: CountTest | None = None
     first_occurred: TimeTest | None = None
     last_occurred: TimeTest | None = None
@@ -112,7 +210,61 @@ class EventCondition(_Strict):
             raise ValueError("use only one of 'count', 'first_occurred', 'last_occurred'")
         if self.within_days is not None and (self.first_occurred or self.last_occurred):
             raise ValueError("'within_days' goes with 'count'; first/last_occurred carry their own days")
+        self._check_calendar()
         return self
+
+    def _calendar_keys(self) -> list[str]:
+        return [k for k in (*_ALONE, *_LOWER, *_UPPER) if getattr(self, k) is not None]
+
+    def _check_calendar(self) -> None:
+        keys = self._calendar_keys()
+        if not keys:
+            if self.tz is not None:
+                raise FieldProblem("tz", TZ_ALONE)
+            return
+        first = keys[0]
+        if self.within_days is not None:
+            raise FieldProblem(
+                first,
+                f"'within_days' counts back from now and '{first}' names calendar days: use one or the other",
+            )
+        if self.first_occurred or self.last_occurred:
+            raise FieldProblem(
+                first,
+                "first_occurred/last_occurred carry their own dates, e.g. "
+                '{"op": "before", "value": "2026-01-01"}',
+            )
+        alone = [k for k in keys if k in _ALONE]
+        if alone and len(keys) > 1:
+            other = next(k for k in keys if k != alone[0])
+            raise FieldProblem(other, f"'{alone[0]}' stands alone: it cannot be combined with '{other}'")
+        for pair in (_LOWER, _UPPER):
+            if all(k in keys for k in pair):
+                raise FieldProblem(pair[1], f"give only one of '{pair[0]}' and '{pair[1]}'")
+        if self.between is not None:
+            try:
+                check_calendar_value("between", self.between)
+            except ValueError as exc:
+                raise FieldProblem("between", str(exc)) from None
+        if self.window().empty:
+            lower = next(k for k in keys if k in _LOWER)
+            upper = next(k for k in keys if k in _UPPER)
+            raise FieldProblem(
+                upper,
+                f"the range is empty: no day is {lower.replace('_', ' ')} {getattr(self, lower)} "
+                f"and {upper.replace('_', ' ')} {getattr(self, upper)}",
+            )
+
+    def window(self) -> Window:
+        """The calendar window of the counted events (unbounded without calendar keys)."""
+        window = Window()
+        for key in self._calendar_keys():
+            window = window.intersect(calendar_window(key, getattr(self, key), self.tz))
+        return window
+
+    @property
+    def has_calendar(self) -> bool:
+        return bool(self._calendar_keys())
 
     @property
     def count_test(self) -> CountTest:
@@ -253,15 +405,15 @@ def _parse(document: Any, path: str, depth: int, budget: _Budget) -> Any:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        raise CriteriaError(
-            [
-                {
-                    "path": _join(path, ".".join(str(p) for p in err["loc"])),
-                    "problem": err["msg"].removeprefix("Value error, "),
-                }
-                for err in exc.errors()
-            ]
-        ) from None
+        raise CriteriaError([_problem(path, err) for err in exc.errors()]) from None
+
+
+def _problem(path: str, err: Any) -> dict[str, str]:
+    loc = [str(p) for p in err["loc"]]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldProblem):  # raised by a model validator about one of its fields
+        loc.append(cause.field)
+    return {"path": _join(path, ".".join(loc)), "problem": err["msg"].removeprefix("Value error, ")}
 
 
 def _join(path: str, more: str) -> str:
