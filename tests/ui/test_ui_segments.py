@@ -102,11 +102,34 @@ def test_live_preview_counts_like_the_engine(
         json={"criteria": {"and": [{"trait": "age", "op": "gt", "value": "old"}]}},
         headers={"X-CSRF-Token": token},
     ).json()
-    assert bad["count"] is None and bad["problems"][0].startswith("and.0")
+    assert bad["count"] is None
+    assert bad["problems"] == ["Value: 'gt' compares numbers; give a number as value"]
+    assert bad["issues"] == [{"path": "and.0.value", "field": "Value", "message": bad["problems"][0]}]
+    times = client.post(
+        "/ui/api/segments/preview",
+        json={
+            "criteria": {"or": [{"not": {"event": "Order Completed", "count": {"op": "gte", "value": -1}}}]}
+        },
+        headers={"X-CSRF-Token": token},
+    ).json()
+    assert times["issues"] == [
+        {
+            "path": "or.0.not.count.value",
+            "field": "Number of times",
+            "message": "Number of times must be 0 or more",
+        }
+    ]
+    empty = client.post(
+        "/ui/api/segments/preview",
+        json={"criteria": {"and": [{"event": "Order Completed", "between": ["2026-12-15", "2026-12-01"]}]}},
+        headers={"X-CSRF-Token": token},
+    ).json()
+    assert empty["count"] is None and empty["issues"][0]["path"] == "and.0.between"
+    assert empty["problems"][0].startswith("Dates: the range is empty: 2026-12-15 is after 2026-12-01")
     missing = client.post(
         "/ui/api/segments/preview", json={"criteria": {"segment": "nope"}}, headers={"X-CSRF-Token": token}
     ).json()
-    assert missing["problems"] == ["there is no segment named 'nope'"]
+    assert missing["problems"] == ["There is no segment named 'nope'"]
     assert (
         client.post("/ui/api/segments/preview", json={}, headers={"X-CSRF-Token": token}).status_code == 400
     )
@@ -141,7 +164,8 @@ def test_save_duplicate_delete(
             "csrf_token": csrf_token(client),
         },
     )
-    assert invalid.status_code == 400 and "and.0.count.value" in invalid.text
+    assert invalid.status_code == 400 and "Number of times must be 0 or more" in invalid.text
+    assert "and.0.count.value" not in invalid.text
     assert "Broken" in invalid.text  # the form keeps what was typed
 
     changed = {"trait": "country", "op": "in", "value": ["DE", "AT"]}

@@ -40,6 +40,8 @@ class FieldProblem(ValueError):
 
 
 def parse_day(text: Any) -> date:
+    if text == "":
+        raise ValueError("choose a day (YYYY-MM-DD)")
     if not isinstance(text, str) or not _DAY.fullmatch(text):
         raise ValueError(f"{text!r} is not a calendar date: write YYYY-MM-DD, e.g. 2026-12-01")
     try:
@@ -53,6 +55,8 @@ def parse_day(text: Any) -> date:
 
 def parse_month(text: Any) -> date:
     """The first day of the month `YYYY-MM`."""
+    if text == "":
+        raise ValueError("choose a month (YYYY-MM)")
     if not isinstance(text, str) or not _MONTH.fullmatch(text):
         raise ValueError(f"{text!r} is not a month: write YYYY-MM, e.g. 1997-03")
     month = int(text[5:])

@@ -94,20 +94,20 @@ class _ValueTest(_Strict):
                 raise FieldProblem("value", str(exc)) from None
         elif op in ("exists", "not_exists"):
             if value is not None:
-                raise ValueError(f"'{op}' takes no value")
+                raise FieldProblem("value", f"'{op}' takes no value")
         elif op in ("in", "not_in"):
             if not isinstance(value, list) or not value:
-                raise ValueError(f"'{op}' needs a non-empty list of strings or numbers")
+                raise FieldProblem("value", f"'{op}' needs a non-empty list of strings or numbers")
             if len({isinstance(v, str) for v in value}) > 1:
-                raise ValueError(f"'{op}' needs a list of only strings or only numbers")
+                raise FieldProblem("value", f"'{op}' needs a list of only strings or only numbers")
         elif op in ("gt", "gte", "lt", "lte"):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"'{op}' compares numbers; give a number as value")
+                raise FieldProblem("value", f"'{op}' compares numbers; give a number as value")
         elif op in ("contains", "starts_with"):
             if not isinstance(value, str) or not value:
-                raise ValueError(f"'{op}' needs a non-empty string")
+                raise FieldProblem("value", f"'{op}' needs a non-empty string")
         elif value is None or isinstance(value, list):
-            raise ValueError(f"'{op}' needs a single string, number or boolean")
+            raise FieldProblem("value", f"'{op}' needs a single string, number or boolean")
         return self
 
     def window(self) -> Window:
