@@ -236,3 +236,33 @@ def test_build_a_date_condition_count_it_and_see_problems_beside_their_fields(
         saved = conn.execute(sa.select(segments).where(segments.c.name == "Ordered on one day")).one()
     assert saved.criteria == {"and": [ranged]}
     expect(page.locator(".cond.event").get_by_label("From day")).to_have_value(last)  # reopens as built
+
+
+def test_every_calendar_form_reopens_in_the_builder_and_saves_unchanged(
+    page: Any, dashboard: Dashboard
+) -> None:
+    from opencdp.segments import store
+
+    order = {"event": "Order Completed"}
+    criteria = {
+        "and": [
+            {**order, "in_month": "2026-03", "count": {"op": "gte", "value": 2}},
+            {**order, "between": ["2026-12-01", "2026-12-15"], "tz": "Europe/Berlin"},
+            {**order, "on": "2026-12-24"},
+            {**order, "after": "2026-11-20", "before": "2026-12-01", "tz": "America/New_York"},
+            {**order, "on_or_before": "2025-12-31", "count": {"op": "eq", "value": 0}},
+            {**order, "first_occurred": {"op": "in_month", "value": "1997-03"}},
+            {**order, "last_occurred": {"op": "before", "value": "2026-01-01", "tz": "Asia/Tokyo"}},
+            {**order, "last_occurred": {"op": "before_days", "value": 90}},
+            {**order, "within_days": 30},
+            {"computed": "first_order_at", "op": "between", "value": ["2026-01-01", "2026-03-31"]},
+            {"not": {"trait": "country", "op": "on_or_after", "value": "2026-01-01", "tz": "Europe/Berlin"}},
+        ]
+    }
+    saved = store.save(dashboard.engine, "Every calendar form", criteria, "")
+    sign_in(page, dashboard.url)
+    page.goto(f"{dashboard.url}/segments/{saved.id}")
+    expect(page.locator("#live-count")).to_have_text(_count(dashboard, criteria))
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status")).to_have_text("Segment saved.")
+    assert store.get(dashboard.engine, "Every calendar form").criteria == saved.criteria  # as stored

@@ -288,3 +288,47 @@ def test_failed_segments_are_shown_and_oversized_criteria_refused(
         follow_redirects=False,
     )
     assert saved.status_code == 400 and "Not saved:" in saved.text and "at most 200" in saved.text
+
+
+def test_problems_are_put_in_words_with_the_field_they_concern() -> None:
+    from opencdp.segments.language import CriteriaError, parse_criteria
+    from opencdp.ui.criteria_words import problems_in_words, split_path
+
+    assert split_path("and.0.not.or.1.count.value") == ("and.0.not.or.1", "count.value")
+    assert split_path("where.0.value") == ("", "where.0.value")
+    cases = {
+        "and.0.within_days": (
+            {"and": [{"event": "E", "within_days": 0}]},
+            "Number of days must be 1 or more",
+        ),
+        "and.0.count.value": (
+            {"and": [{"event": "E", "count": {"op": "gte", "value": "two"}}]},
+            "Number of times must be a whole number",
+        ),
+        "and.0.where.0.value": (
+            {"and": [{"event": "E", "where": [{"property": "p", "op": "in", "value": []}]}]},
+            "Property filter value: 'in' needs a non-empty list of strings or numbers",
+        ),
+        "and.0.in_month": ({"and": [{"event": "E", "in_month": ""}]}, "Month: choose a month (YYYY-MM)"),
+        "and.0.between.1": (
+            {"and": [{"event": "E", "between": ["2026-12-01", "2026-13-01"]}]},
+            "Last day: 2026-13-01 is not a day of the calendar",
+        ),
+        "and.0.last_occurred.value": (
+            {"and": [{"event": "E", "last_occurred": {"op": "on", "value": "tomorrow"}}]},
+            "When: 'tomorrow' is not a calendar date: write YYYY-MM-DD, e.g. 2026-12-01",
+        ),
+        "or.0.tz": (
+            {"or": [{"trait": "t", "op": "on", "value": "2026-01-01", "tz": "Nowhere"}]},
+            "Time zone: ",
+        ),
+    }
+    for path, (document, words) in cases.items():
+        try:
+            parse_criteria(document)
+        except CriteriaError as exc:
+            issues = problems_in_words(exc)
+        else:
+            raise AssertionError(f"{document} was accepted")
+        assert [i["path"] for i in issues] == [path]
+        assert issues[0]["message"].startswith(words), issues[0]["message"]
