@@ -3,11 +3,16 @@ the same members on SQLite and PostgreSQL as in the plain-Python oracle."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
 
+from opencdp.cli import main
+from opencdp.config import Settings
 from opencdp.segments.compiler import members_query
 from opencdp.segments.language import CriteriaError, parse_criteria, to_document
 from opencdp.segments.oracle import OracleEvent, OracleProfile, evaluate
@@ -175,3 +180,27 @@ def test_calendar_mistakes_name_the_field(document: dict[str, Any], path: str, w
     problems = {p["path"]: p["problem"] for p in caught.value.problems}
     assert path in problems, problems
     assert words in problems[path]
+
+
+def test_api_and_cli_refuse_calendar_mistakes_naming_the_field(
+    client: TestClient, cdp: OpenCDP, admin_key: str, settings: Settings
+) -> None:
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    bad = client.post(
+        "/api/segments/validate",
+        json={"criteria": {"and": [{**ORDER, "within_days": 7, "between": ["2026-12-15", "2026-12-01"]}]}},
+        headers=auth,
+    )
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["field"] == "criteria.and.0.between"
+    assert "use one or the other" in bad.json()["errors"][0]["problem"]
+    good = {**ORDER, "in_month": "2026-03", "tz": "Europe/Berlin"}
+    assert client.post("/api/segments/validate", json={"criteria": good}, headers=auth).json() == {
+        "valid": True
+    }
+    env = {"OPENCDP_DATABASE_URL": settings.database_url, "OPENCDP_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(
+        main, ["segments", "validate", json.dumps({**ORDER, "on": "2026-02-30"})], env=env
+    )
+    assert result.exit_code == 1
+    assert "on: 2026-02-30 is not a day of the calendar" in result.output

@@ -173,6 +173,59 @@ def check_calendar_value(op: str, value: Any) -> None:
         parse_day(value)
 
 
+#: The calendar keys of an event condition: a lower bound, an upper bound, or one alone.
+_LOWER, _UPPER, _ALONE = ("after", "on_or_after"), ("before", "on_or_before"), ("on", "between", "in_month")
+
+
+def event_window(forms: dict[str, Any], zone_name: str | None) -> Window:
+    """The window of an event condition's calendar keys (`forms`: key → value), all of them."""
+    window = Window()
+    for key, value in forms.items():
+        window = window.intersect(calendar_window(key, value, zone_name))
+    return window
+
+
+def check_event_window(forms: dict[str, Any], tz: str | None, within_days: bool, first_last: bool) -> None:
+    """Raises FieldProblem for calendar keys that do not make one window on an event condition."""
+    keys = list(forms)
+    if not keys:
+        if tz is not None:
+            raise FieldProblem("tz", TZ_ALONE)
+        return
+    first = keys[0]
+    if within_days:
+        raise FieldProblem(
+            first,
+            f"'within_days' counts back from now and '{first}' names calendar days: use one or the other",
+        )
+    if first_last:
+        raise FieldProblem(
+            first,
+            "first_occurred/last_occurred carry their own dates, "
+            'e.g. {"op": "before", "value": "2026-01-01"}',
+        )
+    alone = [k for k in keys if k in _ALONE]
+    if alone and len(keys) > 1:
+        other = next(k for k in keys if k != alone[0])
+        raise FieldProblem(other, f"'{alone[0]}' stands alone: it cannot be combined with '{other}'")
+    for pair in (_LOWER, _UPPER):
+        if all(k in keys for k in pair):
+            raise FieldProblem(pair[1], f"give only one of '{pair[0]}' and '{pair[1]}'")
+    if "between" in forms:
+        try:
+            check_calendar_value("between", forms["between"])
+        except ValueError as exc:
+            raise FieldProblem("between", str(exc)) from None
+    if event_window(forms, tz).empty:
+        lower = next(k for k in keys if k in _LOWER)
+        upper = next(k for k in keys if k in _UPPER)
+        raise FieldProblem(
+            upper,
+            f"the range is empty: no day is {lower.replace('_', ' ')} {forms[lower]} "
+            f"and {upper.replace('_', ' ')} {forms[upper]}",
+        )
+
+
 # --- date-valued text (traits, computed traits, properties) --------------------------------------
 #: A calendar date as text: compared as a day, whatever the condition's time zone.
 DATE_TEXT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"

@@ -30,8 +30,10 @@ from opencdp.segments.calendar import (
     calendar_window,
     check_calendar_value,
     check_day,
+    check_event_window,
     check_month,
     check_zone,
+    event_window,
 )
 
 Scalar = str | int | float | bool
@@ -177,10 +179,6 @@ class TimeTest(_Strict):
         return calendar_window(self.op, self.value, self.tz)
 
 
-#: The calendar keys of an event condition: a lower bound, an upper bound, or one alone.
-_LOWER, _UPPER, _ALONE = ("after", "on_or_after"), ("before", "on_or_before"), ("on", "between", "in_month")
-
-
 class EventCondition(_Strict):
     """Behaviour: did the profile perform an event (how often, when)."""
 
@@ -213,58 +211,24 @@ class EventCondition(_Strict):
         self._check_calendar()
         return self
 
-    def _calendar_keys(self) -> list[str]:
-        return [k for k in (*_ALONE, *_LOWER, *_UPPER) if getattr(self, k) is not None]
+    def _calendar(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in CALENDAR_OPS if getattr(self, k) is not None}
 
     def _check_calendar(self) -> None:
-        keys = self._calendar_keys()
-        if not keys:
-            if self.tz is not None:
-                raise FieldProblem("tz", TZ_ALONE)
-            return
-        first = keys[0]
-        if self.within_days is not None:
-            raise FieldProblem(
-                first,
-                f"'within_days' counts back from now and '{first}' names calendar days: use one or the other",
-            )
-        if self.first_occurred or self.last_occurred:
-            raise FieldProblem(
-                first,
-                "first_occurred/last_occurred carry their own dates, e.g. "
-                '{"op": "before", "value": "2026-01-01"}',
-            )
-        alone = [k for k in keys if k in _ALONE]
-        if alone and len(keys) > 1:
-            other = next(k for k in keys if k != alone[0])
-            raise FieldProblem(other, f"'{alone[0]}' stands alone: it cannot be combined with '{other}'")
-        for pair in (_LOWER, _UPPER):
-            if all(k in keys for k in pair):
-                raise FieldProblem(pair[1], f"give only one of '{pair[0]}' and '{pair[1]}'")
-        if self.between is not None:
-            try:
-                check_calendar_value("between", self.between)
-            except ValueError as exc:
-                raise FieldProblem("between", str(exc)) from None
-        if self.window().empty:
-            lower = next(k for k in keys if k in _LOWER)
-            upper = next(k for k in keys if k in _UPPER)
-            raise FieldProblem(
-                upper,
-                f"the range is empty: no day is {lower.replace('_', ' ')} {getattr(self, lower)} "
-                f"and {upper.replace('_', ' ')} {getattr(self, upper)}",
-            )
+        check_event_window(
+            self._calendar(),
+            self.tz,
+            self.within_days is not None,
+            bool(self.first_occurred or self.last_occurred),
+        )
 
     def window(self) -> Window:
         """The calendar window of the counted events (unbounded without calendar keys)."""
-        window = Window()
-        for key in self._calendar_keys():
-            window = window.intersect(calendar_window(key, getattr(self, key), self.tz))
-        return window
+        return event_window(self._calendar(), self.tz)
 
     @property
     def has_calendar(self) -> bool:
-        return bool(self._calendar_keys())
+        return bool(self._calendar())
 
     @property
     def count_test(self) -> CountTest:
