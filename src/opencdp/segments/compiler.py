@@ -96,7 +96,9 @@ def value_test(column: sa.ColumnElement[Any], key: str, test: _ValueTest) -> sa.
 def date_text_test(field: sa.ColumnElement[Any], window: Window) -> sa.ColumnElement[bool]:
     """A calendar window on date-valued text (`calendar.text_in_window` in plain Python): a
     "YYYY-MM-DD" compared as a day, a UTC time "YYYY-MM-DDTHH:MM:SS…Z" by its first 19
-    characters (exact: every bound is a whole second); any other value is outside."""
+    characters (exact: every bound is a whole second); any other value is outside. Both sides of
+    each comparison have the same shape (digits and separators in the same places), so they order
+    alike under every collation (PostgreSQL's database collation, SQLite's BINARY)."""
     day: list[sa.ColumnElement[bool]] = [text_is_date(field)]
     if window.first_day is not None:
         day.append(field >= sa.literal(window.first_day.isoformat(), sa.String()))
