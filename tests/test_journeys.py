@@ -454,7 +454,7 @@ def test_definitions_are_checked_with_the_path_of_the_problem(world: World) -> N
                         }
                     ],
                 },
-                "definition.steps.0.branch.if",
+                "definition.steps.0.branch.if.value",
             ),
         ):
             with pytest.raises(JourneyError) as info:

@@ -65,7 +65,7 @@ def test_segment_lifecycle_over_the_api(client: TestClient, cdp: OpenCDP, admin_
         json={"criteria": {"and": [{"trait": "x", "op": "gt", "value": "a"}]}},
         headers=auth,
     )
-    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "criteria.and.0"
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "criteria.and.0.value"
 
     preview = client.post(
         "/api/segments/preview", json={"criteria": SHOE_BUYERS, "sample_size": 5}, headers=auth

@@ -195,7 +195,10 @@ def test_analysts_look_but_do_not_change(client: TestClient, as_role: Callable[[
     assert preview.status_code == 200
     export = client.get(f"/segments/{segment_id}/export.csv", params={"purpose": "email_marketing"})
     # analysts may export (no 403); this database has no members, so the page says why instead
-    assert export.status_code == 409 and "Nothing to export: Segment &#39;Germany&#39; has no members" in export.text
+    assert (
+        export.status_code == 409
+        and "Nothing to export: Segment &#39;Germany&#39; has no members" in export.text
+    )
     as_role("admin")
     token = csrf_token(client)
     deleted = client.post(

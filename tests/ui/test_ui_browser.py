@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,101 @@ def test_script_in_trait_values_and_event_names_is_shown_as_text(page: Any, dash
     expect(page.locator("#live-sample a")).to_have_text(XSS_NAME)
     assert page.evaluate("window.__xss") is None
     assert page.locator("img[src=x]").count() == 0
+
+
+def test_build_a_date_condition_count_it_and_see_problems_beside_their_fields(
+    page: Any, dashboard: Dashboard
+) -> None:
+    sign_in(page, dashboard.url)
+    page.goto(dashboard.url + "/segments/new")
+    live = page.locator("#live-count")
+    root = page.locator("#builder > .group")
+    root.locator(":scope > .adders").get_by_role("button", name="+ Event").click()
+    event = root.locator(".cond.event")
+    event.get_by_label("Event", exact=True).select_option(label="Order Completed")
+    event.get_by_label("How often").select_option("gte")
+    event.get_by_label("Times").fill("2")
+    event.get_by_label("When").select_option("between")
+    today = datetime.now(UTC).date()
+    first, last = (today - timedelta(days=40)).isoformat(), (today - timedelta(days=5)).isoformat()
+    event.get_by_label("First day").fill(first)
+    event.get_by_label("Last day").fill(last)
+    event.get_by_label("Time zone").select_option("Europe/Berlin")
+    between = {
+        "and": [
+            {
+                "event": "Order Completed",
+                "count": {"op": "gte", "value": 2},
+                "between": [first, last],
+                "tz": "Europe/Berlin",
+            }
+        ]
+    }
+    expect(live).to_have_text(_count(dashboard, between))
+    assert _count(dashboard, between) != _count(dashboard, {"event": "Order Completed"})
+
+    event.get_by_label("When").select_option("in_month")
+    event.get_by_label("Month").fill(today.isoformat()[:7])
+    in_month = {
+        "event": "Order Completed",
+        "count": {"op": "gte", "value": 2},
+        "in_month": today.isoformat()[:7],
+    }
+    expect(live).to_have_text(_count(dashboard, {"and": [{**in_month, "tz": "Europe/Berlin"}]}))
+
+    # problems in words, beside the input they concern, instead of paths
+    event.get_by_label("Times").fill("-1")
+    times_problem = event.locator(".field-error")
+    expect(times_problem).to_have_text("Number of times must be 0 or more")
+    expect(event.get_by_label("Times")).to_have_attribute("aria-invalid", "true")
+    expect(live).to_have_text(NO_VALUE)
+    expect(page.locator("#live-problems li")).to_have_count(0)
+    expect(page.locator("#live-status")).to_have_text("Fix the marked fields first.")
+    event.get_by_label("Times").fill("1")
+    expect(times_problem).to_have_count(0)
+    event.get_by_label("When").select_option("range")
+    event.get_by_label("From day").fill(last)
+    event.get_by_label("Until day").fill(first)
+    expect(event.locator(".field-error")).to_contain_text("the range is empty")
+    expect(event.get_by_label("Until day")).to_have_attribute("aria-invalid", "true")
+    event.get_by_label("Until day").fill(last)
+    ranged = {"event": "Order Completed", "on_or_after": last, "on_or_before": last, "tz": "Europe/Berlin"}
+    expect(live).to_have_text(_count(dashboard, {"and": [ranged]}))
+
+    page.locator("#segment-name").fill("Ordered on one day")
+    page.get_by_role("button", name="Save segment").click()
+    expect(page.get_by_role("status")).to_have_text("Segment saved.")
+    with dashboard.engine.connect() as conn:
+        saved = conn.execute(sa.select(segments).where(segments.c.name == "Ordered on one day")).one()
+    assert saved.criteria == {"and": [ranged]}
+    expect(page.locator(".cond.event").get_by_label("From day")).to_have_value(last)  # reopens as built
+
+
+def test_every_calendar_form_reopens_in_the_builder_and_saves_unchanged(
+    page: Any, dashboard: Dashboard
+) -> None:
+    from opencdp.segments import store
+
+    order = {"event": "Order Completed"}
+    criteria = {
+        "and": [
+            {**order, "in_month": "2026-03", "count": {"op": "gte", "value": 2}},
+            {**order, "between": ["2026-12-01", "2026-12-15"], "tz": "Europe/Berlin"},
+            {**order, "on": "2026-12-24"},
+            {**order, "after": "2026-11-20", "before": "2026-12-01", "tz": "America/New_York"},
+            {**order, "on_or_before": "2025-12-31", "count": {"op": "eq", "value": 0}},
+            {**order, "first_occurred": {"op": "in_month", "value": "1997-03"}},
+            {**order, "last_occurred": {"op": "before", "value": "2026-01-01", "tz": "Asia/Tokyo"}},
+            {**order, "last_occurred": {"op": "before_days", "value": 90}},
+            {**order, "within_days": 30},
+            {"computed": "first_order_at", "op": "between", "value": ["2026-01-01", "2026-03-31"]},
+            {"not": {"trait": "country", "op": "on_or_after", "value": "2026-01-01", "tz": "Europe/Berlin"}},
+        ]
+    }
+    saved = store.save(dashboard.engine, "Every calendar form", criteria, "")
+    sign_in(page, dashboard.url)
+    page.goto(f"{dashboard.url}/segments/{saved.id}")
+    expect(page.locator("#live-count")).to_have_text(_count(dashboard, criteria))
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status")).to_have_text("Segment saved.")
+    assert store.get(dashboard.engine, "Every calendar form").criteria == saved.criteria  # as stored

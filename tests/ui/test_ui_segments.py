@@ -106,11 +106,34 @@ def test_live_preview_counts_like_the_engine(
         json={"criteria": {"and": [{"trait": "age", "op": "gt", "value": "old"}]}},
         headers={"X-CSRF-Token": token},
     ).json()
-    assert bad["count"] is None and bad["problems"][0].startswith("and.0")
+    assert bad["count"] is None
+    assert bad["problems"] == ["Value: 'gt' compares numbers; give a number as value"]
+    assert bad["issues"] == [{"path": "and.0.value", "field": "Value", "message": bad["problems"][0]}]
+    times = client.post(
+        "/ui/api/segments/preview",
+        json={
+            "criteria": {"or": [{"not": {"event": "Order Completed", "count": {"op": "gte", "value": -1}}}]}
+        },
+        headers={"X-CSRF-Token": token},
+    ).json()
+    assert times["issues"] == [
+        {
+            "path": "or.0.not.count.value",
+            "field": "Number of times",
+            "message": "Number of times must be 0 or more",
+        }
+    ]
+    empty = client.post(
+        "/ui/api/segments/preview",
+        json={"criteria": {"and": [{"event": "Order Completed", "between": ["2026-12-15", "2026-12-01"]}]}},
+        headers={"X-CSRF-Token": token},
+    ).json()
+    assert empty["count"] is None and empty["issues"][0]["path"] == "and.0.between"
+    assert empty["problems"][0].startswith("Dates: the range is empty: 2026-12-15 is after 2026-12-01")
     missing = client.post(
         "/ui/api/segments/preview", json={"criteria": {"segment": "nope"}}, headers={"X-CSRF-Token": token}
     ).json()
-    assert missing["problems"] == ["there is no segment named 'nope'"]
+    assert missing["problems"] == ["There is no segment named 'nope'"]
     assert (
         client.post("/ui/api/segments/preview", json={}, headers={"X-CSRF-Token": token}).status_code == 400
     )
@@ -145,7 +168,8 @@ def test_save_duplicate_delete(
             "csrf_token": csrf_token(client),
         },
     )
-    assert invalid.status_code == 400 and "and.0.count.value" in invalid.text
+    assert invalid.status_code == 400 and "Number of times must be 0 or more" in invalid.text
+    assert "and.0.count.value" not in invalid.text
     assert "Broken" in invalid.text  # the form keeps what was typed
 
     changed = {"trait": "country", "op": "in", "value": ["DE", "AT"]}
@@ -318,3 +342,47 @@ def test_export_says_its_reach_before_download_and_why_it_is_empty(
     assert empty.status_code == 409 and empty.headers["content-type"].startswith("text/html")
     assert "Nothing to export:" in empty.text
     assert "consented to postal_mail." in empty.text and 'value="postal_mail" title' in empty.text
+
+
+def test_problems_are_put_in_words_with_the_field_they_concern() -> None:
+    from opencdp.segments.language import CriteriaError, parse_criteria
+    from opencdp.ui.criteria_words import problems_in_words, split_path
+
+    assert split_path("and.0.not.or.1.count.value") == ("and.0.not.or.1", "count.value")
+    assert split_path("where.0.value") == ("", "where.0.value")
+    cases = {
+        "and.0.within_days": (
+            {"and": [{"event": "E", "within_days": 0}]},
+            "Number of days must be 1 or more",
+        ),
+        "and.0.count.value": (
+            {"and": [{"event": "E", "count": {"op": "gte", "value": "two"}}]},
+            "Number of times must be a whole number",
+        ),
+        "and.0.where.0.value": (
+            {"and": [{"event": "E", "where": [{"property": "p", "op": "in", "value": []}]}]},
+            "Property filter value: 'in' needs a non-empty list of strings or numbers",
+        ),
+        "and.0.in_month": ({"and": [{"event": "E", "in_month": ""}]}, "Month: choose a month (YYYY-MM)"),
+        "and.0.between.1": (
+            {"and": [{"event": "E", "between": ["2026-12-01", "2026-13-01"]}]},
+            "Last day: 2026-13-01 is not a day of the calendar",
+        ),
+        "and.0.last_occurred.value": (
+            {"and": [{"event": "E", "last_occurred": {"op": "on", "value": "tomorrow"}}]},
+            "When: 'tomorrow' is not a calendar date: write YYYY-MM-DD, e.g. 2026-12-01",
+        ),
+        "or.0.tz": (
+            {"or": [{"trait": "t", "op": "on", "value": "2026-01-01", "tz": "Nowhere"}]},
+            "Time zone: ",
+        ),
+    }
+    for path, (document, words) in cases.items():
+        try:
+            parse_criteria(document)
+        except CriteriaError as exc:
+            issues = problems_in_words(exc)
+        else:
+            raise AssertionError(f"{document} was accepted")
+        assert [i["path"] for i in issues] == [path]
+        assert issues[0]["message"].startswith(words), issues[0]["message"]

@@ -30,12 +30,24 @@ class TraitOut(BaseModel):
     source: str
 
 
+class ComputedOut(BaseModel):
+    value: Any
+    computed_at: datetime | None = Field(
+        ..., description="When it was computed: time windows such as 'last 30 days' end then"
+    )
+
+
 class ProfileOut(BaseModel):
     id: str
     requested_id: str = Field(..., description="The id asked for; differs from `id` when it was merged")
     merged_ids: list[str]
     identifiers: list[IdentifierOut]
     traits: dict[str, TraitOut]
+    computed: dict[str, ComputedOut] = Field(
+        ...,
+        description="Computed traits (built-in such as order_count, total_revenue, rfm_segment, "
+        "and custom ones) by name",
+    )
     first_seen: datetime | None
     last_seen: datetime | None
     event_counts: dict[str, int]

@@ -151,16 +151,19 @@ def keys_disable(key_id: int) -> None:
 @click.option("--type", "call_type", default=None, help="Only this call type")
 @click.option("--limit", default=20, show_default=True, help="How many, oldest first after --after")
 @click.option("--after", default=0, help="Start after this event id")
-@click.option("--count", is_flag=True, help="Print only how many events the log holds")
+@click.option(
+    "--count", is_flag=True, help="Print only how many events match --source, --type and --after (no limit)"
+)
 def events(source: str | None, call_type: str | None, limit: int, after: int, count: bool) -> None:
     """Show the event log, one JSON object per line."""
     from opencdp.log.reader import EventQuery, count_events, read_events
 
     engine = _engine()
+    query = EventQuery(source=source, type=call_type, after_id=after, limit=limit)
     if count:
-        click.echo(count_events(engine, source))
+        click.echo(count_events(engine, query=query))
         return
-    for row in read_events(engine, EventQuery(source=source, type=call_type, after_id=after, limit=limit)):
+    for row in read_events(engine, query):
         sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
 
 

@@ -44,8 +44,9 @@ _FOLLOW_MERGES = (
     (profile_events, profile_events.c.profile_id),
     (consent_history, consent_history.c.profile_id),
 )
-#: Written by the processor; `computed` is the derived step's (process/derived.py) and is kept.
-_PROFILE_COLUMNS = [c.name for c in profiles.columns if c.name not in ("id", "computed")]
+#: Written by the processor; `computed` and `computed_at` are the derived step's
+#: (process/derived.py) and are kept.
+_PROFILE_COLUMNS = [c.name for c in profiles.columns if c.name not in ("id", "computed", "computed_at")]
 _REDATE_EDGE = (
     identity_edges.update()
     .where(identity_edges.c.signature == sa.bindparam("sig"))

@@ -64,11 +64,20 @@ def get_profile(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
                 for name, value in sorted(row.traits.items())
                 for meta in [row.trait_meta[name]]
             },
+            "computed": computed_traits(row.computed, row.computed_at),
             "first_seen": row.first_seen,
             "last_seen": row.last_seen,
             "event_counts": row.event_counts,
             "updated_at": row.updated_at,
         }
+
+
+def computed_traits(values: dict[str, Any] | None, computed_at: Any) -> dict[str, dict[str, Any]]:
+    """Computed traits by name, each `{"value", "computed_at"}`: a value with the moment it was
+    computed (its time windows end then), so predicted traits can join with their own times."""
+    return {
+        name: {"value": value, "computed_at": computed_at} for name, value in sorted((values or {}).items())
+    }
 
 
 def find_profile_id(engine: sa.Engine, rules: IdentityRules, kind: str, value: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
+from opencdp.segments.calendar import CALENDAR_OPS, Window, second_text
 from opencdp.segments.language import (
     MAX_CONDITIONS,
     MAX_DEPTH,
@@ -35,7 +36,16 @@ from opencdp.segments.language import (
     too_deep,
     too_many_conditions,
 )
-from opencdp.store.dialect import UTCDateTime, json_bool, json_number, json_present, json_text, text_contains
+from opencdp.store.dialect import (
+    UTCDateTime,
+    json_bool,
+    json_number,
+    json_present,
+    json_text,
+    text_contains,
+    text_is_date,
+    text_is_utc_time,
+)
 from opencdp.store.schema import profile_events, profiles
 
 #: Looks up a saved segment's criteria document by name (None: no such segment).
@@ -60,6 +70,8 @@ _COMPARE = {"eq": operator.eq, "gt": operator.gt, "gte": operator.ge, "lt": oper
 def value_test(column: sa.ColumnElement[Any], key: str, test: _ValueTest) -> sa.ColumnElement[bool]:
     """One op on one JSON key; `neq`/`not_in`/`not_exists` also match a missing value."""
     op, value = test.op, test.value
+    if op in CALENDAR_OPS:
+        return date_text_test(json_text(column, key), test.window())
     if op == "exists":
         return json_present(column, key)
     if op == "not_exists":
@@ -79,6 +91,36 @@ def value_test(column: sa.ColumnElement[Any], key: str, test: _ValueTest) -> sa.
     compare = _COMPARE["eq" if op == "neq" else op](field, sa.literal(value, field.type))
     present = sa.and_(field.is_not(None), compare)
     return sa.not_(sa.func.coalesce(present, False)) if op == "neq" else present
+
+
+def date_text_test(field: sa.ColumnElement[Any], window: Window) -> sa.ColumnElement[bool]:
+    """A calendar window on date-valued text (`calendar.text_in_window` in plain Python): a
+    "YYYY-MM-DD" compared as a day, a UTC time "YYYY-MM-DDTHH:MM:SS…Z" by its first 19
+    characters (exact: every bound is a whole second); any other value is outside. Both sides of
+    each comparison have the same shape (digits and separators in the same places), so they order
+    alike under every collation (PostgreSQL's database collation, SQLite's BINARY)."""
+    day: list[sa.ColumnElement[bool]] = [text_is_date(field)]
+    if window.first_day is not None:
+        day.append(field >= sa.literal(window.first_day.isoformat(), sa.String()))
+    if window.end_day is not None:
+        day.append(field < sa.literal(window.end_day.isoformat(), sa.String()))
+    second = sa.func.substr(field, 1, 19)
+    moment: list[sa.ColumnElement[bool]] = [text_is_utc_time(field)]
+    if window.start is not None:
+        moment.append(second >= sa.literal(second_text(window.start), sa.String()))
+    if window.end is not None:
+        moment.append(second < sa.literal(second_text(window.end), sa.String()))
+    either = sa.or_(grouped(sa.and_(*day)), grouped(sa.and_(*moment)))
+    return sa.and_(field.is_not(None), sa.func.coalesce(grouped(either), False))
+
+
+def _in_window(column: sa.ColumnElement[Any], window: Window) -> list[sa.ColumnElement[bool]]:
+    where = []
+    if window.start is not None:
+        where.append(column >= sa.literal(window.start, UTCDateTime))
+    if window.end is not None:
+        where.append(column < sa.literal(window.end, UTCDateTime))
+    return where
 
 
 class grouped(sa.sql.functions.FunctionElement[bool]):
@@ -174,6 +216,8 @@ class Compiler:
             where.append(
                 profile_events.c.ts >= sa.literal(self.now - timedelta(days=cond.within_days), UTCDateTime)
             )
+        if windowed and cond.has_calendar:
+            where += _in_window(profile_events.c.ts, cond.window())
         where += [value_test(profile_events.c.properties, p.property, p) for p in cond.where]
         return sa.select(profile_events.c.profile_id).where(*where).group_by(profile_events.c.profile_id)
 
@@ -184,8 +228,13 @@ class Compiler:
             moment = (
                 sa.func.min(profile_events.c.ts) if cond.first_occurred else sa.func.max(profile_events.c.ts)
             )
-            cutoff = sa.literal(self.now - timedelta(days=test.value), UTCDateTime)
-            having = moment >= cutoff if test.op == "within_days" else moment < cutoff
+            window = test.window()
+            if window is not None:
+                having = sa.and_(*_in_window(moment, window))
+            else:
+                assert isinstance(test.value, int)
+                cutoff = sa.literal(self.now - timedelta(days=test.value), UTCDateTime)
+                having = moment >= cutoff if test.op == "within_days" else moment < cutoff
             return profiles.c.id.in_(self._matching_events(cond, windowed=False).having(having))
         count, n = cond.count_test.op, cond.count_test.value
         matches = self._matching_events(cond, windowed=True)

@@ -5,6 +5,8 @@
         {"event": "Order Completed", "where": [{"property": "category", "op": "eq", "value": "shoes"}],
          "within_days": 30, "count": {"op": "gte", "value": 2}},
         {"not": {"event": "Email Opened", "within_days": 7}},
+        {"event": "Order Completed", "between": ["2026-12-01", "2026-12-15"], "tz": "Europe/Berlin"},
+        {"computed": "first_order_at", "op": "before", "value": "2026-01-01"},
         {"segment": "newsletter subscribers"}
     ]}
 
@@ -18,7 +20,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from opencdp.segments.calendar import (
+    CALENDAR_OPS,
+    TZ_ALONE,
+    FieldProblem,
+    Window,
+    calendar_window,
+    check_calendar_value,
+    check_day,
+    check_event_window,
+    check_month,
+    check_zone,
+    event_window,
+)
 
 Scalar = str | int | float | bool
 KEY_PATTERN = r'^[^"\\\x00-\x1f]{1,200}$'
@@ -30,8 +46,32 @@ MAX_CONDITIONS = 200
 MAX_DEPTH = 10
 
 ValueOp = Literal[
-    "eq", "neq", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "starts_with", "exists", "not_exists"
+    "eq",
+    "neq",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "not_in",
+    "contains",
+    "starts_with",
+    "exists",
+    "not_exists",
+    # calendar ops on date-valued text ("2026-03-01" or "2026-03-01T09:30:00Z"): see calendar.py
+    "on",
+    "after",
+    "on_or_after",
+    "before",
+    "on_or_before",
+    "between",
+    "in_month",
 ]
+
+#: A calendar day, "YYYY-MM-DD"; a month, "YYYY-MM"; an IANA time zone name.
+CalendarDate = Annotated[str, AfterValidator(check_day)]
+CalendarMonth = Annotated[str, AfterValidator(check_month)]
+TimeZoneName = Annotated[str, AfterValidator(check_zone)]
 
 
 class _Strict(BaseModel):
@@ -41,27 +81,40 @@ class _Strict(BaseModel):
 class _ValueTest(_Strict):
     op: ValueOp = "eq"
     value: Scalar | list[str | int | float] | None = None
+    #: The time zone of the calendar days of a calendar op (default UTC).
+    tz: TimeZoneName | None = None
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> _ValueTest:
         op, value = self.op, self.value
-        if op in ("exists", "not_exists"):
+        if self.tz is not None and op not in CALENDAR_OPS:
+            raise FieldProblem("tz", TZ_ALONE)
+        if op in CALENDAR_OPS:
+            try:
+                check_calendar_value(op, value)
+            except ValueError as exc:
+                raise FieldProblem("value", str(exc)) from None
+        elif op in ("exists", "not_exists"):
             if value is not None:
-                raise ValueError(f"'{op}' takes no value")
+                raise FieldProblem("value", f"'{op}' takes no value")
         elif op in ("in", "not_in"):
             if not isinstance(value, list) or not value:
-                raise ValueError(f"'{op}' needs a non-empty list of strings or numbers")
+                raise FieldProblem("value", f"'{op}' needs a non-empty list of strings or numbers")
             if len({isinstance(v, str) for v in value}) > 1:
-                raise ValueError(f"'{op}' needs a list of only strings or only numbers")
+                raise FieldProblem("value", f"'{op}' needs a list of only strings or only numbers")
         elif op in ("gt", "gte", "lt", "lte"):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"'{op}' compares numbers; give a number as value")
+                raise FieldProblem("value", f"'{op}' compares numbers; give a number as value")
         elif op in ("contains", "starts_with"):
             if not isinstance(value, str) or not value:
-                raise ValueError(f"'{op}' needs a non-empty string")
+                raise FieldProblem("value", f"'{op}' needs a non-empty string")
         elif value is None or isinstance(value, list):
-            raise ValueError(f"'{op}' needs a single string, number or boolean")
+            raise FieldProblem("value", f"'{op}' needs a single string, number or boolean")
         return self
+
+    def window(self) -> Window:
+        """The calendar window of a calendar op."""
+        return calendar_window(self.op, self.value, self.tz)
 
 
 class TraitCondition(_ValueTest):
@@ -86,10 +139,44 @@ class CountTest(_Strict):
 
 
 class TimeTest(_Strict):
-    """`within_days`: it happened in the last N days; `before_days`: more than N days ago."""
+    """`within_days`: it happened in the last N days; `before_days`: more than N days ago;
+    a calendar op (`on`, `after`, `on_or_after`, `before`, `on_or_before`, `between`, `in_month`):
+    it happened on those calendar days, in time zone `tz` (default UTC)."""
 
-    op: Literal["within_days", "before_days"]
-    value: int = Field(ge=0, le=36_500)
+    op: Literal[
+        "within_days",
+        "before_days",
+        "on",
+        "after",
+        "on_or_after",
+        "before",
+        "on_or_before",
+        "between",
+        "in_month",
+    ]
+    value: int | str | list[str]
+    tz: TimeZoneName | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> TimeTest:
+        if self.op in ("within_days", "before_days"):
+            value = self.value
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36_500:
+                raise FieldProblem("value", f"'{self.op}' needs a whole number of days from 0 to 36500")
+            if self.tz is not None:
+                raise FieldProblem("tz", TZ_ALONE)
+            return self
+        try:
+            check_calendar_value(self.op, self.value)
+        except ValueError as exc:
+            raise FieldProblem("value", str(exc)) from None
+        return self
+
+    def window(self) -> Window | None:
+        """The calendar window (None for the relative ops, which depend on now)."""
+        if self.op in ("within_days", "before_days"):
+            return None
+        return calendar_window(self.op, self.value, self.tz)
 
 
 class EventCondition(_Strict):
@@ -99,6 +186,15 @@ class EventCondition(_Strict):
     type: Literal["track", "page", "screen", "identify", "group", "alias"] | None = None
     where: list[PropertyCondition] = Field(default_factory=list, max_length=20)
     within_days: int | None = Field(None, ge=1, le=36_500)
+    # Calendar days the counted events happened on (instead of `within_days`), in time zone `tz`:
+    on: CalendarDate | None = None
+    after: CalendarDate | None = None
+    on_or_after: CalendarDate | None = None
+    before: CalendarDate | None = None
+    on_or_before: CalendarDate | None = None
+    between: list[CalendarDate] | None = None
+    in_month: CalendarMonth | None = None
+    tz: TimeZoneName | None = None
     count: CountTest | None = None
     first_occurred: TimeTest | None = None
     last_occurred: TimeTest | None = None
@@ -112,7 +208,27 @@ class EventCondition(_Strict):
             raise ValueError("use only one of 'count', 'first_occurred', 'last_occurred'")
         if self.within_days is not None and (self.first_occurred or self.last_occurred):
             raise ValueError("'within_days' goes with 'count'; first/last_occurred carry their own days")
+        self._check_calendar()
         return self
+
+    def _calendar(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in CALENDAR_OPS if getattr(self, k) is not None}
+
+    def _check_calendar(self) -> None:
+        check_event_window(
+            self._calendar(),
+            self.tz,
+            self.within_days is not None,
+            bool(self.first_occurred or self.last_occurred),
+        )
+
+    def window(self) -> Window:
+        """The calendar window of the counted events (unbounded without calendar keys)."""
+        return event_window(self._calendar(), self.tz)
+
+    @property
+    def has_calendar(self) -> bool:
+        return bool(self._calendar())
 
     @property
     def count_test(self) -> CountTest:
@@ -253,15 +369,15 @@ def _parse(document: Any, path: str, depth: int, budget: _Budget) -> Any:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        raise CriteriaError(
-            [
-                {
-                    "path": _join(path, ".".join(str(p) for p in err["loc"])),
-                    "problem": err["msg"].removeprefix("Value error, "),
-                }
-                for err in exc.errors()
-            ]
-        ) from None
+        raise CriteriaError([_problem(path, err) for err in exc.errors()]) from None
+
+
+def _problem(path: str, err: Any) -> dict[str, str]:
+    loc = [str(p) for p in err["loc"]]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldProblem):  # raised by a model validator about one of its fields
+        loc.append(cause.field)
+    return {"path": _join(path, ".".join(loc)), "problem": err["msg"].removeprefix("Value error, ")}
 
 
 def _join(path: str, more: str) -> str:

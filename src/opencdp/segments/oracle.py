@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from opencdp.segments.calendar import CALENDAR_OPS, text_in_window
 from opencdp.segments.language import (
     And,
     ComputedCondition,
@@ -51,6 +52,8 @@ def _kind(value: Any) -> str | None:
 def value_matches(data: dict[str, Any], key: str, test: _ValueTest) -> bool:
     actual = data.get(key, _MISSING)
     op, expected = test.op, test.value
+    if op in CALENDAR_OPS:
+        return text_in_window(actual, test.window())
     if op == "exists":
         return actual is not _MISSING and actual is not None
     if op == "not_exists":
@@ -114,11 +117,18 @@ def _event(cond: EventCondition, profile: OracleProfile, now: datetime) -> bool:
         if not matching:
             return False
         moment = min(e.ts for e in matching) if cond.first_occurred else max(e.ts for e in matching)
+        window = test.window()
+        if window is not None:
+            return window.contains(moment)
+        assert isinstance(test.value, int)
         cutoff = now - timedelta(days=test.value)
         return moment >= cutoff if test.op == "within_days" else moment < cutoff
     if cond.within_days is not None:
         cutoff = now - timedelta(days=cond.within_days)
         matching = [e for e in matching if e.ts >= cutoff]
+    if cond.has_calendar:
+        window = cond.window()
+        matching = [e for e in matching if window.contains(e.ts)]
     n, expected = len(matching), cond.count_test.value
     return {
         "gte": n >= expected,

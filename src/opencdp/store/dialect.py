@@ -263,3 +263,41 @@ def _contains_sqlite(element: text_contains, compiler: Any, **kw: Any) -> str:
 def _contains_postgresql(element: text_contains, compiler: Any, **kw: Any) -> str:
     haystack, needle = (compiler.process(arg, **kw) for arg in element.clauses)
     return f"(strpos({haystack}, {needle}) > 0)"
+
+
+class _TextShape(sa.sql.functions.FunctionElement[Any]):
+    """Whether text has the shape of a date (`calendar.DATE_TEXT`) or of a UTC time
+    (`calendar.UTC_TEXT`): GLOB on SQLite, a regular expression on PostgreSQL, the same strings."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True
+    glob = ""
+    regex = ""
+
+
+_D2, _D4 = "[0-9][0-9]", "[0-9][0-9][0-9][0-9]"
+
+
+class text_is_date(_TextShape):
+    inherit_cache = True
+    glob = f"{_D4}-{_D2}-{_D2}"
+    regex = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+class text_is_utc_time(_TextShape):
+    inherit_cache = True
+    glob = f"{_D4}-{_D2}-{_D2}T{_D2}:{_D2}:{_D2}*Z"
+    regex = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}.*Z$"
+
+
+@compiles(_TextShape, "sqlite")
+def _text_shape_sqlite(element: _TextShape, compiler: Any, **kw: Any) -> str:
+    (text,) = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"({text} GLOB '{element.glob}')"
+
+
+@compiles(_TextShape, "postgresql")
+def _text_shape_postgresql(element: _TextShape, compiler: Any, **kw: Any) -> str:
+    (text,) = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"({text} ~ '{element.regex}')"

@@ -120,6 +120,8 @@ profiles = sa.Table(
     sa.Column("computed", Json, nullable=True),
     sa.Column("consent", Json, nullable=True),
     sa.Column("consent_meta", Json, nullable=True),
+    #: When `computed` was last written (the `now` its time windows were measured from; 0012).
+    sa.Column("computed_at", UTCDateTime, nullable=True),
 )
 
 #: Accepted joins: the answer to "why are these one person?".

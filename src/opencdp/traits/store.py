@@ -139,11 +139,11 @@ def refresh_computed(
         if failures.attempt(conn, "trait", name, work, now, previous, savepoint=False):
             for pid, value in out.items():
                 values[pid][name] = value
-    rows = [{"pid": pid, "computed": values[pid] | derive(values[pid], now)} for pid in ids]
+    rows = [{"pid": pid, "computed": values[pid] | derive(values[pid], now), "at": now} for pid in ids]
     conn.execute(
         profiles.update()
         .where(profiles.c.id == sa.bindparam("pid"))
-        .values(computed=sa.bindparam("computed")),
+        .values(computed=sa.bindparam("computed"), computed_at=sa.bindparam("at")),
         rows,
     )
     return len(rows)

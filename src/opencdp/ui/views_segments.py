@@ -17,6 +17,7 @@ from opencdp.segments import queries, reach, store
 from opencdp.segments.language import CriteriaError
 from opencdp.store.schema import segment_memberships, segments
 from opencdp.ui.catalog import catalog
+from opencdp.ui.criteria_words import problems_in_words
 from opencdp.ui.display import format_number, viewer_of
 from opencdp.ui.profiles import display_name
 from opencdp.ui.web import (
@@ -56,9 +57,8 @@ def _by_id(engine: sa.Engine, segment_id: int) -> store.Segment:
 
 
 def _problems(exc: Exception) -> list[str]:
-    if isinstance(exc, CriteriaError):
-        return [f"{p['path'] or 'criteria'}: {p['problem']}" for p in exc.problems]
-    return [str(exc)]
+    """In words, each naming the builder's input it concerns (see `criteria_words`)."""
+    return [p["message"] for p in problems_in_words(exc)]
 
 
 @router.get("/segments")
@@ -276,12 +276,14 @@ class PreviewIn(BaseModel):
 @router.post("/ui/api/segments/preview")
 def preview(request: Request, session: Checked, body: PreviewIn) -> Response:
     """Count and sample for the builder, nothing saved. Problems come back as 200 with `problems`
-    so the page can show them next to the count without treating them as failures."""
+    (in words) and `issues` (the same with the path each concerns, so the page shows each beside
+    its input), without treating them as failures."""
     started = time.perf_counter()
     try:
         result = queries.preview(engine_of(request), body.criteria, sample_size=8)
     except (CriteriaError, store.SegmentError) as exc:
-        return JSONResponse({"count": None, "problems": _problems(exc)})
+        issues = problems_in_words(exc)
+        return JSONResponse({"count": None, "problems": [i["message"] for i in issues], "issues": issues})
     sample = []
     for brief in result["sample"]:
         idents: dict[str, list[str]] = {}
@@ -302,5 +304,6 @@ def preview(request: Request, session: Checked, body: PreviewIn) -> Response:
             "sample": sample,
             "ms": round((time.perf_counter() - started) * 1000),
             "problems": [],
+            "issues": [],
         }
     )

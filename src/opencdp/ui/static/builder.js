@@ -20,7 +20,25 @@
     ["eq", "is"], ["neq", "is not"], ["gt", ">"], ["gte", "≥"], ["lt", "<"], ["lte", "≤"],
     ["in", "is one of"], ["not_in", "is none of"], ["contains", "contains"],
     ["starts_with", "starts with"], ["exists", "is set"], ["not_exists", "is not set"],
+    ["on", "is on the day"], ["before", "is before the day"], ["after", "is after the day"],
+    ["on_or_before", "is on or before"], ["on_or_after", "is on or after"],
+    ["between", "is between the days"], ["in_month", "is in the month"],
   ];
+  // Calendar days (docs/segments.md#calendar-dates): "between" includes both days.
+  const CALENDAR = new Set(["on", "after", "on_or_after", "before", "on_or_before", "between", "in_month"]);
+  const WHEN = [
+    ["any", "at any time"], ["last", "in the last … days"], ["on", "on the day"], ["between", "between the days"],
+    ["in_month", "in the month"], ["before", "before the day"], ["after", "after the day"],
+    ["on_or_before", "on or before the day"], ["on_or_after", "on or after the day"], ["range", "from … until …"],
+  ];
+  const TIME_OPS = [
+    ["within_days", "in the last … days"], ["before_days", "more than … days ago"], ["on", "on the day"],
+    ["between", "between the days"], ["in_month", "in the month"], ["before", "before the day"],
+    ["after", "after the day"], ["on_or_before", "on or before the day"], ["on_or_after", "on or after the day"],
+  ];
+  const ZONES = (() => {
+    try { return Intl.supportedValuesOf("timeZone"); } catch (error) { return ["Europe/Berlin", "Europe/London", "America/New_York"]; }
+  })();
   const NUMERIC = new Set(["gt", "gte", "lt", "lte"]);
   const TEXTUAL = new Set(["contains", "starts_with"]);
   const MEASURES = [
@@ -37,7 +55,20 @@
     if (v === undefined || v === null) return { value: "", vtype: "text" };
     return { value: String(v), vtype: kindOf(v) };
   }
+  // A calendar form's value (a day, two days, a month) into the node's date inputs, and back.
+  function calendarFrom(op, value, tz) {
+    const out = { day: "", day2: "", month: "", tz: tz || "" };
+    if (op === "between" && Array.isArray(value)) [out.day, out.day2] = value;
+    else if (op === "in_month") out.month = value || "";
+    else out.day = value || "";
+    return out;
+  }
+  function calendarValue(node, op) {
+    if (op === "between") return [node.day, node.day2];
+    return op === "in_month" ? node.month : node.day;
+  }
   function test(doc) {
+    if (CALENDAR.has(doc.op)) return { op: doc.op, value: "", vtype: "text", ...calendarFrom(doc.op, doc.value, doc.tz) };
     return { op: doc.op || "eq", ...valueFrom(doc) };
   }
   function fromDoc(doc) {
@@ -54,15 +85,26 @@
     if (doc.computed !== undefined) return { kind: "computed", name: doc.computed, ...test(doc) };
     if (doc.segment !== undefined) return { kind: "segment", name: doc.segment, negate: false };
     const time = doc.first_occurred || doc.last_occurred;
+    const keys = [...CALENDAR].filter((k) => doc[k] !== undefined);
+    let when = doc.within_days ? "last" : keys.length > 1 ? "range" : keys[0] || "any";
+    let dates = calendarFrom(when, doc[when], doc.tz);
+    const lowerOp = keys.find((k) => k === "after" || k === "on_or_after") || "on_or_after";
+    const upperOp = keys.find((k) => k === "before" || k === "on_or_before") || "on_or_before";
+    if (when === "range") dates = { ...calendarFrom("on", doc[lowerOp], doc.tz), day2: doc[upperOp] || "" };
+    if (time && CALENDAR.has(time.op)) dates = calendarFrom(time.op, time.value, time.tz);
     return {
       kind: "event",
       name: doc.event || "",
       etype: doc.type || "",
       measure: doc.first_occurred ? "first" : doc.last_occurred ? "last" : (doc.count && doc.count.op) || "gte",
       times: doc.count ? doc.count.value : 1,
-      within: doc.within_days || "",
+      when,
+      within: doc.within_days || 30,
+      lowerOp,
+      upperOp,
+      ...dates,
       timeOp: time ? time.op : "within_days",
-      timeDays: time ? time.value : 30,
+      timeDays: time && !CALENDAR.has(time.op) ? time.value : 30,
       where: (doc.where || []).map((w) => ({ name: w.property, ...test(w) })),
     };
   }
@@ -79,10 +121,17 @@
   }
   function valueDoc(node) {
     const out = { op: node.op };
-    if (node.op !== "exists" && node.op !== "not_exists") out.value = typed(node);
+    if (CALENDAR.has(node.op)) {
+      out.value = calendarValue(node, node.op);
+      if (node.tz) out.tz = node.tz;
+    } else if (node.op !== "exists" && node.op !== "not_exists") out.value = typed(node);
     return out;
   }
   function toDoc(node) {
+    node.lastDoc = docOf(node);
+    return node.lastDoc;
+  }
+  function docOf(node) {
     if (node.kind === "group") {
       const kids = node.children.map(toDoc).filter((d) => d !== null);
       if (!kids.length) return null;
@@ -104,13 +153,39 @@
     if (where.length) doc.where = where;
     const days = (v) => (String(v).trim() === "" ? NaN : Number(v));
     if (node.measure === "first" || node.measure === "last") {
-      doc[`${node.measure}_occurred`] = { op: node.timeOp, value: days(node.timeDays) };
+      const time = CALENDAR.has(node.timeOp)
+        ? { op: node.timeOp, value: calendarValue(node, node.timeOp), ...(node.tz ? { tz: node.tz } : {}) }
+        : { op: node.timeOp, value: days(node.timeDays) };
+      doc[`${node.measure}_occurred`] = time;
     } else {
       const times = days(node.times);
       if (node.measure !== "gte" || times !== 1) doc.count = { op: node.measure, value: times };
-      if (String(node.within).trim() !== "") doc.within_days = days(node.within);
+      if (node.when === "last") doc.within_days = days(node.within);
+      if (node.when === "range") {
+        doc[node.lowerOp] = node.day;
+        doc[node.upperOp] = node.day2;
+      } else if (CALENDAR.has(node.when)) doc[node.when] = calendarValue(node, node.when);
+      if ((node.when === "range" || CALENDAR.has(node.when)) && node.tz) doc.tz = node.tz;
     }
     return doc;
+  }
+
+  // Where each condition (and property filter) sits in the document, as the server's error paths
+  // say it: "and.0.not.or.1", "and.2.where.0".
+  const join = (path, more) => (path ? `${path}.${more}` : more);
+  function assignPaths(node, path) {
+    node.path = path;
+    if (node.kind === "group") {
+      for (const child of node.children) child.path = undefined;
+      const kids = node.children.filter((c) => c.lastDoc !== null && c.lastDoc !== undefined);
+      const single = node.mode === "none" && kids.length === 1;
+      const base = node.mode === "none" ? join(path, single ? "not" : "not.or") : join(path, node.mode);
+      kids.forEach((c, i) => assignPaths(c, single ? base : `${base}.${i}`));
+    } else if (node.kind === "segment" && node.negate) node.path = join(path, "not");
+    else if (node.kind === "event") {
+      for (const w of node.where) w.path = undefined;
+      node.where.filter((w) => w.name).forEach((w, i) => { w.path = join(path, `where.${i}`); });
+    }
   }
 
   // --- Small DOM helpers ----------------------------------------------------------------------
@@ -161,7 +236,9 @@
     input.value = node.value;
     const vtype = select("Value type", [["text", "text"], ["number", "number"], ["boolean", "yes/no"]],
       node.vtype, (v) => { node.vtype = v; changed(); });
-    const op = select("Operator", VALUE_OPS, node.op, (v) => { node.op = v; sync(); changed(); });
+    const op = select("Operator", VALUE_OPS, node.op, (v) => { node.op = v; render(); });
+    node.inputs = { op, value: input };
+    if (CALENDAR.has(node.op)) return [op, ...calendarInputs(node, node.op, "value")];
     function sync() {
       const noValue = node.op === "exists" || node.op === "not_exists";
       input.hidden = noValue;
@@ -172,6 +249,45 @@
     return [op, input, datalist, vtype];
   }
 
+  // Date inputs for one calendar form, registered under the document keys they fill (`key`,
+  // `key.0`, `key.1`), and the time zone the days are in.
+  function dateInput(node, prop, label, type = "date") {
+    const input = el("input", { type, "aria-label": label, class: "date",
+      oninput: (e) => { node[prop] = e.target.value; changed(); } });
+    if (type === "month") input.placeholder = "YYYY-MM";
+    input.value = node[prop];
+    return input;
+  }
+  function zoneSelect(node) {
+    const zones = [["", "UTC"], ...ZONES.filter((z) => z !== "UTC").map((z) => [z, z])];
+    return select("Time zone", zones, node.tz, (v) => { node.tz = v; changed(); });
+  }
+  function calendarInputs(node, op, key, range = false) {
+    const zone = zoneSelect(node);
+    node.inputs.tz = zone;
+    const tzKey = key === "value" ? "tz" : key.replace(/[^.]+$/, "tz");
+    node.inputs[tzKey] = zone;
+    if (range) {
+      const lower = dateInput(node, "day", "From day");
+      const upper = dateInput(node, "day2", "Until day");
+      const lowerOp = select("From", [["on_or_after", "from (incl.)"], ["after", "after"]], node.lowerOp,
+        (v) => { node.lowerOp = v; changed(); });
+      const upperOp = select("Until", [["on_or_before", "until (incl.)"], ["before", "before"]], node.upperOp,
+        (v) => { node.upperOp = v; changed(); });
+      Object.assign(node.inputs, { [node.lowerOp]: lower, [node.upperOp]: upper });
+      return [lowerOp, lower, upperOp, upper, el("span", { class: "muted", text: "in" }), zone];
+    }
+    if (op === "between") {
+      const first = dateInput(node, "day", "First day");
+      const last = dateInput(node, "day2", "Last day");
+      Object.assign(node.inputs, { [key]: first, [`${key}.0`]: first, [`${key}.1`]: last });
+      return [first, el("span", { text: "and" }), last, el("span", { class: "muted", text: "(both included) in" }), zone];
+    }
+    const input = op === "in_month" ? dateInput(node, "month", "Month", "month") : dateInput(node, "day", "Day");
+    node.inputs[key] = input;
+    return [input, el("span", { class: "muted", text: "in" }), zone];
+  }
+
   function valueCondition(node, parent, label, names) {
     const pick = select(`${label} name`, named(names), node.name, (v) => {
       node.name = v;
@@ -179,8 +295,11 @@
       if (info && ["text", "number", "boolean"].includes(info.kind)) node.vtype = info.kind;
       render();
     });
-    return el("div", { class: "cond" }, el("span", { class: "kind", text: label }), pick,
-      ...valueEditor(node, names), el("span", { class: "grow" }), removeButton(() => removeFrom(parent, node)));
+    const editor = valueEditor(node, names);
+    node.inputs[node.kind] = pick;
+    node.box = el("div", { class: "cond" }, el("span", { class: "kind", text: label }), pick,
+      ...editor, el("span", { class: "grow" }), removeButton(() => removeFrom(parent, node)));
+    return node.box;
   }
 
   // A name matches events of every type with that name (a page and a screen called "Kids" alike);
@@ -213,13 +332,29 @@
       return input;
     };
     const parts = [el("span", { class: "kind", text: "Event" }), pick, measure];
+    node.inputs = { event: pick, type: pick };
     if (node.measure === "first" || node.measure === "last") {
-      parts.push(select("When", [["within_days", "in the last"], ["before_days", "more than"]], node.timeOp,
-        (v) => { node.timeOp = v; render(); }));
-      parts.push(number("Days", "timeDays", "days"), el("span", { text: node.timeOp === "before_days" ? "days ago" : "days" }));
+      const key = `${node.measure}_occurred`;
+      const when = select("When", TIME_OPS, node.timeOp, (v) => { node.timeOp = v; render(); });
+      node.inputs[`${key}.op`] = when;
+      parts.push(when);
+      if (CALENDAR.has(node.timeOp)) parts.push(...calendarInputs(node, node.timeOp, `${key}.value`));
+      else {
+        const days = number("Days", "timeDays", "days");
+        node.inputs[`${key}.value`] = days;
+        parts.push(days, el("span", { text: node.timeOp === "before_days" ? "days ago" : "days" }));
+      }
     } else {
-      parts.push(number("Times", "times", "1"), el("span", { text: "times in the last" }),
-        number("Within days", "within", "all"), el("span", { text: "days" }));
+      const times = number("Times", "times", "1");
+      const when = select("When", WHEN, node.when, (v) => { node.when = v; render(); });
+      Object.assign(node.inputs, { "count.value": times, "count.op": measure });
+      parts.push(times, el("span", { text: "times" }), when);
+      if (node.when === "last") {
+        const within = number("Within days", "within", "days");
+        node.inputs.within_days = within;
+        parts.push(within, el("span", { text: "days" }));
+      } else if (node.when === "range") parts.push(...calendarInputs(node, "range", "range", true));
+      else if (CALENDAR.has(node.when)) parts.push(...calendarInputs(node, node.when, node.when));
     }
     parts.push(el("span", { class: "grow" }), removeButton(() => removeFrom(parent, node)));
     const props = (catalog.properties[node.name] || []);
@@ -231,21 +366,27 @@
         if (info && ["text", "number", "boolean"].includes(info.kind)) w.vtype = info.kind;
         render();
       });
-      where.append(el("div", { class: "row" }, el("span", { class: "muted", text: "where" }), pickProp,
-        ...valueEditor(w, props), removeButton(() => { node.where.splice(node.where.indexOf(w), 1); render(); })));
+      const editor = valueEditor(w, props);
+      w.inputs.property = pickProp;
+      w.box = el("div", { class: "row" }, el("span", { class: "muted", text: "where" }), pickProp,
+        ...editor, removeButton(() => { node.where.splice(node.where.indexOf(w), 1); render(); }));
+      where.append(w.box);
     });
     where.append(el("div", {}, el("button", { type: "button", class: "small", text: "+ property filter",
       onclick: () => { node.where.push({ name: "", op: "eq", value: "", vtype: "text" }); render(); } })));
-    return el("div", { class: "cond event" }, ...parts, where);
+    node.box = el("div", { class: "cond event" }, ...parts, where);
+    return node.box;
   }
 
   function segmentCondition(node, parent) {
-    return el("div", { class: "cond" }, el("span", { class: "kind", text: "Segment" }),
+    const pick = select("Segment", [["", "choose…"], ...catalog.segments.map((s) => [s, s])], node.name,
+      (v) => { node.name = v; changed(); });
+    node.inputs = { segment: pick };
+    node.box = el("div", { class: "cond" }, el("span", { class: "kind", text: "Segment" }),
       select("Membership", [["in", "is in"], ["out", "is not in"]], node.negate ? "out" : "in",
         (v) => { node.negate = v === "out"; changed(); }),
-      select("Segment", [["", "choose…"], ...catalog.segments.map((s) => [s, s])], node.name,
-        (v) => { node.name = v; changed(); }),
-      el("span", { class: "grow" }), removeButton(() => removeFrom(parent, node)));
+      pick, el("span", { class: "grow" }), removeButton(() => removeFrom(parent, node)));
+    return node.box;
   }
 
   function blank(kind) {
@@ -297,12 +438,51 @@
     mount.replaceChildren(group(tree, null, 0));
     changed();
   }
+  // Each problem in words beside the input it concerns (found by its path in the document);
+  // those that belong to no input are listed under the count.
+  function conditions(node, out = []) {
+    if (node.kind === "group") node.children.forEach((c) => conditions(c, out));
+    else if (node.path !== undefined && node.box) {
+      out.push(node);
+      if (node.kind === "event") node.where.filter((w) => w.path !== undefined && w.box).forEach((w) => out.push(w));
+    }
+    return out;
+  }
+  function placeIssue(issue) {
+    const owners = conditions(tree).filter((n) => n.path === "" || issue.path === n.path || issue.path.startsWith(`${n.path}.`));
+    if (!owners.length) return false;
+    const owner = owners.reduce((a, b) => (b.path.length > a.path.length ? b : a));
+    let rest = issue.path.slice(owner.path.length).replace(/^\./, "");
+    let input = null;
+    while (!input) {
+      input = (owner.inputs || {})[rest] || null;
+      if (input || !rest) break;
+      rest = rest.includes(".") ? rest.slice(0, rest.lastIndexOf(".")) : "";
+    }
+    const note = el("span", { class: "field-error", id: `problem-${++uid}`, text: issue.message });
+    if (input && !input.hidden) {
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", note.id);
+      input.after(note);
+    } else owner.box.append(note);
+    return true;
+  }
+  function clearIssues() {
+    for (const note of mount.querySelectorAll(".field-error")) note.remove();
+    for (const input of mount.querySelectorAll("[aria-invalid]")) {
+      input.removeAttribute("aria-invalid");
+      input.removeAttribute("aria-describedby");
+    }
+  }
   function show(result) {
     live.box.classList.remove("busy");
-    live.problems.replaceChildren(...(result.problems || []).map((p) => el("li", { text: p })));
+    clearIssues();
+    const issues = result.issues || (result.problems || []).map((message) => ({ path: null, message }));
+    const unplaced = issues.filter((issue) => issue.path === null || !placeIssue(issue)).map((i) => i.message);
+    live.problems.replaceChildren(...unplaced.map((p) => el("li", { text: p })));
     if (result.count === null || result.count === undefined) {
       live.count.textContent = "–";
-      live.status.textContent = result.problems && result.problems.length ? "Fix these first:" : "";
+      live.status.textContent = !issues.length ? "" : unplaced.length ? "Fix these first:" : "Fix the marked fields first.";
       live.sample.replaceChildren();
       return;
     }
@@ -316,6 +496,7 @@
   }
   async function preview() {
     const criteria = toDoc(tree);
+    assignPaths(tree, "");
     if (controller) controller.abort();
     if (!criteria) {
       show({ count: null, problems: [] });
