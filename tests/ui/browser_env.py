@@ -94,3 +94,26 @@ def sign_in(page: Any, url: str, email: str = EMAIL, password: str = PASSWORD) -
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(url + "/")
+
+
+@contextmanager
+def watched_page(browser: Any) -> Iterator[Any]:
+    """A page in a fresh browser context; a script error, CSP violation or dialog fails the test."""
+    context = browser.new_context(viewport={"width": 1366, "height": 860}, accept_downloads=True)
+    page = context.new_page()
+    problems: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            problems.append(f"console: {message.text}")
+
+    def on_dialog(dialog: Any) -> None:  # an injected alert() would end up here
+        problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", on_console)
+    page.on("dialog", on_dialog)
+    yield page
+    context.close()
+    assert problems == []

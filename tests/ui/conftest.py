@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from opencdp.privacy.consent import seed_default_purposes
 from opencdp.system import OpenCDP
 from opencdp.ui import users
-from tests.ui.browser_env import Dashboard, chromium, running_dashboard
+from tests.ui.browser_env import Dashboard, chromium, running_dashboard, watched_page
 from tests.ui.demo_data import fill_shop
 
 PASSWORD = "correct horse battery"
@@ -118,21 +118,5 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any, dashboard: Dashboard) -> Iterator[Any]:
     """A fresh browser context per test; any script error or CSP violation fails the test."""
-    context = browser.new_context(viewport={"width": 1366, "height": 860}, accept_downloads=True)
-    page = context.new_page()
-    problems: list[str] = []
-
-    def on_console(message: Any) -> None:
-        if message.type == "error":
-            problems.append(f"console: {message.text}")
-
-    def on_dialog(dialog: Any) -> None:  # an injected alert() would end up here
-        problems.append(f"dialog: {dialog.message}")
-        dialog.dismiss()
-
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", on_console)
-    page.on("dialog", on_dialog)
-    yield page
-    context.close()
-    assert problems == []
+    with watched_page(browser) as fresh:
+        yield fresh
