@@ -95,6 +95,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/profiles/{profile_id}/journeys", "read", {}),
     ("GET", "/api/segments", "read", {}),
     ("GET", "/api/segments/{name}", "read", {}),
+    ("GET", "/api/segments/{name}/reach", "read", {"params": {"purpose": "email_marketing"}}),
     ("POST", "/api/segments/validate", "read", {"json": {"criteria": BUYERS}}),
     ("POST", "/api/segments/preview", "read", {"json": {"criteria": BUYERS}}),
     ("GET", "/api/traits/computed", "read", {}),

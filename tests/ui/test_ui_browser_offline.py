@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
+from opencdp.privacy.consent import define_purpose
 from opencdp.segments import reach, store
 from opencdp.store.schema import identities, profiles
 from tests.ui.browser_env import CHROMIUM, Dashboard, sign_in
@@ -88,6 +89,7 @@ def test_export_form_shows_the_reach_before_downloading(
     page: Any, dashboard: Dashboard, tmp_path: Path
 ) -> None:
     segment = store.save(dashboard.engine, "Reach check", {"trait": "country", "op": "exists"})
+    define_purpose(dashboard.engine, "postal_mail", "Catalogues by post")  # nobody was asked yet
     email = reach.reach(dashboard.engine, segment.name, "email_marketing")
     anyone = reach.reach(dashboard.engine, segment.name, "email_marketing", "any")
     assert 0 < email.rows < email.members
@@ -100,8 +102,10 @@ def test_export_form_shows_the_reach_before_downloading(
     expect(line).to_have_text(reach.summary(email, lambda n: f"{n:,}"))
     page.locator("#export-channel").select_option("any")
     expect(line).to_have_text(reach.summary(anyone, lambda n: f"{n:,}"))
-    page.locator("#export-purpose").select_option("sms")
-    expect(line).to_contain_text(f"Nothing to export: 0 of {email.members:,} members consented to sms.")
+    page.locator("#export-purpose").select_option("postal_mail")
+    expect(line).to_contain_text(
+        f"Nothing to export: 0 of {email.members:,} members consented to postal_mail."
+    )
     expect(line).to_have_class("reach reach-empty")
 
     page.locator("#export-purpose").select_option("email_marketing")
