@@ -10,8 +10,8 @@
    rendering included; no browser rendering).
 3. A table of p50, p95 and max per page.
 
-The demo's events end on 2026-11-01 (its fixed "now"), so "last 30 days" windows are partly
-empty when run later; the queries scan the same rows either way.
+The demo's events end at the time of the run (its "now"), so the default "last 30 days" windows
+hold a month of the shop's traffic.
 
 Usage:
     .venv/bin/python benchmarks/dashboard.py [--customers 2000] [--runs 40] [--keep DIR]
