@@ -62,6 +62,28 @@ def test_accepted_events_become_visible_in_the_profile_api(
     assert [e["type"] for e in older["events"]] == ["page"]
     assert older["next_before_id"] is None
 
+    # a late arrival from long ago: first by arrival, last by event time (pages keep the order)
+    late = {"userId": "live-1", "event": "Catalogue Requested", "timestamp": "2020-01-01T00:00:00Z"}
+    assert client.post("/v1/track", json=late, headers=auth).status_code == 200
+    while (
+        client.get(f"/api/profiles/{profile['id']}", headers=admin).json()["event_counts"].get("track") != 2
+    ):
+        assert time.monotonic() - accepted < 10, "not processed within 10 s"
+        time.sleep(0.01)
+    url = f"/api/profiles/{profile['id']}/events"
+    arrival = client.get(url, params={"limit": 4}, headers=admin).json()["events"]
+    assert arrival[0]["event"] == "Catalogue Requested"
+    first = client.get(url, params={"limit": 3, "order": "time"}, headers=admin).json()
+    rest = client.get(
+        url, params={"limit": 3, "order": "time", "before_id": first["next_before_id"]}, headers=admin
+    ).json()
+    by_time = first["events"] + rest["events"]
+    assert [e["id"] for e in by_time] == [
+        e["id"] for e in sorted(arrival, key=lambda e: e["timestamp"], reverse=True)
+    ]
+    assert by_time[-1]["event"] == "Catalogue Requested" and rest["next_before_id"] is None
+    assert client.get(url, params={"order": "random"}, headers=admin).status_code in (400, 422)
+
 
 def test_profile_api_errors(client: TestClient, admin_key: str) -> None:
     admin = {"Authorization": f"Bearer {admin_key}"}

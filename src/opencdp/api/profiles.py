@@ -12,7 +12,14 @@ from pydantic import BaseModel, Field
 from opencdp.api.audit import audit, safe_token
 from opencdp.api.auth import ReadKey
 from opencdp.api.errors import ApiError
-from opencdp.profiles.reader import ProfileNotFound, find_profile_id, get_profile, merge_history, timeline
+from opencdp.profiles.reader import (
+    ProfileNotFound,
+    TimelineOrder,
+    find_profile_id,
+    get_profile,
+    merge_history,
+    timeline,
+)
 from opencdp.system import OpenCDP
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"])
@@ -134,16 +141,20 @@ def events(
         int | None, Query(ge=1, le=2**63 - 1, description="Cursor from next_before_id")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    order: Annotated[
+        TimelineOrder,
+        Query(description="`arrival`: log order (the default); `time`: by when it happened"),
+    ] = "arrival",
 ) -> dict[str, Any]:
     try:
-        survivor, rows = timeline(_cdp(request).engine, profile_id, before_id, limit)
+        survivor, rows = timeline(_cdp(request).engine, profile_id, before_id, limit, order)
     except ProfileNotFound as exc:
         raise _not_found(exc) from None
     audit(request, key, "profile.events", "profile", survivor, {"count": len(rows)})
     return {
         "profile_id": survivor,
         "events": rows,
-        "next_before_id": min(r["id"] for r in rows) if len(rows) == limit else None,
+        "next_before_id": rows[-1]["id"] if len(rows) == limit else None,  # the same order goes on
     }
 
 

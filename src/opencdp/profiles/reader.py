@@ -3,7 +3,7 @@ timeline and the merge history that explains why identifiers are one person."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -95,36 +95,54 @@ def find_profile_id(engine: sa.Engine, rules: IdentityRules, kind: str, value: s
     return str(row.profile_id)
 
 
+#: The timeline's orders: when it happened (event time) or when it arrived (log order).
+TimelineOrder = Literal["time", "arrival"]
+
+
+def timeline_rows(
+    conn: sa.Connection, profile_id: str, order: TimelineOrder, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Events owned by the (surviving) profile, newest first by event time or by arrival; `before` is
+    the id of the last event shown: the next page starts after it in the same order."""
+    stmt = (
+        sa.select(
+            events.c.id,
+            events.c.type,
+            events.c.event,
+            events.c.timestamp,
+            events.c.received_at,
+            events.c.message_id,
+            sources.c.name.label("source"),
+            events.c.payload,
+        )
+        .join(event_owners, event_owners.c.event_id == events.c.id)
+        .join(identities, identities.c.id == event_owners.c.identity_id)
+        .join(sources, sources.c.id == events.c.source_id)
+        .where(identities.c.profile_id == profile_id)
+        .limit(limit)
+    )
+    if order == "arrival":
+        stmt = stmt.order_by(events.c.id.desc())
+        if before is not None:
+            stmt = stmt.where(events.c.id < before)
+    else:
+        stmt = stmt.order_by(events.c.timestamp.desc(), events.c.id.desc())
+        if before is not None:
+            at = conn.execute(sa.select(events.c.timestamp).where(events.c.id == before)).scalar()
+            if at is not None:
+                stmt = stmt.where(
+                    sa.or_(events.c.timestamp < at, sa.and_(events.c.timestamp == at, events.c.id < before))
+                )
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
 def timeline(
-    engine: sa.Engine, profile_id: str, before_id: int | None, limit: int
+    engine: sa.Engine, profile_id: str, before_id: int | None, limit: int, order: TimelineOrder = "arrival"
 ) -> tuple[str, list[dict[str, Any]]]:
-    """Events owned by the profile, newest first in log order; `before_id` pages to older ones."""
+    """The profile's events (a merged id resolves to the survivor), a page at a time."""
     with engine.connect() as conn:
         survivor = resolve_profile_id(conn, profile_id)
-        stmt = (
-            sa.select(
-                events.c.id,
-                events.c.type,
-                events.c.event,
-                events.c.timestamp,
-                events.c.received_at,
-                events.c.message_id,
-                sources.c.name.label("source"),
-                events.c.payload,
-            )
-            .join(event_owners, event_owners.c.event_id == events.c.id)
-            .join(identities, identities.c.id == event_owners.c.identity_id)
-            .join(sources, sources.c.id == events.c.source_id)
-            .where(identities.c.profile_id == survivor)
-            .order_by(events.c.id.desc())
-            .limit(limit)
-        )
-        if before_id is not None:
-            stmt = stmt.where(events.c.id < before_id)
-        result = conn.execute(stmt)
-        names = [str(n) for n in result.keys()]  # noqa: SIM118
-        rows = [dict(zip(names, r, strict=True)) for r in result]
-    return survivor, rows
+        return survivor, timeline_rows(conn, survivor, order, before_id, limit)
 
 
 def merge_history(engine: sa.Engine, profile_id: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ Channels are worked out from each event, first rule that fits (docs/ui.md):
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -31,7 +31,6 @@ from opencdp.store.schema import (
 from opencdp.traits import store as trait_store
 from opencdp.traits.definitions import DERIVED
 
-Order = Literal["time", "arrival"]
 ORDER_EVENT = "Order Completed"
 CHANNEL_LABELS = {
     "web": "Web",
@@ -78,41 +77,6 @@ def _owned(profile_id: str) -> tuple[Any, sa.ColumnElement[bool]]:
         .join(sources, sources.c.id == events.c.source_id)
     )
     return joined, identities.c.profile_id == profile_id
-
-
-def timeline(
-    conn: sa.Connection, profile_id: str, order: Order, before: int | None, limit: int
-) -> list[dict[str, Any]]:
-    """Newest first by event time (when it happened) or by arrival (log order); `before` is the
-    id of the last event shown, the next page starts after it in the same order."""
-    joined, mine = _owned(profile_id)
-    stmt = (
-        sa.select(
-            events.c.id,
-            events.c.type,
-            events.c.event,
-            events.c.timestamp,
-            events.c.received_at,
-            sources.c.name.label("source"),
-            events.c.payload,
-        )
-        .select_from(joined)
-        .where(mine)
-        .limit(limit)
-    )
-    if order == "arrival":
-        stmt = stmt.order_by(events.c.id.desc())
-        if before is not None:
-            stmt = stmt.where(events.c.id < before)
-    else:
-        stmt = stmt.order_by(events.c.timestamp.desc(), events.c.id.desc())
-        if before is not None:
-            at = conn.execute(sa.select(events.c.timestamp).where(events.c.id == before)).scalar()
-            if at is not None:
-                stmt = stmt.where(
-                    sa.or_(events.c.timestamp < at, sa.and_(events.c.timestamp == at, events.c.id < before))
-                )
-    return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
 def channels(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, cast
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from opencdp.access import audit
 from opencdp.journeys.store import profile_journeys
 from opencdp.privacy.consent import ConsentError, list_purposes, require_purpose
-from opencdp.profiles.reader import ProfileNotFound, get_profile, merge_history
+from opencdp.profiles.reader import ProfileNotFound, TimelineOrder, get_profile, merge_history, timeline_rows
 from opencdp.system import OpenCDP
 from opencdp.ui import profile_view as view
 from opencdp.ui import profiles as data
@@ -153,7 +153,7 @@ def profile(
     session: SignedIn,
     profile_id: str,
     before: int | None = Query(None, ge=1),
-    order: Literal["time", "arrival"] = "time",
+    order: TimelineOrder = "time",
 ) -> Response:
     engine = engine_of(request)
     try:
@@ -163,7 +163,7 @@ def profile(
     if found["id"] != profile_id:  # merged into another profile: show the survivor
         return redirect(f"/profiles/{found['id']}")
     with engine.connect() as conn:
-        events = view.timeline(conn, profile_id, order, before, PAGE + 1)
+        events = timeline_rows(conn, profile_id, order, before, PAGE + 1)
         journeys = profile_journeys(conn, profile_id)
     more = len(events) > PAGE
     events = events[:PAGE]
