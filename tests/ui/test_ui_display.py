@@ -7,9 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from babel import Locale
+from starlette.requests import Request
 
 from opencdp.traits.definitions import BUILT_IN, DERIVED
 from opencdp.ui import display
+from opencdp.ui.config import UISettings
 from opencdp.ui.display import Viewer
 
 MOMENT = datetime(2026, 12, 7, 16, 5, tzinfo=UTC)
@@ -76,3 +78,21 @@ def test_plain_traits_identifiers_and_event_properties_read_as_words() -> None:
     long = display.format_property("note", "<" * 100, v)
     assert long.startswith("&lt;") and long.endswith("\u2026") and long.count("&lt;") == 59
     assert display.format_property("cart", {"sku": 1}, v) == "{&#34;sku&#34;:1}"
+
+
+def _request(headers: dict[str, str]) -> Request:
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": raw, "query_string": b""})
+
+
+def test_the_viewer_comes_from_the_browsers_language_and_zone_cookie() -> None:
+    settings = UISettings.from_env()
+    # app.js writes the zone URL-encoded, as cookie values must be
+    seen = display.viewer_of(
+        _request({"Accept-Language": "de-DE,de;q=0.9", "Cookie": "opencdp_tz=Europe%2FBerlin"}), settings
+    )
+    assert str(seen.locale) == "de_DE" and str(seen.tz) == "Europe/Berlin"
+    assert display.format_when(MOMENT, seen) == "7. Dez. 2026 17:05"
+    for cookie in ("opencdp_tz=Mars%2FOlympus", "opencdp_tz=..%2F..%2Fetc%2Fpasswd", ""):
+        fallback = display.viewer_of(_request({"Cookie": cookie}), settings)
+        assert str(fallback.tz) == settings.timezone and str(fallback.locale) == settings.locale

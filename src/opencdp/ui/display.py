@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
@@ -112,7 +113,7 @@ def viewer_of(request: Request, settings: UISettings) -> Viewer:
         return found
     viewer = Viewer(
         locale=_locale(request.headers.get("accept-language", ""), settings.locale),
-        tz=_zone(request.cookies.get(TZ_COOKIE)) or _zone(settings.timezone) or UTC,
+        tz=_zone(unquote(request.cookies.get(TZ_COOKIE, ""))) or _zone(settings.timezone) or UTC,
         currency=settings.currency,
     )
     request.state.viewer = viewer
