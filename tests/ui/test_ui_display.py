@@ -96,3 +96,11 @@ def test_the_viewer_comes_from_the_browsers_language_and_zone_cookie() -> None:
     for cookie in ("opencdp_tz=Mars%2FOlympus", "opencdp_tz=..%2F..%2Fetc%2Fpasswd", ""):
         fallback = display.viewer_of(_request({"Cookie": cookie}), settings)
         assert str(fallback.tz) == settings.timezone and str(fallback.locale) == settings.locale
+
+
+def test_charts_speak_the_viewers_language() -> None:
+    german, english = display.chart_text(viewer("de_DE")), display.chart_text(viewer("en"))
+    assert german.day("2026-11-05") == "5. Nov." and english.day("2026-11-05") == "Nov 5"
+    assert german.axis(12345) == "12.345" and english.axis(12345) == "12K" and english.axis(2.5) == "2.5"
+    assert german.number(12345) == "12.345" and german.money(1234.5) == "1.234,50\xa0€"
+    assert german.percent(0.123) == "12,3\xa0%" or german.percent(0.123) == "12,3%"

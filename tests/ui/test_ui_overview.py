@@ -80,6 +80,10 @@ def test_overview_shows_revenue_orders_conversion_against_the_previous_period(
     assert f"vs {before['orders']:,} the 30 days before" in page.text
     assert display.format_points(now["conversion"], before["conversion"], en) in page.text
     assert f"of {now['active']:,} active profiles" in page.text
+    # the chart's days and numbers in the viewer's language too
+    first = datetime.fromisoformat(day_range(30, datetime.now(UTC))[1][0])  # the axis's first label
+    german = client.get("/?days=30", headers={"Accept-Language": "de-DE"}).text
+    assert f">{first.day}. " in german and f">{first:%b} {first.day}<" in page.text
 
 
 def test_change_and_points_formats() -> None:

@@ -9,9 +9,12 @@ inline styles.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from markupsafe import Markup, escape
+
+from opencdp.ui.sql import short_day
 
 #: The drawing size in SVG units. Wide charts are drawn about as wide as they are shown on a
 #: laptop, so 11px text stays about 11px; `hbar_chart` takes its width for half-width panels.
@@ -38,6 +41,21 @@ def _fmt(value: float) -> str:
     return f"{value:,.1f}"
 
 
+@dataclass(frozen=True)
+class ChartText:
+    """How numbers, days and amounts read on a chart: plain English by default (CSV, scripts); the
+    dashboard passes the viewer's language (`display.chart_text`)."""
+
+    axis: Callable[[float], str] = _fmt  # short: "12k"
+    number: Callable[[float], str] = lambda value: f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+    day: Callable[[str], str] = short_day  # "2026-11-05" → "Nov 5"
+    money: Callable[[float], str] = lambda value: f"{value:,.2f}"
+    percent: Callable[[float], str] = lambda share: f"{100 * share:.1f}%"  # 0.123 → "12.3%"
+
+
+PLAIN = ChartText()
+
+
 def _empty(message: str = "No data in this period") -> Markup:
     return Markup('<p class="chart-empty">{}</p>').format(message)
 
@@ -49,7 +67,7 @@ def _frame(inner: list[str], label: str, height: int = HEIGHT, width: int = WIDT
     )
 
 
-def _y_axis(top: float, step: float, plot_h: float) -> list[str]:
+def _y_axis(top: float, step: float, plot_h: float, number: Callable[[float], str]) -> list[str]:
     parts = []
     ticks = round(top / step)
     for i in range(ticks + 1):
@@ -57,7 +75,7 @@ def _y_axis(top: float, step: float, plot_h: float) -> list[str]:
         y = TOP + plot_h - plot_h * value / top
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(
-            f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(value)}</text>'
+            f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{number(value)}</text>'
         )
     return parts
 
@@ -79,13 +97,19 @@ def _legend(names: Sequence[str]) -> str:
     return f'<ul class="legend">{items}</ul>'
 
 
-def bar_chart(labels: Sequence[str], values: Sequence[float], label: str, unit: str = "") -> Markup:
+def bar_chart(
+    labels: Sequence[str], values: Sequence[float], label: str, unit: str = "", text: ChartText = PLAIN
+) -> Markup:
     """One bar per label (e.g. per day)."""
-    return stacked_bar_chart(labels, {unit or "value": list(values)}, label, legend=False)
+    return stacked_bar_chart(labels, {unit or "value": list(values)}, label, legend=False, text=text)
 
 
 def stacked_bar_chart(
-    labels: Sequence[str], series: dict[str, list[float]], label: str, legend: bool = True
+    labels: Sequence[str],
+    series: dict[str, list[float]],
+    label: str,
+    legend: bool = True,
+    text: ChartText = PLAIN,
 ) -> Markup:
     """Bars per label, one coloured part per series (e.g. events per day by source)."""
     if not labels or not any(v for values in series.values() for v in values):
@@ -95,7 +119,7 @@ def stacked_bar_chart(
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / len(labels)
     bar_w = max(1.0, slot * 0.72)
-    parts = _y_axis(top, step, plot_h)
+    parts = _y_axis(top, step, plot_h, text.axis)
     centres = []
     for i, day in enumerate(labels):
         x = LEFT + slot * i + (slot - bar_w) / 2
@@ -107,7 +131,8 @@ def stacked_bar_chart(
                 continue
             h = plot_h * value / top
             base -= h
-            tip = f"{day} · {name}: {_fmt(value)}" if legend else f"{day}: {_fmt(value)}"
+            shown = text.number(value)
+            tip = f"{day} · {name}: {shown}" if legend else f"{day}: {shown}"
             parts.append(
                 f'<rect class="bar c{n % PALETTE}" x="{x:.1f}" y="{base:.1f}" width="{bar_w:.1f}" '
                 f'height="{h:.1f}"><title>{escape(tip)}</title></rect>'
@@ -117,7 +142,9 @@ def stacked_bar_chart(
     return Markup(f'<figure class="chart">{html}</figure>')
 
 
-def line_chart(labels: Sequence[str], series: dict[str, list[float]], label: str) -> Markup:
+def line_chart(
+    labels: Sequence[str], series: dict[str, list[float]], label: str, text: ChartText = PLAIN
+) -> Markup:
     """One line per series over the labels (e.g. segment sizes per day)."""
     if not labels or not series:
         return _empty()
@@ -126,13 +153,13 @@ def line_chart(labels: Sequence[str], series: dict[str, list[float]], label: str
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(labels) - 1)
     xs = [LEFT + slot * i for i in range(len(labels))] if len(labels) > 1 else [LEFT + plot_w / 2]
-    parts = _y_axis(top, step, plot_h)
+    parts = _y_axis(top, step, plot_h, text.axis)
     for n, (name, values) in enumerate(series.items()):
         points = [(x, TOP + plot_h - plot_h * v / top) for x, v in zip(xs, values, strict=True)]
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
         parts.append(f'<polyline class="line c{n % PALETTE}" points="{path}"/>')
         last_x, last_y = points[-1]
-        tip = escape(f"{name}: {_fmt(values[-1])} on {labels[-1]}")
+        tip = escape(f"{name}: {text.number(values[-1])} on {labels[-1]}")
         parts.append(
             f'<circle class="dot c{n % PALETTE}" cx="{last_x:.1f}" cy="{last_y:.1f}" r="3.5">'
             f"<title>{tip}</title></circle>"
@@ -166,7 +193,7 @@ def hbar_chart(rows: Sequence[tuple[str, float, str]], label: str, width: int = 
     return Markup(f'<figure class="chart">{_frame(parts, label, height, width)}</figure>')
 
 
-def share_bar(parts: Sequence[tuple[str, float]], label: str) -> Markup:
+def share_bar(parts: Sequence[tuple[str, float]], label: str, text: ChartText = PLAIN) -> Markup:
     """A single 100% bar (e.g. identified vs anonymous profiles)."""
     total = sum(v for _, v in parts)
     if not total:
@@ -176,7 +203,7 @@ def share_bar(parts: Sequence[tuple[str, float]], label: str) -> Markup:
         w = 100 * value / total
         out.append(
             f'<rect class="bar c{i % PALETTE}" x="{x:.2f}" y="0" width="{w:.2f}" height="10">'
-            f"<title>{escape(name)}: {_fmt(value)} ({w:.0f}%)</title></rect>"
+            f"<title>{escape(name)}: {escape(text.number(value))} ({w:.0f}%)</title></rect>"
         )
         x += w
     svg = (

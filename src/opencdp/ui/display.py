@@ -20,11 +20,18 @@ import jinja2
 import orjson
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_skeleton, format_time
-from babel.numbers import UnknownCurrencyError, format_currency, format_decimal, format_percent
+from babel.numbers import (
+    UnknownCurrencyError,
+    format_compact_decimal,
+    format_currency,
+    format_decimal,
+    format_percent,
+)
 from fastapi import Request
 from markupsafe import Markup, escape
 
 from opencdp.traits.definitions import BUILT_IN
+from opencdp.ui.charts import ChartText
 from opencdp.ui.config import UISettings
 
 NO_VALUE = "\u2013"  # an en dash: shown where there is no value
@@ -282,6 +289,27 @@ def format_property(
         return Markup(escape(format_number(value, viewer)))
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
     return Markup(escape(text if len(text) <= width else text[: width - 1] + "\u2026"))
+
+
+def format_axis_number(value: float, viewer: Viewer) -> str:
+    """Short numbers for chart axes and tips: "12K" (en), "12 k" (fr); grouped digits where the
+    language has no short thousands ("12.345" in German)."""
+    if abs(value) >= 10_000:
+        compact = str(format_compact_decimal(value, format_type="short", locale=viewer.locale))
+        if not compact.isdigit():
+            return compact
+    return format_number(value, viewer, 0 if value == int(value) else 1)
+
+
+def chart_text(viewer: Viewer) -> ChartText:
+    """The viewer's language for charts, which are drawn before the template."""
+    return ChartText(
+        axis=lambda value: format_axis_number(value, viewer),
+        number=lambda value: format_number(value, viewer, 0 if value == int(value) else 1),
+        day=lambda day: str(format_skeleton("MMMd", date.fromisoformat(day), locale=viewer.locale)),
+        money=lambda value: format_money(value, viewer),
+        percent=lambda share: format_percent_of(share, viewer),
+    )
 
 
 # --- Jinja filters: the viewer comes from the template's `request` ----------------------------

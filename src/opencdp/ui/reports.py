@@ -8,7 +8,6 @@ saved report always shows current data.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +19,8 @@ from opencdp.store.dialect import json_number
 from opencdp.store.schema import profile_events, profiles, segment_memberships, segments, sources
 from opencdp.store.schema import segment_transitions as transitions
 from opencdp.ui import charts
-from opencdp.ui.sql import day_range, short_day, utc_day
+from opencdp.ui.charts import PLAIN, ChartText
+from opencdp.ui.sql import day_range, utc_day
 from opencdp.ui.tables import reports
 
 MAX_SEGMENTS = 8
@@ -52,14 +52,6 @@ class Result:
     chart: Markup
     notes: list[str]
     money_columns: tuple[str, ...] = ()  # amounts in the shop's currency (shown with it)
-
-
-#: Formats an amount of money for chart labels (the dashboard passes the viewer's `money`).
-Money = Callable[[float], str]
-
-
-def plain_money(value: float) -> str:
-    return f"{value:,.2f}"
 
 
 def _segments_param() -> Param:
@@ -145,7 +137,7 @@ def _members(segment_id: int) -> sa.Select[Any]:
     )
 
 
-def segment_size(conn: sa.Connection, p: dict[str, Any], now: datetime, money: Money) -> Result:
+def segment_size(conn: sa.Connection, p: dict[str, Any], now: datetime, text: ChartText) -> Result:
     notes: list[str] = []
     start, days = day_range(p["days"], now)
     series: dict[str, list[float]] = {}
@@ -173,11 +165,11 @@ def segment_size(conn: sa.Connection, p: dict[str, Any], now: datetime, money: M
     if not series and not notes:
         notes.append("There are no saved segments yet.")
     rows = [[label, *(int(v[i]) for v in series.values())] for i, label in enumerate(days)]
-    chart = charts.line_chart([short_day(d) for d in days], series, "Segment size over time")
+    chart = charts.line_chart([text.day(d) for d in days], series, "Segment size over time", text)
     return Result(["day", *series], rows, chart, notes)
 
 
-def events_by_source(conn: sa.Connection, p: dict[str, Any], now: datetime, money: Money) -> Result:
+def events_by_source(conn: sa.Connection, p: dict[str, Any], now: datetime, text: ChartText) -> Result:
     """From `profile_events` (each processed event's name, time and source): a tenth of the bytes
     of the raw log to scan, and it keeps history after raw events pass their retention."""
     start, days = day_range(p["days"], now)
@@ -199,11 +191,11 @@ def events_by_source(conn: sa.Connection, p: dict[str, Any], now: datetime, mone
         for i, d in enumerate(days)
     ]
     title = f"{p['event'] or 'Events'} per day by source"
-    chart = charts.stacked_bar_chart([short_day(d) for d in days], series, title)
+    chart = charts.stacked_bar_chart([text.day(d) for d in days], series, title, text=text)
     return Result(["day", *series, "total"], rows, chart, [])
 
 
-def orders_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime, money: Money) -> Result:
+def orders_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime, text: ChartText) -> Result:
     notes: list[str] = []
     start, _ = day_range(p["days"], now)
     revenue = json_number(profile_events.c.properties, p["property"] or "revenue")
@@ -234,12 +226,12 @@ def orders_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime, mon
                 round(total / size, 2) if size else 0.0,
             ]
         )
-    chart = charts.hbar_chart([(r[0], r[4], money(r[4])) for r in rows], "Revenue by segment")
+    chart = charts.hbar_chart([(r[0], r[4], text.money(r[4])) for r in rows], "Revenue by segment")
     columns = ["segment", "members", "buyers", "orders", "revenue", "average_order", "revenue_per_member"]
     return Result(columns, rows, chart, notes, ("revenue", "average_order", "revenue_per_member"))
 
 
-def conversion_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime, money: Money) -> Result:
+def conversion_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime, text: ChartText) -> Result:
     """Two index range scans give who did each event; segments are then set intersections (one
     query per segment instead of two joins per segment)."""
     notes: list[str] = []
@@ -265,7 +257,8 @@ def conversion_by_segment(conn: sa.Connection, p: dict[str, Any], now: datetime,
         rate = round(100 * converted / reached, 1) if reached else 0.0
         rows.append([name, reached, converted, rate])
     chart = charts.hbar_chart(
-        [(r[0], r[3], f"{r[3]:.1f}% of {r[1]:,}") for r in rows], "Conversion by segment"
+        [(r[0], r[3], f"{text.percent(r[3] / 100)} of {text.number(r[1])}") for r in rows],
+        "Conversion by segment",
     )
     return Result(["segment", "reached", "converted", "conversion_percent"], rows, chart, notes)
 
@@ -283,10 +276,10 @@ def run(
     kind: str,
     params: dict[str, Any],
     now: datetime | None = None,
-    money: Money = plain_money,
+    text: ChartText = PLAIN,
 ) -> Result:
     with engine.connect() as conn:
-        return RUNNERS[kind](conn, params, now or datetime.now(UTC), money)
+        return RUNNERS[kind](conn, params, now or datetime.now(UTC), text)
 
 
 # --- Saved reports --------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from fastapi import APIRouter, Query, Request, Response
 from opencdp.store.dialect import json_number
 from opencdp.store.schema import events, identities, profile_events, profiles, segments, sources
 from opencdp.ui import charts
-from opencdp.ui.sql import day_range, short_day, utc_day
-from opencdp.ui.web import SignedIn, UIRoute, engine_of, render
+from opencdp.ui.display import chart_text, viewer_of
+from opencdp.ui.sql import day_range, utc_day
+from opencdp.ui.web import SignedIn, UIRoute, engine_of, render, ui_settings
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
 #: Identifier types that do not make a profile "identified" (they name a browser or device).
@@ -133,15 +134,18 @@ def overview_data(engine: sa.Engine, days: int = 30, now: datetime | None = None
 @router.get("/")
 def overview(request: Request, session: SignedIn, days: int = Query(30, ge=7, le=365)) -> Response:
     data = overview_data(engine_of(request), days)
-    labels = [short_day(d) for d, _ in data["per_day"]]
+    text = chart_text(viewer_of(request, ui_settings()))
+    labels = [text.day(d) for d, _ in data["per_day"]]
     chart = charts.bar_chart(
-        labels, [n for _, n in data["per_day"]], f"Events per day, last {days} days", "events"
+        labels, [n for _, n in data["per_day"]], f"Events per day, last {days} days", "events", text
     )
     share = charts.share_bar(
-        [("identified", data["identified"]), ("anonymous", data["anonymous"])], "Identified and anonymous"
+        [("identified", data["identified"]), ("anonymous", data["anonymous"])],
+        "Identified and anonymous",
+        text,
     )
     top = charts.hbar_chart(
-        [(name or "(unnamed)", n, f"{n:,}") for name, n in data["top_events"]], "Top events", width=560
+        [(name or "(unnamed)", n, text.number(n)) for name, n in data["top_events"]], "Top events", width=560
     )
     return render(
         request,

@@ -13,7 +13,7 @@ from opencdp.access import audit
 from opencdp.csvsafe import line
 from opencdp.ui import reports
 from opencdp.ui.catalog import catalog, numeric_properties, unknown_event, unknown_property
-from opencdp.ui.display import format_money, viewer_of
+from opencdp.ui.display import chart_text, viewer_of
 from opencdp.ui.web import (
     BadRequest,
     Editor,
@@ -82,7 +82,7 @@ def _page(
 ) -> Response:
     engine = engine_of(request)
     viewer = viewer_of(request, ui_settings())
-    result = reports.run(engine, kind, params, money=lambda value: format_money(value, viewer))
+    result = reports.run(engine, kind, params, text=chart_text(viewer))
     names = catalog(engine)
     problems = unknown_names(request, kind, params)
     if problems and not error:
