@@ -7,7 +7,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from opencdp.segments.oracle import OracleEvent, OracleProfile
+from opencdp.segments.compiler import members_query
+from opencdp.segments.language import parse_criteria, to_document
+from opencdp.segments.oracle import OracleEvent, OracleProfile, evaluate
 from opencdp.store.schema import profile_events, profiles, segment_memberships, segment_transitions, segments
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -69,3 +71,17 @@ def profile(
         computed or {},
         [OracleEvent(name, "track", NOW - timedelta(days=days), props) for name, days, props in events or []],
     )
+
+
+def assert_selects(
+    engine: sa.Engine, world: dict[str, OracleProfile], criteria: Any, expected: set[str]
+) -> Any:
+    """SQL and oracle both select `expected` from `world`, and the stored form round-trips."""
+    load(engine, world)
+    parsed = parse_criteria(criteria)
+    with engine.connect() as conn:
+        got = {r[0] for r in conn.execute(members_query(parsed, NOW))}
+    assert got == expected
+    assert {pid for pid, p in world.items() if evaluate(parsed, p, NOW)} == expected
+    assert parse_criteria(to_document(parsed)) == parsed  # the stored form round-trips
+    return parsed

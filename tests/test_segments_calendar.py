@@ -15,9 +15,9 @@ from opencdp.cli import main
 from opencdp.config import Settings
 from opencdp.segments.compiler import members_query
 from opencdp.segments.language import CriteriaError, parse_criteria, to_document
-from opencdp.segments.oracle import OracleEvent, OracleProfile, evaluate
+from opencdp.segments.oracle import OracleEvent, OracleProfile
 from opencdp.system import OpenCDP
-from tests.segment_helpers import NOW, load
+from tests.segment_helpers import NOW, assert_selects
 
 
 def _at(text: str) -> datetime:
@@ -115,13 +115,7 @@ CASES: list[tuple[dict[str, Any], set[str]]] = [
 def test_calendar_conditions_on_every_engine(
     cdp: OpenCDP, criteria: dict[str, Any], expected: set[str]
 ) -> None:
-    load(cdp.engine, WORLD)
-    parsed = parse_criteria(criteria)
-    with cdp.engine.connect() as conn:
-        got = {r[0] for r in conn.execute(members_query(parsed, NOW))}
-    assert got == expected
-    assert {pid for pid, p in WORLD.items() if evaluate(parsed, p, NOW)} == expected
-    assert parse_criteria(to_document(parsed)) == parsed
+    parsed = assert_selects(cdp.engine, WORLD, criteria, expected)
     assert to_document(parsed) == criteria  # stored as written
 
 

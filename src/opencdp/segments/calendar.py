@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 #: The calendar forms, each naming one or two days (`between`) or a month (`in_month`).
-CALENDAR_OPS = ("on", "after", "on_or_after", "before", "on_or_before", "between", "in_month")
+CalendarOp = Literal["on", "after", "on_or_after", "before", "on_or_before", "between", "in_month"]
+CALENDAR_OPS: tuple[str, ...] = get_args(CalendarOp)
 #: Calendar days outside these years are refused (no overflow at the edges of `datetime`).
 FIRST_YEAR, LAST_YEAR = 1900, 2999
 

@@ -25,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from opencdp.segments.calendar import (
     CALENDAR_OPS,
     TZ_ALONE,
+    CalendarOp,
     FieldProblem,
     Window,
     calendar_window,
@@ -58,14 +59,7 @@ ValueOp = Literal[
     "starts_with",
     "exists",
     "not_exists",
-    # calendar ops on date-valued text ("2026-03-01" or "2026-03-01T09:30:00Z"): see calendar.py
-    "on",
-    "after",
-    "on_or_after",
-    "before",
-    "on_or_before",
-    "between",
-    "in_month",
+    CalendarOp,  # on date-valued text ("2026-03-01" or "2026-03-01T09:30:00Z"): see calendar.py
 ]
 
 #: A calendar day, "YYYY-MM-DD"; a month, "YYYY-MM"; an IANA time zone name.
@@ -143,17 +137,7 @@ class TimeTest(_Strict):
     a calendar op (`on`, `after`, `on_or_after`, `before`, `on_or_before`, `between`, `in_month`):
     it happened on those calendar days, in time zone `tz` (default UTC)."""
 
-    op: Literal[
-        "within_days",
-        "before_days",
-        "on",
-        "after",
-        "on_or_after",
-        "before",
-        "on_or_before",
-        "between",
-        "in_month",
-    ]
+    op: Literal["within_days", "before_days", CalendarOp]
     value: int | str | list[str]
     tz: TimeZoneName | None = None
 
