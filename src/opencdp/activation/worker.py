@@ -466,7 +466,12 @@ def _pid(person: dict[str, Any] | None) -> str | None:
 def _public(person: dict[str, Any] | None) -> dict[str, Any] | None:
     if person is None:
         return None
-    return {"id": person["id"], "traits": person["traits"], "computed": person["computed"]}
+    return {
+        "id": person["id"],
+        "traits": person["traits"],
+        "computed": person["computed"],
+        "predicted": person["predicted"],
+    }
 
 
 def _profiles(conn: sa.Connection, ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -484,6 +489,7 @@ def _profiles(conn: sa.Connection, ids: set[str]) -> dict[str, dict[str, Any]]:
                     profiles.c.merged_into,
                     profiles.c.traits,
                     profiles.c.computed,
+                    profiles.c.predicted,
                     profiles.c.consent,
                 ).where(profiles.c.id.in_(sorted(set(wanted.values()))))
             )
@@ -500,6 +506,7 @@ def _profiles(conn: sa.Connection, ids: set[str]) -> dict[str, dict[str, Any]]:
                 "id": row.id,
                 "traits": row.traits or {},
                 "computed": row.computed or {},
+                "predicted": row.predicted or {},
                 "consent": row.consent or {},
             }
         wanted = following

@@ -22,6 +22,7 @@ from opencdp.api import (
     imports,
     journeys,
     metrics,
+    predictions,
     privacy,
     profiles,
     segments,
@@ -65,6 +66,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(segments.router)
     app.include_router(activation.router)
     app.include_router(journeys.router)
+    app.include_router(predictions.router)
     app.include_router(imports.router)
     app.include_router(ui_router)
     app.include_router(privacy.router)

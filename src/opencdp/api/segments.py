@@ -299,6 +299,9 @@ def export(
     ],
     traits: Annotated[str, Query(description="Comma-separated trait names")] = "",
     computed: Annotated[str, Query(description="Comma-separated computed trait names")] = "",
+    predicted: Annotated[
+        str, Query(description="Comma-separated predicted trait names, e.g. churn_probability")
+    ] = "",
     channel: Channel = None,
     if_empty: Annotated[
         Literal["csv", "error"],
@@ -316,13 +319,17 @@ def export(
         raise ApiError(409, "nothing_to_export", reason)
     trait_names = [t for t in traits.split(",") if t]
     computed_names = [c for c in computed.split(",") if c]
+    predicted_names = [p for p in predicted.split(",") if p]
     detail = {
         "purpose": safe_token(purpose),
         "traits": [safe_token(t) for t in trait_names],
         "computed": [safe_token(c) for c in computed_names],
+        "predicted": [safe_token(p) for p in predicted_names],
     }
     audit(request, key, "segment.export", "segment", name, detail)
-    rows = queries.export_csv(engine, name, trait_names, computed_names, purpose, needs=found.identifier)
+    rows = queries.export_csv(
+        engine, name, trait_names, computed_names, purpose, needs=found.identifier, predicted=predicted_names
+    )
     filename = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "segment"
     headers = {
         "Content-Disposition": f'attachment; filename="{filename}.csv"',

@@ -339,6 +339,10 @@ def rebuild(yes: bool) -> None:
         while n := processor.run_once():
             progress.advance(task, n)
         processor.refresh_all_queued()
+    from opencdp.predict.runner import rescore_after_rebuild
+
+    if rescored := rescore_after_rebuild(engine):
+        click.echo(f"predicted traits written again by {rescored} models (as of their last scoring)")
     click.echo("rebuild complete")
 
 
@@ -398,10 +402,12 @@ from opencdp.cli.activation import (  # noqa: E402
     forwarding_group,
 )
 from opencdp.cli.journeys import journeys_group  # noqa: E402
+from opencdp.cli.predict import predict_group  # noqa: E402
 from opencdp.cli.segments import segments_group, traits_group  # noqa: E402
 from opencdp.imports.cli import import_command  # noqa: E402
 
 main.add_command(segments_group)
+main.add_command(predict_group)
 main.add_command(destinations_group)
 main.add_command(forwarding_group)
 main.add_command(audiences_group)

@@ -182,6 +182,7 @@ def reach_command(name: str, purpose: str, channel: str | None, as_json: bool) -
 )
 @click.option("--traits", default="", help="Comma-separated traits, e.g. email,first_name,country")
 @click.option("--computed", default="", help="Comma-separated computed traits, e.g. rfm_segment")
+@click.option("--predicted", default="", help="Comma-separated predicted traits, e.g. churn_probability")
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), default=None, help="File [default: stdout]"
 )
@@ -193,7 +194,9 @@ def reach_command(name: str, purpose: str, channel: str | None, as_json: bool) -
     "[default: guessed from the purpose, email_marketing → email]",
 )
 @_friendly
-def export(name: str, purpose: str, traits: str, computed: str, out: str | None, channel: str | None) -> None:
+def export(
+    name: str, purpose: str, traits: str, computed: str, predicted: str, out: str | None, channel: str | None
+) -> None:
     """Export current members who consented to PURPOSE as CSV with the chosen traits."""
     from opencdp.segments import reach
     from opencdp.segments.queries import export_csv
@@ -207,6 +210,7 @@ def export(name: str, purpose: str, traits: str, computed: str, out: str | None,
     columns = {
         "traits": [t for t in traits.split(",") if t],
         "computed": [c for c in computed.split(",") if c],
+        "predicted": [p for p in predicted.split(",") if p],
     }
     record(engine, "cli", "segment.export", "segment", name, {"purpose": purpose, **columns})
     lines = export_csv(
@@ -216,6 +220,7 @@ def export(name: str, purpose: str, traits: str, computed: str, out: str | None,
         [c for c in computed.split(",") if c],
         purpose,
         needs=found.identifier,
+        predicted=columns["predicted"],
     )
     if out is None:
         for line in lines:

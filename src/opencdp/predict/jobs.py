@@ -28,4 +28,5 @@ def job(kind: str) -> Job:
     if kind not in KINDS:
         raise UnknownKind(f"unknown kind of prediction {kind!r} (one of: {', '.join(KINDS)})")
     module = importlib.import_module(KINDS[kind])
-    return module.JOBS[kind]  # type: ignore[no-any-return]
+    found: Job = module.JOBS[kind]
+    return found

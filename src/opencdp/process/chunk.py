@@ -46,7 +46,11 @@ _FOLLOW_MERGES = (
 )
 #: Written by the processor; `computed` and `computed_at` are the derived step's
 #: (process/derived.py) and are kept.
-_PROFILE_COLUMNS = [c.name for c in profiles.columns if c.name not in ("id", "computed", "computed_at")]
+_PROFILE_COLUMNS = [
+    c.name
+    for c in profiles.columns
+    if c.name not in ("id", "computed", "computed_at", "predicted", "predicted_meta")
+]
 _REDATE_EDGE = (
     identity_edges.update()
     .where(identity_edges.c.signature == sa.bindparam("sig"))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from opencdp.identity.identifiers import IdentityRules
+from opencdp.predict.store import all_models, predicted_traits
 from opencdp.store.schema import (
     event_owners,
     events,
@@ -65,6 +66,7 @@ def get_profile(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
                 for meta in [row.trait_meta[name]]
             },
             "computed": computed_traits(row.computed, row.computed_at),
+            "predicted": predicted_traits(row.predicted, row.predicted_meta, all_models(conn)),
             "first_seen": row.first_seen,
             "last_seen": row.last_seen,
             "event_counts": row.event_counts,

@@ -28,6 +28,7 @@ from opencdp.segments.language import (
     EventCondition,
     Not,
     Or,
+    PredictedCondition,
     PropertyCondition,
     SegmentRef,
     TraitCondition,
@@ -186,6 +187,8 @@ class Compiler:
             return value_test(profiles.c.traits, criteria.trait, criteria)
         if isinstance(criteria, ComputedCondition):
             return value_test(profiles.c.computed, criteria.computed, criteria)
+        if isinstance(criteria, PredictedCondition):
+            return value_test(profiles.c.predicted, criteria.predicted, criteria)
         if isinstance(criteria, EventCondition):
             return self._event(criteria)
         if isinstance(criteria, SegmentRef):

@@ -40,7 +40,7 @@ from opencdp.segments.calendar import (
 Scalar = str | int | float | bool
 KEY_PATTERN = r'^[^"\\\x00-\x1f]{1,200}$'
 
-#: At most this many conditions (trait, computed and event conditions, counting those of
+#: At most this many conditions (trait, computed, predicted and event conditions, counting those of
 #: referenced segments as often as they are referenced) in one segment. See docs/segments.md#limits.
 MAX_CONDITIONS = 200
 #: At most this many levels of and/or/not, counting the levels inside referenced segments.
@@ -121,6 +121,12 @@ class ComputedCondition(_ValueTest):
     """A computed trait (see `opencdp traits list`)."""
 
     computed: str = Field(pattern=KEY_PATTERN)
+
+
+class PredictedCondition(_ValueTest):
+    """A predicted trait (see `opencdp predict list`): a score written by a prediction job."""
+
+    predicted: str = Field(pattern=KEY_PATTERN)
 
 
 class PropertyCondition(_ValueTest):
@@ -238,7 +244,7 @@ class Not(_Strict):
 
 
 Criteria = Annotated[
-    And | Or | Not | TraitCondition | ComputedCondition | EventCondition | SegmentRef,
+    And | Or | Not | TraitCondition | ComputedCondition | PredictedCondition | EventCondition | SegmentRef,
     Field(union_mode="left_to_right"),
 ]
 for _model in (And, Or, Not):
@@ -250,6 +256,7 @@ _SHAPES: dict[str, type[BaseModel]] = {
     "not": Not,
     "trait": TraitCondition,
     "computed": ComputedCondition,
+    "predicted": PredictedCondition,
     "event": EventCondition,
     "type": EventCondition,
     "segment": SegmentRef,
@@ -318,7 +325,12 @@ def _parse(document: Any, path: str, depth: int, budget: _Budget) -> Any:
     kinds = [k for k in _SHAPES if k in document]
     if not kinds:
         raise CriteriaError(
-            [{"path": path, "problem": "needs one of: and, or, not, trait, computed, event, segment"}]
+            [
+                {
+                    "path": path,
+                    "problem": "needs one of: and, or, not, trait, computed, predicted, event, segment",
+                }
+            ]
         )
     model = _SHAPES[kinds[0]]
     if model in (And, Or, Not) and depth >= MAX_DEPTH:

@@ -15,6 +15,7 @@ from opencdp.segments.language import (
     EventCondition,
     Not,
     Or,
+    PredictedCondition,
     SegmentRef,
     TraitCondition,
     _ValueTest,
@@ -36,6 +37,7 @@ class OracleEvent:
 class OracleProfile:
     traits: dict[str, Any] = field(default_factory=dict)
     computed: dict[str, Any] = field(default_factory=dict)
+    predicted: dict[str, Any] = field(default_factory=dict)
     events: list[OracleEvent] = field(default_factory=list)
 
 
@@ -93,6 +95,8 @@ def evaluate(
         return value_matches(profile.traits, criteria.trait, criteria)
     if isinstance(criteria, ComputedCondition):
         return value_matches(profile.computed, criteria.computed, criteria)
+    if isinstance(criteria, PredictedCondition):
+        return value_matches(profile.predicted, criteria.predicted, criteria)
     if isinstance(criteria, SegmentRef):
         document = lookup(criteria.segment) if lookup else None
         if document is None:

@@ -119,15 +119,18 @@ def export_csv(
     purpose: str,
     identifier_types: Sequence[str] = ("user_id", "email", "phone"),
     needs: str | None = None,
+    predicted: Sequence[str] = (),
 ) -> Iterator[str]:
     """Current members that consented to `purpose`, as CSV streamed in pages (profile id, entered time,
-    identifiers, chosen traits). Consent is checked per page, so a withdrawal applies at once.
+    identifiers, chosen traits, computed and predicted traits). Consent is checked per page, so a
+    withdrawal applies at once.
     `needs`: only members with an identifier of this type (reach.CHANNELS: an e-mail export needs
     an e-mail address) — the same filters reach.reach counts."""
     segment = get(engine, name)
     with engine.connect() as conn:
         purpose = require_purpose(conn, purpose)
     header = ["profile_id", "entered_at", *identifier_types, *traits, *(f"computed.{c}" for c in computed)]
+    header += [f"predicted.{p}" for p in predicted]
     yield line(header)
     after = ""
     while True:
@@ -138,6 +141,7 @@ def export_csv(
                     segment_memberships.c.entered_at,
                     profiles.c.traits,
                     profiles.c.computed,
+                    profiles.c.predicted,
                 )
                 .join(profiles, profiles.c.id == segment_memberships.c.profile_id)
                 .where(
@@ -167,5 +171,6 @@ def export_csv(
             values += [";".join(idents.get((row.profile_id, t), [])) for t in identifier_types]
             values += [row.traits.get(t) for t in traits]
             values += [(row.computed or {}).get(c) for c in computed]
+            values += [(row.predicted or {}).get(p) for p in predicted]
             yield line(values)
         after = rows[-1].profile_id

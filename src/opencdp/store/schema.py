@@ -122,6 +122,10 @@ profiles = sa.Table(
     sa.Column("consent_meta", Json, nullable=True),
     #: When `computed` was last written (the `now` its time windows were measured from; 0012).
     sa.Column("computed_at", UTCDateTime, nullable=True),
+    #: Predicted traits {trait: value} written by prediction jobs (0013), and which model version
+    #: wrote them when: {model: {"version": n, "at": iso}}. Not written by the processor.
+    sa.Column("predicted", Json, nullable=True),
+    sa.Column("predicted_meta", Json, nullable=True),
 )
 
 #: Accepted joins: the answer to "why are these one person?".
@@ -499,6 +503,34 @@ journey_history = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("detail", Json, nullable=False),
     sa.Index("ix_journey_history_journey_step", "journey_id", "step", "action"),
+)
+
+#: Prediction jobs and their fitted models (0013): parameters and quality as JSON, no pickles, so a
+#: stored model scores the same profiles the same way after a restart or a rebuild.
+prediction_models = sa.Table(
+    "prediction_models",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("options", Json, nullable=False),
+    #: 0 until the first fit; every fit adds one.
+    sa.Column("version", sa.Integer, nullable=False),
+    #: "new", "ready", "refused" (too little data: `reason` says why) or "failed" (an error).
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("trained_at", UTCDateTime, nullable=True),
+    sa.Column("window", Json, nullable=True),
+    sa.Column("features", Json, nullable=True),
+    sa.Column("params", Json, nullable=True),
+    sa.Column("quality", Json, nullable=True),
+    sa.Column("traits", Json, nullable=True),
+    #: The time the last scoring run measured profiles at, and how many it scored.
+    sa.Column("scored_at", UTCDateTime, nullable=True),
+    sa.Column("scored_count", sa.Integer, nullable=False),
+    #: Refit after this many days (scores are refreshed every day with the current fit).
+    sa.Column("refit_days", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
 DERIVED_TABLES = (

@@ -81,7 +81,9 @@ def _event_names(limit: int = 1000) -> sa.Select[Any]:
 def build(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         sample = conn.execute(  # in primary key order: no sort, whatever the table size
-            sa.select(profiles.c.traits, profiles.c.computed).order_by(profiles.c.id).limit(PROFILE_SAMPLE)
+            sa.select(profiles.c.traits, profiles.c.computed, profiles.c.predicted)
+            .order_by(profiles.c.id)
+            .limit(PROFILE_SAMPLE)
         ).all()
         names = conn.execute(_event_names()).all()
         recent = conn.execute(
@@ -103,6 +105,7 @@ def build(engine: sa.Engine) -> dict[str, Any]:
     return {
         "traits": _collect([r.traits for r in sample]),
         "computed": [computed[k] for k in sorted(computed)],
+        "predicted": _collect([r.predicted or {} for r in sample]),
         "events": [{"name": r.name, "type": r.type} for r in names],
         "properties": {name: _collect(rows) for name, rows in sorted(by_event.items())},
     }

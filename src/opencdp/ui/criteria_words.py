@@ -26,6 +26,7 @@ LABELS = {
     "type": "Event type",
     "trait": "Trait",
     "computed": "Computed trait",
+    "predicted": "Predicted trait",
     "segment": "Segment",
     "op": "Operator",
     "value": "Value",

@@ -71,7 +71,17 @@ IDENTIFIER_LABELS: dict[str, str] = {
     "phone": "Phone",
 }
 #: Built-in traits that are amounts of money (in the shop's currency).
-MONEY_TRAITS = frozenset({"total_revenue", "average_order_value", "largest_order"})
+MONEY_TRAITS = frozenset(
+    {
+        "total_revenue",
+        "average_order_value",
+        "largest_order",
+        # predicted (predict/)
+        "expected_revenue",
+        "expected_order_value",
+        "share_revenue",
+    }
+)
 #: Built-in traits that are moments.
 MOMENT_TRAITS = frozenset(d.name for d in BUILT_IN if d.kind in ("first", "last"))
 

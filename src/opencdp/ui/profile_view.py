@@ -18,6 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from opencdp.predict.describe import TRAIT_DESCRIPTIONS as descriptions
+from opencdp.predict.store import all_models, predicted_traits
 from opencdp.privacy.consent import list_purposes
 from opencdp.store.schema import (
     event_owners,
@@ -193,7 +195,9 @@ def extras(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
     """Computed traits (with what they mean), purchases, channels, memberships and consent."""
     with engine.connect() as conn:
         state = conn.execute(
-            sa.select(profiles.c.computed, profiles.c.consent_meta).where(profiles.c.id == profile_id)
+            sa.select(
+                profiles.c.computed, profiles.c.consent_meta, profiles.c.predicted, profiles.c.predicted_meta
+            ).where(profiles.c.id == profile_id)
         ).one()
         described = {d.name: d.description for d in trait_store.definitions(conn)} | DERIVED
         memberships = conn.execute(
@@ -208,6 +212,7 @@ def extras(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
             .order_by(segment_memberships.c.exited_at.is_not(None), segments.c.name)
         ).all()
         computed = state.computed or {}
+        models = all_models(conn)
         bought = purchases(conn, profile_id, computed)
         used = channels(conn, profile_id)
     meta = state.consent_meta if isinstance(state.consent_meta, dict) else {}
@@ -217,6 +222,10 @@ def extras(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
             for name in sorted(computed)
         ],
         "computed_values": computed,
+        "predicted": [
+            {"name": name, **entry, "description": descriptions.get(name, "")}
+            for name, entry in predicted_traits(state.predicted, state.predicted_meta, models).items()
+        ],
         "purchases": bought,
         "channels": used,
         "memberships": [dict(m._mapping) for m in memberships],

@@ -9,6 +9,7 @@ from opencdp.ui import (
     views_destinations,
     views_journeys,
     views_overview,
+    views_predictions,
     views_profiles,
     views_reports,
     views_segments,
@@ -33,6 +34,7 @@ for _views in (
     views_reports,
     views_destinations,
     views_journeys,
+    views_predictions,
     views_users,
 ):
     router.include_router(_views.router)

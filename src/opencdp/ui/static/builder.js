@@ -25,6 +25,7 @@
     ["between", "is between the days"], ["in_month", "is in the month"],
   ];
   // Calendar days (docs/segments.md#calendar-dates): "between" includes both days.
+  const VALUE_KINDS = { trait: "Trait", computed: "Computed", predicted: "Predicted" };
   const CALENDAR = new Set(["on", "after", "on_or_after", "before", "on_or_before", "between", "in_month"]);
   const WHEN = [
     ["any", "at any time"], ["last", "in the last … days"], ["on", "on the day"], ["between", "between the days"],
@@ -83,6 +84,7 @@
     }
     if (doc.trait !== undefined) return { kind: "trait", name: doc.trait, ...test(doc) };
     if (doc.computed !== undefined) return { kind: "computed", name: doc.computed, ...test(doc) };
+    if (doc.predicted !== undefined) return { kind: "predicted", name: doc.predicted, ...test(doc) };
     if (doc.segment !== undefined) return { kind: "segment", name: doc.segment, negate: false };
     const time = doc.first_occurred || doc.last_occurred;
     const keys = [...CALENDAR].filter((k) => doc[k] !== undefined);
@@ -138,7 +140,7 @@
       if (node.mode === "none") return kids.length === 1 ? { not: kids[0] } : { not: { or: kids } };
       return { [node.mode]: kids };
     }
-    if (node.kind === "trait" || node.kind === "computed") {
+    if (node.kind === "trait" || node.kind === "computed" || node.kind === "predicted") {
       return node.name ? { [node.kind]: node.name, ...valueDoc(node) } : null;
     }
     if (node.kind === "segment") {
@@ -408,12 +410,12 @@
       if (child.kind === "group") body.append(group(child, node, depth + 1));
       else if (child.kind === "event") body.append(eventCondition(child, node));
       else if (child.kind === "segment") body.append(segmentCondition(child, node));
-      else body.append(valueCondition(child, node, child.kind === "trait" ? "Trait" : "Computed",
-        child.kind === "trait" ? catalog.traits : catalog.computed));
+      else body.append(valueCondition(child, node, VALUE_KINDS[child.kind], catalog[child.kind === "trait" ? "traits" : child.kind] || []));
     }
     if (!node.children.length) body.append(el("p", { class: "muted", text: "No conditions yet." }));
     const adders = el("div", { class: "adders" });
-    const kinds = [["trait", "+ Trait"], ["computed", "+ Computed trait"], ["event", "+ Event"], ["segment", "+ Segment"]];
+    const kinds = [["trait", "+ Trait"], ["computed", "+ Computed trait"], ["predicted", "+ Predicted trait"],
+      ["event", "+ Event"], ["segment", "+ Segment"]];
     if (depth < 4) kinds.push(["group", "+ Group"]);
     for (const [kind, text] of kinds) {
       adders.append(el("button", { type: "button", text, onclick: () => { node.children.push(blank(kind)); render(); } }));
