@@ -38,6 +38,7 @@ def load(engine: sa.Engine, world: dict[str, OracleProfile]) -> None:
                     "last_seen": None,
                     "updated_at": NOW,
                     "computed": p.computed,
+                    "predicted": p.predicted or None,
                 }
                 for pid, p in world.items()
             ],
@@ -62,6 +63,7 @@ def profile(
     traits: dict[str, Any] | None = None,
     computed: dict[str, Any] | None = None,
     events: list[tuple[str, int, dict[str, Any]]] | None = None,
+    predicted: dict[str, Any] | None = None,
 ) -> OracleProfile:
     """events: (name, days ago, properties)."""
     from datetime import timedelta
@@ -70,6 +72,7 @@ def profile(
         traits or {},
         computed or {},
         [OracleEvent(name, "track", NOW - timedelta(days=days), props) for name, days, props in events or []],
+        predicted or {},
     )
 
 

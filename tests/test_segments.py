@@ -27,11 +27,13 @@ WORLD = {
             ("Order Completed", 10, {"category": "shoes", "revenue": 20}),
             ("Email Opened", 2, {}),
         ],
+        {"churn_probability": 0.81, "advocate": True},
     ),
     "p2": profile(
         {"country": "de", "age": "34"},
         {"order_count": 1},
         [("Order Completed", 40, {"category": "shoes", "revenue": 50})],
+        {"churn_probability": 0.2, "advocate": False},
     ),
     "p3": profile(
         {"country": "FR", "age": 61},
@@ -54,6 +56,9 @@ CASES: list[tuple[dict[str, Any], set[str]]] = [
     ({"trait": "age", "op": "exists"}, {"p1", "p2", "p3"}),
     ({"trait": "age", "op": "not_exists"}, {"p4"}),
     ({"computed": "order_count", "op": "gt", "value": 1}, {"p1"}),
+    ({"predicted": "churn_probability", "op": "gte", "value": 0.5}, {"p1"}),
+    ({"predicted": "advocate", "op": "eq", "value": True}, {"p1"}),
+    ({"predicted": "churn_probability", "op": "not_exists"}, {"p3", "p4"}),
     (
         {
             "event": "Order Completed",
@@ -245,13 +250,15 @@ def event_calendars(
 
 @st.composite
 def leaves(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["trait", "computed", "event", "date"]))
+    kind = draw(st.sampled_from(["trait", "computed", "predicted", "event", "date"]))
     if kind == "trait":
         return {"trait": draw(st.sampled_from(KEYS)), **draw(value_tests())}
     if kind == "date":
         return {draw(st.sampled_from(["trait", "computed"])): "signup", **draw(calendar_tests())}
     if kind == "computed":
         return {"computed": draw(st.sampled_from(["order_count", "segment"])), **draw(value_tests())}
+    if kind == "predicted":
+        return {"predicted": draw(st.sampled_from(["churn_probability", "segment"])), **draw(value_tests())}
     cond: dict[str, Any] = {"event": draw(st.sampled_from(["Order Completed", "Email Opened"]))}
     if draw(st.booleans()):
         cond["where"] = [{"property": draw(st.sampled_from(["category", "revenue"])), **draw(value_tests())}]
@@ -295,6 +302,7 @@ def worlds(draw: st.DrawFn) -> dict[str, OracleProfile]:
     for n in range(draw(st.integers(0, 6))):
         traits = {k: draw(SCALARS) for k in KEYS if draw(st.booleans())}
         computed = {k: draw(SCALARS) for k in ("order_count", "segment") if draw(st.booleans())}
+        predicted = {k: draw(SCALARS) for k in ("churn_probability", "segment") if draw(st.booleans())}
         for values in (traits, computed):
             if draw(st.booleans()):
                 values["signup"] = draw(DATE_TEXTS | SCALARS)
@@ -311,7 +319,7 @@ def worlds(draw: st.DrawFn) -> dict[str, OracleProfile]:
             )
             for _ in range(draw(st.integers(0, 4)))
         ]
-        out[f"p{n}"] = OracleProfile(traits, computed, events)
+        out[f"p{n}"] = OracleProfile(traits, computed, events, predicted)
     return out
 
 

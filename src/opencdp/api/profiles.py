@@ -44,6 +44,15 @@ class ComputedOut(BaseModel):
     )
 
 
+class PredictedOut(BaseModel):
+    value: Any
+    model: str | None = Field(
+        ..., description="The prediction model that wrote it (GET /api/predictions/{model})"
+    )
+    version: int | None = Field(..., description="The model's version (each fit adds one)")
+    predicted_at: str | None = Field(..., description="The time the profile was measured at")
+
+
 class ProfileOut(BaseModel):
     id: str
     requested_id: str = Field(..., description="The id asked for; differs from `id` when it was merged")
@@ -54,6 +63,11 @@ class ProfileOut(BaseModel):
         ...,
         description="Computed traits (built-in such as order_count, total_revenue, rfm_segment, "
         "and custom ones) by name",
+    )
+    predicted: dict[str, PredictedOut] = Field(
+        ...,
+        description="Predicted traits (lifetime value, propensities, channel preference, advocacy, "
+        "interests) by name, with the model and version that wrote them",
     )
     first_seen: datetime | None
     last_seen: datetime | None

@@ -37,8 +37,8 @@ class OracleEvent:
 class OracleProfile:
     traits: dict[str, Any] = field(default_factory=dict)
     computed: dict[str, Any] = field(default_factory=dict)
-    predicted: dict[str, Any] = field(default_factory=dict)
     events: list[OracleEvent] = field(default_factory=list)
+    predicted: dict[str, Any] = field(default_factory=dict)
 
 
 def _kind(value: Any) -> str | None:
