@@ -45,6 +45,7 @@ class ProcessorLoop:
         self._wake: Signal = wake or threading.Event()
         self._stop: Signal = stop or threading.Event()
         self._thread: threading.Thread | None = None
+        self._predicting: threading.Thread | None = None
 
     def notify(self) -> None:
         self._wake.set()
@@ -59,6 +60,19 @@ class ProcessorLoop:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _predictions(self) -> None:
+        """Due prediction models (refit monthly, rescored daily) run beside processing, in their
+        own thread, so a long fit never holds events up."""
+        if self._predicting is not None and self._predicting.is_alive():
+            return
+        from opencdp.predict.runner import run_due
+
+        engine = self.processor.engine
+        self._predicting = threading.Thread(
+            target=run_due, args=(engine,), name="opencdp-predict", daemon=True
+        )
+        self._predicting.start()
+
     def run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
@@ -71,6 +85,7 @@ class ProcessorLoop:
 
                     self._next_refresh = time.monotonic() + self.refresh_seconds
                     log.info("scheduled refresh", profiles=refresh_all(self.processor.engine))
+                    self._predictions()
             except Exception:
                 log.exception("processing failed; retrying")
                 time.sleep(1.0)
