@@ -21,7 +21,7 @@ DEFAULT_TAXONOMY: dict[str, list[str]] = {
         "welly", "footwear", "sole", "insole", "running shoe", "hiking boot", "laces",
     ],
     "jackets": [
-        "jacket", "coat", "parka", "anorak", "raincoat", "fleece", "gilet", "shell", "hoodie",
+        "jacket", "coat", "parka", "sleeve", "hood", "collar", "anorak", "raincoat", "fleece", "gilet", "shell", "hoodie",
         "windbreaker", "blazer", "puffer", "down jacket", "rain jacket",
     ],
     "accessories": [
@@ -55,7 +55,7 @@ DEFAULT_TAXONOMY: dict[str, list[str]] = {
     ],
     "quality": [
         "quality", "material", "fabric", "stitching", "seam", "durable", "sturdy", "flimsy", "broke",
-        "broken", "fell apart", "falls apart", "came apart", "wear out", "wore out", "last", "lasted",
+        "broken", "fell apart", "falls apart", "came apart", "wear out", "wore out", "lasted", "long lasting",
         "held up", "build", "faulty", "defective", "pilled", "pilling", "ripped", "tear", "zip",
         "zipper", "well made", "badly made", "cheaply made",
     ],
@@ -65,8 +65,8 @@ DEFAULT_TAXONOMY: dict[str, list[str]] = {
         "true to size", "tight", "loose", "roomy", "narrow", "wide fit", "half size",
     ],
     "service": [
-        "customer service", "service", "support", "staff", "team", "agent", "chat", "on the phone", "by phone", "phoned",
-        "call",
+        "customer service", "service", "support", "staff", "team", "agent", "chat", "on the phone", "by phone",
+        "phone call", "call",
         "hold", "helpful", "unhelpful", "rude", "friendly", "emailed", "response", "answer", "reply",
         "complaint",
     ],
