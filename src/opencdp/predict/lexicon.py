@@ -23,7 +23,7 @@ Label = Literal["positive", "neutral", "negative"]
 POSITIVE_FROM = 0.05
 NEGATIVE_TO = -0.05
 
-#: Single words → valence on VADER's −4..4 scale; replaces VADER's value where it has one.
+#: Single words → valence on VADER's -4..4 scale; replaces VADER's value where it has one.
 RETAIL_WORDS: dict[str, float] = {
     # faults and wear
     "flimsy": -1.8,
@@ -124,7 +124,7 @@ RETAIL_PHRASES: dict[str, float] = {
 
 
 class Sentiment:
-    """The compound score (−1..1) and label of one text."""
+    """The compound score (-1..1) and label of one text."""
 
     def __init__(
         self, words: dict[str, float] | None = None, phrases: dict[str, float] | None = None
@@ -138,7 +138,7 @@ class Sentiment:
             self._phrases.append((re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE), placeholder))
 
     def compound(self, text: str) -> float:
-        text = text.replace("’", "'")
+        text = text.replace("\u2019", "'")
         for pattern, placeholder in self._phrases:
             text = pattern.sub(placeholder, text)
         return float(self._vader.polarity_scores(text)["compound"])

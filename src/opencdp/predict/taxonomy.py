@@ -21,8 +21,8 @@ DEFAULT_TAXONOMY: dict[str, list[str]] = {
         "welly", "footwear", "sole", "insole", "running shoe", "hiking boot", "laces",
     ],
     "jackets": [
-        "jacket", "coat", "parka", "sleeve", "hood", "collar", "anorak", "raincoat", "fleece", "gilet", "shell", "hoodie",
-        "windbreaker", "blazer", "puffer", "down jacket", "rain jacket",
+        "jacket", "coat", "parka", "sleeve", "hood", "collar", "anorak", "raincoat", "fleece", "gilet",
+        "shell", "hoodie", "windbreaker", "blazer", "puffer", "down jacket", "rain jacket",
     ],
     "accessories": [
         "accessory", "bag", "backpack", "rucksack", "wallet", "purse", "belt", "scarf", "hat", "cap",
@@ -65,10 +65,9 @@ DEFAULT_TAXONOMY: dict[str, list[str]] = {
         "true to size", "tight", "loose", "roomy", "narrow", "wide fit", "half size",
     ],
     "service": [
-        "customer service", "service", "support", "staff", "team", "agent", "chat", "on the phone", "by phone",
-        "phone call", "call",
-        "hold", "helpful", "unhelpful", "rude", "friendly", "emailed", "response", "answer", "reply",
-        "complaint",
+        "customer service", "service", "support", "staff", "team", "agent", "chat", "on the phone",
+        "by phone", "phone call", "call", "hold", "helpful", "unhelpful", "rude", "friendly", "emailed",
+        "response", "answer", "reply", "complaint",
     ],
     "payment": [
         "payment", "pay", "paid", "charged", "charge", "card", "credit card", "paypal", "invoice",
@@ -87,7 +86,7 @@ _STEMMER = snowballstemmer.stemmer("english")
 
 def stems(text: str) -> list[str]:
     """The text's words, lower-cased and stemmed."""
-    return list(_STEMMER.stemWords(_WORD.findall(text.lower().replace("’", "'").replace("-", " "))))
+    return list(_STEMMER.stemWords(_WORD.findall(text.lower().replace("\u2019", "'").replace("-", " "))))
 
 
 class Taxonomy:
@@ -135,5 +134,5 @@ def validate(taxonomy: object) -> dict[str, list[str]]:
         if not isinstance(interest, str) or not interest:
             raise ValueError("every interest in the taxonomy needs a name")
         if not isinstance(terms, list) or not all(isinstance(t, str) and stems(t) for t in terms):
-            raise ValueError(f"interest {interest!r} needs a list of words or phrases")
+            raise ValueError(f"taxonomy: interest {interest!r} needs a list of words or phrases")
     return {interest: list(terms) for interest, terms in taxonomy.items()}

@@ -41,9 +41,7 @@ def load() -> list[Labelled]:
     ]
 
 
-def evaluate(
-    sentiment: Sentiment, taxonomy: Taxonomy, texts: list[Labelled] | None = None
-) -> dict[str, Any]:
+def evaluate(sentiment: Sentiment, taxonomy: Taxonomy, texts: list[Labelled] | None = None) -> dict[str, Any]:
     """Sentiment accuracy, macro-F1 and per-class recall; interest precision and recall (micro, over
     the interests the taxonomy and the labels share: a custom taxonomy is judged on its overlap)."""
     texts = load() if texts is None else texts
