@@ -131,17 +131,27 @@ class Sentiment:
     ) -> None:
         self._vader = SentimentIntensityAnalyzer()
         self._vader.lexicon.update(RETAIL_WORDS if words is None else words)
-        self._phrases: list[tuple[re.Pattern[str], str]] = []
+        placeholders: dict[str, str] = {}
+        alternatives = []
         for n, (pattern, valence) in enumerate((RETAIL_PHRASES if phrases is None else phrases).items()):
             placeholder = f"retailphrase{chr(97 + n // 26)}{chr(97 + n % 26)}"
             self._vader.lexicon[placeholder] = valence
-            self._phrases.append((re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE), placeholder))
+            placeholders[f"p{n}"] = placeholder
+            alternatives.append(f"(?P<p{n}>{pattern})")
+        # one pass over the text: at each position the earliest-listed phrase that matches wins
+        self._phrases = (
+            re.compile(rf"\b(?:{'|'.join(alternatives)})\b", re.IGNORECASE) if alternatives else None
+        )
+        self._placeholders = placeholders
 
     def compound(self, text: str) -> float:
         text = text.replace("\u2019", "'")
-        for pattern, placeholder in self._phrases:
-            text = pattern.sub(placeholder, text)
+        if self._phrases is not None:
+            text = self._phrases.sub(self._replace, text)
         return float(self._vader.polarity_scores(text)["compound"])
+
+    def _replace(self, match: re.Match[str]) -> str:
+        return self._placeholders[match.lastgroup or ""]
 
 
 def label(compound: float) -> Label:
