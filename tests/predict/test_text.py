@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from opencdp.predict import textset
+from opencdp.predict import runner, textset
 from opencdp.predict.jobs import job
 from opencdp.predict.lexicon import Sentiment, label
 from opencdp.predict.model import TooThin
 from opencdp.predict.taxonomy import DEFAULT_TAXONOMY, Taxonomy
-from opencdp.store.schema import profile_events
+from opencdp.store.schema import profile_events, profiles
 from opencdp.system import OpenCDP
 from tests.identity_helpers import log_messages, process
 
@@ -60,9 +60,7 @@ def test_the_labelled_set_loads_and_quality_stays_above_the_measured_floor(senti
     texts = textset.load()
     assert len(texts) == 198
     assert {t.sentiment for t in texts} == {"positive", "neutral", "negative"}
-    held_out = textset.evaluate(
-        sentiment, Taxonomy(DEFAULT_TAXONOMY), [t for t in texts if t.split == "test"]
-    )
+    held_out = textset.evaluate(sentiment, Taxonomy(DEFAULT_TAXONOMY), textset.held_out())
     # measured on the held-out half (never looked at while writing the rules): 0.737 / 0.697 / 0.79 / 0.78
     assert held_out["labelled_texts"] == 99
     assert held_out["sentiment_accuracy"] >= 0.70
@@ -114,7 +112,7 @@ def test_scores_profiles_from_their_texts_up_to_a_time(system: OpenCDP) -> None:
     assert fitted.quality["texts"] == 2  # ann's ticket comes after the cutoff, ben's blank answer is no text
     assert fitted.quality["texts_by_event"] == {"Product Reviewed": 1, "Survey Answered": 1}
     assert fitted.quality["profiles_with_text"] == 2
-    assert fitted.quality["labelled_texts"] == 198
+    assert fitted.quality["labelled_texts"] == 99  # the held-out half
     assert 0.7 <= fitted.quality["sentiment_accuracy"] <= 1
     assert fitted.params["taxonomy"] == DEFAULT_TAXONOMY
     assert fitted.traits == ["sentiment", "sentiment_label", "interests", "texts_analysed"]
@@ -205,3 +203,24 @@ def test_no_text_is_too_thin_and_bad_options_are_refused(system: OpenCDP) -> Non
         interests.fit(engine, T0, {"sources": [{"event": "Product Reviewed"}]})
     with pytest.raises(TooThin):
         interests.fit(engine, T0 - timedelta(seconds=1), {})
+
+
+def test_the_runner_stores_the_traits_on_profiles_for_segments(system: OpenCDP) -> None:
+    engine = system.engine
+    log_messages(
+        engine,
+        [
+            _message("dee", "Ticket Created", T0, 1, body="Still waiting for my refund. Useless."),
+            _message("eve", "Product Reviewed", T0, 2, review_body="Warm, cosy jacket, great value."),
+        ],
+    )
+    process(engine)
+    runner.fit(engine, "interests", T0 + timedelta(days=1))
+    assert runner.score(engine, "interests", T0 + timedelta(days=1)) == 2
+    with engine.connect() as conn:
+        stored = [r.predicted for r in conn.execute(sa.select(profiles.c.predicted)) if r.predicted]
+    by_label = {p["sentiment_label"]: p for p in stored}
+    assert set(by_label) == {"negative", "positive"}
+    assert by_label["negative"]["interests"] == ["returns"]
+    assert by_label["positive"]["interests"] == ["jackets", "price"]
+    assert by_label["positive"]["texts_analysed"] == 1

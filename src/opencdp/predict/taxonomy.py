@@ -51,8 +51,8 @@ DEFAULT_TAXONOMY: dict[str, list[str]] = {
     ],
     "price": [
         "price", "priced", "pricey", "expensive", "cheap", "cheaper", "cost", "costs", "value for money",
-        "worth the money", "bargain", "sale", "discount", "overpriced", "affordable", "half price",
-        "deal", "pay for", "penny", "pounds", "euros", "dollars",
+        "value", "worth the money", "bargain", "sale", "discount", "overpriced", "affordable",
+        "half price", "deal", "pay for", "penny", "pounds", "euros", "dollars",
     ],
     "quality": [
         "quality", "material", "fabric", "stitching", "seam", "durable", "sturdy", "flimsy", "broke",

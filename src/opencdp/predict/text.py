@@ -4,8 +4,9 @@ Reviews, support tickets and survey answers arrive as event properties. `score` 
 texts up to a time, rates each with `lexicon.Sentiment` and matches it against a `taxonomy.Taxonomy`,
 and writes the profile's mean sentiment, its label, its most mentioned interests and how many texts
 were read. Nothing is learned, so `fit` only fixes the sources and the taxonomy (scores are
-reproducible from the stored model) and records how the analysis does on the shipped labelled set
-(`textset`) and how many texts the log holds; it raises `TooThin` when there are none to read.
+reproducible from the stored model), records how the analysis does on the held-out half of the
+shipped labelled set (`textset`) and counts the texts in the log; it raises `TooThin` when there are
+none to read.
 
 Recent texts weigh more: a text's weight halves every `half_life_days` (default 180) before the
 scoring time, so a complaint from last week outweighs praise from two years ago, while a profile
@@ -75,7 +76,8 @@ class TextJob:
         if not found:
             names = ", ".join(sorted({s["event"] for s in sources}))
             raise TooThin(f"no text found up to {until.isoformat()} in the events {names}")
-        quality = textset.evaluate(Sentiment(), Taxonomy(taxonomy))
+        quality = textset.evaluate(Sentiment(), Taxonomy(taxonomy), textset.held_out())
+        quality["evaluated_on"] = "the held-out half of the shipped labelled shop texts"
         quality.update(
             texts=sum(found.values()), texts_by_event=dict(found), profiles_with_text=len(profiles)
         )
