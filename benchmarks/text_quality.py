@@ -8,23 +8,28 @@ fit plus score over many texts on SQLite.
    interests: micro precision and recall over the 13 labelled interests. A majority-class line
    (always "negative") is the floor to beat.
 2. Scale (`--texts N`, default 100,000; 0 skips it): a fresh migrated SQLite database in a temporary
-   directory gets N texts in `profile_events` (about 5 per profile, drawn from the labelled texts
-   with a number appended so that no two are equal, spread over a year), then `fit` and `score` of
-   the job are timed and the profiles scored counted.
+   directory (or, with `--postgres-url URL`, a scratch PostgreSQL database `opencdp_bench_text` on
+   that server, dropped at the end) gets N texts in `profile_events` (about 5 per profile, drawn from
+   the labelled texts with a number appended so that no two are equal, spread over a year), then
+   `fit` and `score` of the job are timed and the profiles scored counted.
 
 Usage:
-    .venv/bin/python benchmarks/text_quality.py [--texts 100000] [--seed 7]
+    .venv/bin/python benchmarks/text_quality.py [--texts 100000] [--seed 7] [--postgres-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from opencdp.config import Settings
 from opencdp.predict import textset
@@ -37,6 +42,7 @@ from opencdp.store.schema import profile_events
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 EVENTS = {"review": ("Product Reviewed", "review_body"), "ticket": ("Ticket Created", "body")}
 EVENTS["survey"] = ("Survey Answered", "answer")
+SCRATCH = "opencdp_bench_text"
 
 
 def quality() -> None:
@@ -67,11 +73,30 @@ def quality() -> None:
     print(f"{'always negative':<16} {'held-out':<9} {len(halves['held-out']):>4} {majority:>6.3f}")
 
 
-def scale(n: int, seed: int) -> None:
+@contextlib.contextmanager
+def database(postgres_url: str | None) -> Iterator[str]:
+    """A fresh database URL: SQLite in a temporary directory, or a scratch PostgreSQL database."""
+    if postgres_url is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/bench.db"
+        return
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{SCRATCH}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{SCRATCH}"'))
+    try:
+        yield sa.make_url(postgres_url).set(database=SCRATCH).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{SCRATCH}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def scale(n: int, seed: int, postgres_url: str | None) -> None:
     rng = random.Random(seed)
     texts = textset.load()
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = create_engine(Settings(data_dir=Path(tmp), database_url=f"sqlite:///{tmp}/bench.db"))
+    with tempfile.TemporaryDirectory() as tmp, database(postgres_url) as url:
+        engine = create_engine(Settings(data_dir=Path(tmp), database_url=url))
         migrate(engine)
         rows: list[dict[str, Any]] = []
         for i in range(n):
@@ -91,6 +116,7 @@ def scale(n: int, seed: int) -> None:
         with engine.begin() as conn:
             for start in range(0, n, 10_000):
                 conn.execute(profile_events.insert(), rows[start : start + 10_000])
+        engine_name = "PostgreSQL" if engine.dialect.name == "postgresql" else "SQLite"
         job = JOBS["interests"]
         started = time.perf_counter()
         fitted = job.fit(engine, NOW, {})
@@ -99,7 +125,7 @@ def scale(n: int, seed: int) -> None:
         scored = sum(1 for _ in job.score(engine, fitted, NOW))
         score_s = time.perf_counter() - started
         engine.dispose()
-    print(f"\nscale (SQLite): {n:,} texts, {scored:,} profiles scored")
+    print(f"\nscale ({engine_name}): {n:,} texts, {scored:,} profiles scored")
     print(f"  fit   {fit_s:6.1f} s  (counts texts, evaluates the labelled set)")
     print(f"  score {score_s:6.1f} s  ({n / score_s:,.0f} texts/s)")
 
@@ -108,10 +134,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--postgres-url", help="measure the scale on PostgreSQL (a scratch database there)")
     args = parser.parse_args()
     quality()
     if args.texts:
-        scale(args.texts, args.seed)
+        scale(args.texts, args.seed, args.postgres_url)
 
 
 if __name__ == "__main__":

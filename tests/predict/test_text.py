@@ -201,6 +201,8 @@ def test_no_text_is_too_thin_and_bad_options_are_refused(system: OpenCDP) -> Non
         interests.fit(engine, T0, {"taxonomy": {"shoes": "boot"}})
     with pytest.raises(ValueError, match="source"):
         interests.fit(engine, T0, {"sources": [{"event": "Product Reviewed"}]})
+    with pytest.raises(ValueError, match="half_life_days"):
+        interests.fit(engine, T0, {"half_life_days": "soon"})
     with pytest.raises(TooThin):
         interests.fit(engine, T0 - timedelta(seconds=1), {})
 

@@ -65,9 +65,9 @@ class TextJob:
     def fit(self, engine: sa.Engine, until: datetime, options: dict[str, Any]) -> Fitted:
         sources = _sources(options.get("sources"))
         taxonomy = validate(options["taxonomy"]) if options.get("taxonomy") is not None else DEFAULT_TAXONOMY
-        half_life = float(options.get("half_life_days", HALF_LIFE_DAYS))
-        if half_life <= 0:
-            raise ValueError("half_life_days must be positive")
+        half_life = options.get("half_life_days", HALF_LIFE_DAYS)
+        if isinstance(half_life, bool) or not isinstance(half_life, int | float) or half_life <= 0:
+            raise ValueError(f"half_life_days must be a positive number of days, not {half_life!r}")
         found: Counter[str] = Counter()
         profiles: set[str] = set()
         for profile_id, event, _ts, _text in _texts(engine, sources, until):
@@ -87,7 +87,7 @@ class TextJob:
             trained_at=datetime.now(UTC),
             window={"train_until": until.isoformat()},
             features=[f"{s['event']}.{s['property']}" for s in sources],
-            params={"sources": sources, "taxonomy": taxonomy, "half_life_days": half_life},
+            params={"sources": sources, "taxonomy": taxonomy, "half_life_days": float(half_life)},
             quality=quality,
             traits=list(TRAITS),
             options=dict(options),
