@@ -13,6 +13,7 @@ placeholder word before VADER reads the text, so VADER's own negation and "but" 
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Literal
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -129,7 +130,10 @@ class Sentiment:
     def __init__(
         self, words: dict[str, float] | None = None, phrases: dict[str, float] | None = None
     ) -> None:
-        self._vader = SentimentIntensityAnalyzer()
+        with warnings.catch_warnings():
+            # it reads its lexicon with codecs.open, deprecated from Python 3.14 on
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._vader = SentimentIntensityAnalyzer()
         self._vader.lexicon.update(RETAIL_WORDS if words is None else words)
         placeholders: dict[str, str] = {}
         alternatives = []
