@@ -156,5 +156,6 @@ def planted_summary(stats: Counter[str]) -> str:
         f"{stats['browser customers']} category browsers who never buy, {stats['frequent customers']} "
         f"frequent buyers, {stats['Product Shared']} products shared bringing {stats['referred visitors']} "
         f"visitors and {stats['orders through shares']} orders, {stats['withdrew e-mail consent']} "
-        f"consent withdrawals, {stats['anonymous visitors']} anonymous-only visitors"
+        f"consent withdrawals, {stats['anonymous visitors']} anonymous-only visitors, "
+        f"{stats['Product Reviewed']} product reviews and {stats['Ticket Created']} support tickets"
     )

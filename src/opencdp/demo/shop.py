@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opencdp.demo.catalogue import CATEGORIES, COUNTRIES, FIRST, LAST, PLACEHOLDER_EMAILS, USER_AGENTS
+from opencdp.demo.reviews import follow_ups
 from opencdp.demo.situations import (
     CONSENT_EVENT,
     SHARE_CHANNELS,
@@ -101,6 +102,7 @@ class ShopGenerator:
             raise ValueError("now must be timezone-aware (e.g. UTC)")
         self.customers = customers
         self.rng = random.Random(seed)
+        self.seed = seed
         self.days = days
         self.now = (now or datetime.now(UTC)).astimezone(UTC)
         self.start = self.now - timedelta(days=days)
@@ -392,6 +394,10 @@ class ShopGenerator:
         if share:
             properties["share_id"] = share.share_id
         out.append(self._track(moment, device, c, "Order Completed", properties=properties, context=context))
+        for at, message in follow_ups(
+            self.seed, properties["order_id"], c.user_id, category, product_id, moment, self.latest
+        ):
+            out.append(DemoEvent("web", {**message, "timestamp": at.isoformat()}, at))
         if c.sharer and rng.random() < 0.6:
             shared = Share(
                 f"sh_{self._id()[:12]}",
