@@ -1,0 +1,309 @@
+"""Advocacy: who shares, and what their shares bring — visits, sign-ups and orders by other people.
+
+A share event (`Product Shared`, `Cart Shared`, configurable) carries a share id (`share_id`). When
+someone arrives through the shared link, the id comes back in their events: the demo shop and most
+link builders put it in the UTM content (`context.campaign.content`), pages and products repeat it
+as `properties.share_id`, and Segment's `context.referrer.id` holds referral ids. Every event whose
+id names a known share is attributed to the sharer (the first profile that shared that id), and only
+when it is another person's event: sharing and then clicking one's own link brings nothing.
+
+- visits: distinct (visitor, share) among page and screen calls: reopening a link is one visit;
+- sign-ups: a sign-up event (`Signed Up`) that carries the share id, or, as sign-ups usually do not,
+  a visitor's first sign-up within `signup_window_days` after their first visit through a share;
+- orders and revenue: order events (`Order Completed`) carrying the share id; revenue from
+  `revenue`, else `total`, else `value`.
+
+The score (0-100) is log-scaled so a first result counts more than the hundredth:
+    points = 1·shares + 2·visits + 5·sign-ups + 10·orders
+    advocacy_score = 100 · min(1, ln(1 + points) / ln(1 + points_for_100))   (points_for_100 = 200)
+One share and nothing since gives 13; a share that brought a visit and a sign-up 41; one that also
+brought an order 55. `advocate` is a score of at least `threshold` (40) with at least one visit,
+sign-up or order: sharing often is not advocacy until someone comes.
+
+Only profiles that shared get these traits. Everything is read up to `at`: shares, and the visits
+and orders that come back (point in time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+
+from opencdp.predict.model import Fitted, TooThin
+from opencdp.store.dialect import json_number, json_text
+from opencdp.store.schema import events, profile_events
+
+KIND = "advocacy"
+TRAITS = [
+    "shares",
+    "share_visits",
+    "share_signups",
+    "share_orders",
+    "share_revenue",
+    "advocacy_score",
+    "advocate",
+]
+DEFAULTS: dict[str, Any] = {
+    "share_events": ["Product Shared", "Cart Shared"],
+    "share_id_property": "share_id",
+    #: Where a visitor's event names the share, first found wins (paths into the raw message).
+    "share_id_paths": [
+        ["context", "campaign", "content"],
+        ["properties", "share_id"],
+        ["context", "referrer", "id"],
+    ],
+    "visit_types": ["page", "screen"],
+    "signup_events": ["Signed Up"],
+    "order_events": ["Order Completed"],
+    "revenue_properties": ["revenue", "total", "value"],
+    "signup_window_days": 30,
+    "weights": {"shares": 1.0, "visits": 2.0, "signups": 5.0, "orders": 10.0},
+    "points_for_100": 200.0,
+    "threshold": 40.0,
+}
+
+
+class json_path_text(sa.sql.functions.FunctionElement[Any]):
+    """The text at a nested path of a JSON column (None when absent or not a string), both engines.
+    The path travels as bound values (SQLite's JSON path, and each key for PostgreSQL's `->`), so
+    statements stay cacheable and keys from options never become SQL."""
+
+    type = sa.String()
+    inherit_cache = True
+
+    def __init__(self, column: sa.ColumnElement[Any], path: list[str]) -> None:
+        sqlite_path = "$" + "".join('."' + key.replace('"', '""') + '"' for key in path)
+        super().__init__(
+            column,
+            sa.bindparam(None, sqlite_path, type_=sa.String()),
+            *[sa.bindparam(None, key, type_=sa.String()) for key in path],
+        )
+
+
+@compiles(json_path_text, "sqlite")
+def _path_sqlite(element: json_path_text, compiler: Any, **kw: Any) -> str:
+    column, path = (compiler.process(arg, **kw) for arg in list(element.clauses)[:2])
+    return f"(CASE WHEN json_type({column}, {path}) = 'text' THEN json_extract({column}, {path}) END)"
+
+
+@compiles(json_path_text, "postgresql")
+def _path_postgresql(element: json_path_text, compiler: Any, **kw: Any) -> str:
+    column, _, *keys = list(element.clauses)
+    value = compiler.process(column, **kw)
+    for key in keys:
+        value = f"({value} -> CAST({compiler.process(key, **kw)} AS TEXT))"
+    return f"(CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} #>> '{{}}' END)"
+
+
+def _check(params: Mapping[str, Any]) -> None:
+    for key in ("share_events", "visit_types", "signup_events", "order_events", "revenue_properties"):
+        value = params[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"options.{key} must be a list of names")
+    paths = params["share_id_paths"]
+    if not isinstance(paths, list) or not all(
+        isinstance(p, list) and p and all(isinstance(k, str) and k for k in p) for p in paths
+    ):
+        raise ValueError(
+            'options.share_id_paths must be a list of paths such as ["context", "campaign", "content"]'
+        )
+    if set(params["weights"]) != set(DEFAULTS["weights"]):
+        raise ValueError(f"options.weights must give {', '.join(DEFAULTS['weights'])}")
+
+
+def _owners(params: Mapping[str, Any], at: datetime) -> sa.Subquery:
+    """share id → the profile that shared it first (up to `at`)."""
+    pe = profile_events
+    share_id = json_text(pe.c.properties, params["share_id_property"])
+    ranked = (
+        sa.select(
+            share_id.label("share_id"),
+            pe.c.profile_id,
+            sa.func.row_number().over(partition_by=share_id, order_by=[pe.c.ts, pe.c.event_id]).label("n"),
+        )
+        .where(
+            pe.c.type == "track", pe.c.name.in_(params["share_events"]), pe.c.ts <= at, share_id.is_not(None)
+        )
+        .subquery("ranked_shares")
+    )
+    return sa.select(ranked.c.share_id, ranked.c.profile_id).where(ranked.c.n == 1).subquery("owners")
+
+
+def _first(values: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
+    """The first non-null of these (SQLite's coalesce wants two or more)."""
+    return values[0] if len(values) == 1 else sa.func.coalesce(*values)
+
+
+def _attributed(params: Mapping[str, Any], at: datetime) -> sa.Select[Any]:
+    """Other people's visits, sign-ups and orders that name a known share, up to `at`."""
+    pe = profile_events
+    owners = _owners(params, at)
+    reference = _first([json_path_text(events.c.payload, path) for path in params["share_id_paths"]])
+    revenue = _first([json_number(pe.c.properties, key) for key in params["revenue_properties"]])
+    named = params["signup_events"] + params["order_events"]
+    referred = (
+        sa.select(
+            pe.c.event_id,
+            pe.c.profile_id,
+            pe.c.type,
+            pe.c.name,
+            pe.c.ts,
+            reference.label("share_id"),
+            revenue.label("revenue"),
+        )
+        .select_from(pe.join(events, events.c.id == pe.c.event_id))
+        .where(pe.c.ts <= at)
+        .where(
+            sa.or_(pe.c.type.in_(params["visit_types"]), sa.and_(pe.c.type == "track", pe.c.name.in_(named)))
+        )
+        .subquery("referred")
+    )
+    return (
+        sa.select(
+            owners.c.profile_id.label("sharer"),
+            referred.c.profile_id.label("visitor"),
+            referred.c.share_id,
+            referred.c.type,
+            referred.c.name,
+            referred.c.ts,
+            referred.c.revenue,
+        )
+        .select_from(referred.join(owners, owners.c.share_id == referred.c.share_id))
+        .where(referred.c.profile_id != owners.c.profile_id)
+        .order_by(referred.c.ts, referred.c.event_id)
+    )
+
+
+def points(counts: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    return sum(float(weights[key]) * float(counts.get(key, 0)) for key in weights)
+
+
+def advocacy_score(counts: Mapping[str, float], params: Mapping[str, Any]) -> float:
+    """0-100: log-scaled weighted points (see the module's docstring)."""
+    raw = points(counts, params["weights"])
+    return round(100.0 * min(1.0, math.log1p(raw) / math.log1p(float(params["points_for_100"]))), 1)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def tally(engine: sa.Engine, params: Mapping[str, Any], at: datetime) -> dict[str, dict[str, Any]]:
+    """sharer profile → {"shares", "visits", "signups", "orders", "revenue"} up to `at`."""
+    pe = profile_events
+    result: dict[str, dict[str, Any]] = {}
+    visits: set[tuple[str, str, str]] = set()
+    first_visit: dict[str, tuple[datetime, str]] = {}  # visitor → (when, sharer) of their first share visit
+    signed: dict[str, str] = {}  # visitor → sharer credited with their sign-up
+    orders: Counter[str] = Counter()
+    revenue: defaultdict[str, float] = defaultdict(float)
+    visit_types, signups = set(params["visit_types"]), set(params["signup_events"])
+    with engine.connect() as conn:
+        shares = conn.execute(
+            sa.select(pe.c.profile_id, sa.func.count())
+            .where(pe.c.type == "track", pe.c.name.in_(params["share_events"]), pe.c.ts <= at)
+            .group_by(pe.c.profile_id)
+        )
+        for profile_id, count in shares:
+            result[profile_id] = {"shares": int(count)}
+        for row in conn.execution_options(stream_results=True, yield_per=5000).execute(
+            _attributed(params, at)
+        ):
+            if row.type in visit_types:
+                visits.add((row.sharer, row.visitor, row.share_id))
+                first_visit.setdefault(row.visitor, (_aware(row.ts), row.sharer))
+            elif row.name in signups:
+                signed.setdefault(row.visitor, row.sharer)
+            else:
+                orders[row.sharer] += 1
+                revenue[row.sharer] += float(row.revenue or 0.0)
+        window = timedelta(days=float(params["signup_window_days"]))
+        pending = [v for v in first_visit if v not in signed]
+        for start in range(0, len(pending), 1000):
+            batch = pending[start : start + 1000]
+            rows = conn.execute(
+                sa.select(pe.c.profile_id, pe.c.ts)
+                .where(pe.c.type == "track", pe.c.name.in_(params["signup_events"]), pe.c.ts <= at)
+                .where(pe.c.profile_id.in_(batch))
+                .order_by(pe.c.ts, pe.c.event_id)
+            )
+            for visitor, moment in rows:
+                came, sharer = first_visit[visitor]
+                if visitor not in signed and came <= _aware(moment) <= came + window:
+                    signed[visitor] = sharer
+    for sharer, _, _ in visits:
+        entry = result.setdefault(sharer, {"shares": 0})
+        entry["visits"] = entry.get("visits", 0) + 1
+    for sharer in signed.values():
+        entry = result.setdefault(sharer, {"shares": 0})
+        entry["signups"] = entry.get("signups", 0) + 1
+    for sharer, count in orders.items():
+        result.setdefault(sharer, {"shares": 0}).update(orders=count, revenue=revenue[sharer])
+    return result
+
+
+def _traits(counts: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    score = advocacy_score(counts, params)
+    brought = counts.get("visits", 0) + counts.get("signups", 0) + counts.get("orders", 0)
+    return {
+        "shares": int(counts.get("shares", 0)),
+        "share_visits": int(counts.get("visits", 0)),
+        "share_signups": int(counts.get("signups", 0)),
+        "share_orders": int(counts.get("orders", 0)),
+        "share_revenue": round(float(counts.get("revenue", 0.0)), 2),
+        "advocacy_score": score,
+        "advocate": bool(brought > 0 and score >= float(params["threshold"])),
+    }
+
+
+class Advocacy:
+    """The `advocacy` job: fit records the configuration and what it finds; score writes the traits
+    of every profile that shared, as of `at`."""
+
+    kind = KIND
+
+    def fit(self, engine: sa.Engine, until: datetime, options: dict[str, Any]) -> Fitted:
+        params = {key: options.get(key, default) for key, default in DEFAULTS.items()}
+        _check(params)
+        counts = tally(engine, params, until)
+        if not counts:
+            raise TooThin(
+                f"nobody shared anything up to {until.isoformat()} ({', '.join(params['share_events'])})"
+            )
+        traits = [_traits(c, params) for c in counts.values()]
+        quality = {
+            "sharers": sum(1 for t in traits if t["shares"] > 0),
+            "shares": sum(t["shares"] for t in traits),
+            "share_visits": sum(t["share_visits"] for t in traits),
+            "share_signups": sum(t["share_signups"] for t in traits),
+            "share_orders": sum(t["share_orders"] for t in traits),
+            "share_revenue": round(sum(t["share_revenue"] for t in traits), 2),
+            "sharers_who_brought_someone": sum(
+                1 for t in traits if t["share_visits"] + t["share_signups"] + t["share_orders"]
+            ),
+            "advocates": sum(1 for t in traits if t["advocate"]),
+        }
+        return Fitted(
+            kind=KIND,
+            name=str(options.get("name", KIND)),
+            trained_at=datetime.now(UTC),
+            window={"train_until": until.isoformat()},
+            features=list(params["weights"]),
+            params=params,
+            quality=quality,
+            traits=list(TRAITS),
+            options=dict(options),
+        )
+
+    def score(self, engine: sa.Engine, fitted: Fitted, at: datetime) -> Iterator[tuple[str, dict[str, Any]]]:
+        for profile_id, counts in tally(engine, fitted.params, at).items():
+            yield profile_id, _traits(counts, fitted.params)
+
+
+JOBS = {KIND: Advocacy()}
