@@ -4,16 +4,20 @@ SQLite and PostgreSQL: every counter, attribution only to other people, the scor
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from opencdp.demo.shop import ShopGenerator
+from opencdp.predict import runner
 from opencdp.predict.advocacy import DEFAULTS, JOBS, advocacy_score
 from opencdp.predict.jobs import job
 from opencdp.predict.model import TooThin
-from opencdp.store.schema import identities
+from opencdp.segments.store import checked_query
+from opencdp.store.schema import identities, profiles
 from opencdp.system import OpenCDP
 from tests.identity_helpers import log_messages, process
 
@@ -187,3 +191,57 @@ def test_the_score_is_log_scaled_and_capped() -> None:
     assert advocacy_score({"shares": 1, "visits": 1, "signups": 1}, params) == 41.4
     assert advocacy_score({"shares": 1, "visits": 1, "signups": 1, "orders": 1}, params) == 55.5
     assert advocacy_score({"orders": 1000}, params) == 100.0
+
+
+DEMO_NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the SQL is covered on both elsewhere
+def test_demo_shop_gives_advocates_and_channel_preferences(system: OpenCDP) -> None:
+    """Through the runner that stores models and traits: the planted sharers and e-mail ignorers
+    come out, and an "advocates" segment finds them (channels: tests/predict/test_channels.py)."""
+    generator = ShopGenerator(customers=300, seed=7, now=DEMO_NOW)
+    shop = list(generator.events())
+    log_messages(system.engine, [e.message for e in shop])
+    process(system.engine)
+    planted = generator.stats
+
+    advocacy = runner.fit(system.engine, "advocacy", DEMO_NOW)
+    assert runner.score(system.engine, "advocacy", DEMO_NOW) == advocacy.quality["sharers"] > 0
+    channels = runner.fit(system.engine, "channels", DEMO_NOW)
+    runner.score(system.engine, "channels", DEMO_NOW)
+    with system.engine.connect() as conn:
+        predicted = [p or {} for p in conn.execute(sa.select(profiles.c.predicted)).scalars()]
+        advocates = checked_query(conn, {"predicted": "advocate", "op": "eq", "value": True}, now=DEMO_NOW)[1]
+        members = conn.execute(sa.select(sa.func.count()).select_from(advocates.subquery())).scalar_one()
+
+    # every planted share, referred visitor and order through a share is found, and nothing else
+    quality = advocacy.quality
+    assert quality["shares"] == planted["Product Shared"]
+    assert quality["share_visits"] == planted["referred visitors"]
+    assert quality["share_orders"] == planted["orders through shares"] > 0
+    share_revenue = sum(
+        e.message["properties"]["revenue"]
+        for e in shop
+        if e.message.get("event") == "Order Completed" and "share_id" in e.message["properties"]
+    )
+    assert quality["share_revenue"] == pytest.approx(share_revenue, abs=0.01)
+    assert 0 < quality["share_signups"] <= quality["share_visits"]
+    assert members == quality["advocates"] > 0
+    sharers = [p for p in predicted if "shares" in p]
+    assert all(p["advocate"] == (p["advocacy_score"] >= 40 and p["share_visits"] > 0) for p in sharers)
+
+    # e-mail is the only channel with messages in the demo; a quarter of the recipients never open
+    assert channels.quality["received"]["email"] == planted["Email Delivered"]
+    assert channels.quality["responded"]["email"] <= planted["Email Opened"]
+    preferences = Counter(p.get("preferred_channel") for p in predicted if "channels" in p)
+    assert preferences["email"] == channels.quality["preferred"]["email"] > 0
+    assert set(preferences) == {"email", None}
+    ignorers = [p for p in predicted if p.get("channels", {}).get("email", {}).get("responses") == 0]
+    assert ignorers and all(p["email_ignored_last"] == p["channels"]["email"]["received"] for p in ignorers)
+    assert all(p["preferred_channel"] is None for p in ignorers)
+    assert max(p["email_ignored_last"] for p in ignorers) >= 5
+    openers = [p for p in predicted if p.get("preferred_channel") == "email"]
+    assert all(0 < p["channels"]["email"]["response_rate"] <= 1 for p in openers)
+    visitors = sum(1 for p in predicted if p.get("channels", {}).get("web", {}).get("responses", 0) > 0)
+    assert visitors > len(predicted) // 2  # almost everyone browses
