@@ -117,22 +117,18 @@ def _check(params: Mapping[str, Any]) -> None:
         raise ValueError(f"options.weights must give {', '.join(DEFAULTS['weights'])}")
 
 
-def _owners(params: Mapping[str, Any], at: datetime) -> sa.Subquery:
-    """share id → the profile that shared it first (up to `at`)."""
+def _shares(params: Mapping[str, Any], at: datetime) -> sa.Select[Any]:
+    """Every share event up to `at` with its share id (or None), in time order."""
     pe = profile_events
-    share_id = json_text(pe.c.properties, params["share_id_property"])
-    ranked = (
+    return (
         sa.select(
-            share_id.label("share_id"),
             pe.c.profile_id,
-            sa.func.row_number().over(partition_by=share_id, order_by=[pe.c.ts, pe.c.event_id]).label("n"),
+            pe.c.ts,
+            json_text(pe.c.properties, params["share_id_property"]).label("share_id"),
         )
-        .where(
-            pe.c.type == "track", pe.c.name.in_(params["share_events"]), pe.c.ts <= at, share_id.is_not(None)
-        )
-        .subquery("ranked_shares")
+        .where(pe.c.type == "track", pe.c.name.in_(params["share_events"]), pe.c.ts <= at)
+        .order_by(pe.c.ts, pe.c.event_id)
     )
-    return sa.select(ranked.c.share_id, ranked.c.profile_id).where(ranked.c.n == 1).subquery("owners")
 
 
 def _first(values: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
@@ -140,16 +136,16 @@ def _first(values: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
     return values[0] if len(values) == 1 else sa.func.coalesce(*values)
 
 
-def _attributed(params: Mapping[str, Any], at: datetime) -> sa.Select[Any]:
-    """Other people's visits, sign-ups and orders that name a known share, up to `at`."""
+def _referred(params: Mapping[str, Any], since: datetime, at: datetime) -> sa.Select[Any]:
+    """Visits, sign-ups and orders between the first share and `at` that name some id, in time
+    order. They are matched to the shares in Python: joining on a value computed from JSON made
+    SQLite scan every page view once per share."""
     pe = profile_events
-    owners = _owners(params, at)
     reference = _first([json_path_text(events.c.payload, path) for path in params["share_id_paths"]])
     revenue = _first([json_number(pe.c.properties, key) for key in params["revenue_properties"]])
     named = params["signup_events"] + params["order_events"]
-    referred = (
+    return (
         sa.select(
-            pe.c.event_id,
             pe.c.profile_id,
             pe.c.type,
             pe.c.name,
@@ -158,25 +154,11 @@ def _attributed(params: Mapping[str, Any], at: datetime) -> sa.Select[Any]:
             revenue.label("revenue"),
         )
         .select_from(pe.join(events, events.c.id == pe.c.event_id))
-        .where(pe.c.ts <= at)
+        .where(pe.c.ts >= since, pe.c.ts <= at, reference.is_not(None))
         .where(
             sa.or_(pe.c.type.in_(params["visit_types"]), sa.and_(pe.c.type == "track", pe.c.name.in_(named)))
         )
-        .subquery("referred")
-    )
-    return (
-        sa.select(
-            owners.c.profile_id.label("sharer"),
-            referred.c.profile_id.label("visitor"),
-            referred.c.share_id,
-            referred.c.type,
-            referred.c.name,
-            referred.c.ts,
-            referred.c.revenue,
-        )
-        .select_from(referred.join(owners, owners.c.share_id == referred.c.share_id))
-        .where(referred.c.profile_id != owners.c.profile_id)
-        .order_by(referred.c.ts, referred.c.event_id)
+        .order_by(pe.c.ts, pe.c.event_id)
     )
 
 
@@ -194,58 +176,82 @@ def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+class _Tally:
+    """What the shares brought, filled in time order."""
+
+    def __init__(self) -> None:
+        self.shares: Counter[str] = Counter()
+        self.owners: dict[str, str] = {}  # share id → the profile that shared it first
+        self.since: datetime | None = None  # the first share with an id
+        self.visits: set[tuple[str, str, str]] = set()  # (sharer, visitor, share id)
+        self.first_visit: dict[str, tuple[datetime, str]] = {}  # visitor → (when, sharer)
+        self.signed: dict[str, str] = {}  # visitor → sharer credited with their sign-up
+        self.orders: Counter[str] = Counter()
+        self.revenue: defaultdict[str, float] = defaultdict(float)
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        result: dict[str, dict[str, Any]] = {p: {"shares": n} for p, n in self.shares.items()}
+        for sharer, _, _ in self.visits:
+            entry = result.setdefault(sharer, {})
+            entry["visits"] = entry.get("visits", 0) + 1
+        for sharer in self.signed.values():
+            entry = result.setdefault(sharer, {})
+            entry["signups"] = entry.get("signups", 0) + 1
+        for sharer, count in self.orders.items():
+            result.setdefault(sharer, {}).update(orders=count, revenue=self.revenue[sharer])
+        return result
+
+
 def tally(engine: sa.Engine, params: Mapping[str, Any], at: datetime) -> dict[str, dict[str, Any]]:
     """sharer profile → {"shares", "visits", "signups", "orders", "revenue"} up to `at`."""
-    pe = profile_events
-    result: dict[str, dict[str, Any]] = {}
-    visits: set[tuple[str, str, str]] = set()
-    first_visit: dict[str, tuple[datetime, str]] = {}  # visitor → (when, sharer) of their first share visit
-    signed: dict[str, str] = {}  # visitor → sharer credited with their sign-up
-    orders: Counter[str] = Counter()
-    revenue: defaultdict[str, float] = defaultdict(float)
+    found = _Tally()
     visit_types, signups = set(params["visit_types"]), set(params["signup_events"])
     with engine.connect() as conn:
-        shares = conn.execute(
-            sa.select(pe.c.profile_id, sa.func.count())
-            .where(pe.c.type == "track", pe.c.name.in_(params["share_events"]), pe.c.ts <= at)
-            .group_by(pe.c.profile_id)
+        for profile_id, moment, share_id in conn.execute(_shares(params, at)):
+            found.shares[profile_id] += 1
+            if share_id is not None:
+                found.owners.setdefault(share_id, profile_id)
+                found.since = found.since or _aware(moment)
+        if found.since is None:
+            return found.counts()
+        rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
+            _referred(params, found.since, at)
         )
-        for profile_id, count in shares:
-            result[profile_id] = {"shares": int(count)}
-        for row in conn.execution_options(stream_results=True, yield_per=5000).execute(
-            _attributed(params, at)
-        ):
+        for row in rows:
+            sharer = found.owners.get(row.share_id)
+            if sharer is None or sharer == row.profile_id:  # not a share, or the sharer's own
+                continue
             if row.type in visit_types:
-                visits.add((row.sharer, row.visitor, row.share_id))
-                first_visit.setdefault(row.visitor, (_aware(row.ts), row.sharer))
+                found.visits.add((sharer, row.profile_id, row.share_id))
+                found.first_visit.setdefault(row.profile_id, (_aware(row.ts), sharer))
             elif row.name in signups:
-                signed.setdefault(row.visitor, row.sharer)
+                found.signed.setdefault(row.profile_id, sharer)
             else:
-                orders[row.sharer] += 1
-                revenue[row.sharer] += float(row.revenue or 0.0)
-        window = timedelta(days=float(params["signup_window_days"]))
-        pending = [v for v in first_visit if v not in signed]
-        for start in range(0, len(pending), 1000):
-            batch = pending[start : start + 1000]
-            rows = conn.execute(
-                sa.select(pe.c.profile_id, pe.c.ts)
-                .where(pe.c.type == "track", pe.c.name.in_(params["signup_events"]), pe.c.ts <= at)
-                .where(pe.c.profile_id.in_(batch))
-                .order_by(pe.c.ts, pe.c.event_id)
-            )
-            for visitor, moment in rows:
-                came, sharer = first_visit[visitor]
-                if visitor not in signed and came <= _aware(moment) <= came + window:
-                    signed[visitor] = sharer
-    for sharer, _, _ in visits:
-        entry = result.setdefault(sharer, {"shares": 0})
-        entry["visits"] = entry.get("visits", 0) + 1
-    for sharer in signed.values():
-        entry = result.setdefault(sharer, {"shares": 0})
-        entry["signups"] = entry.get("signups", 0) + 1
-    for sharer, count in orders.items():
-        result.setdefault(sharer, {"shares": 0}).update(orders=count, revenue=revenue[sharer])
-    return result
+                found.orders[sharer] += 1
+                found.revenue[sharer] += float(row.revenue or 0.0)
+        _signups_after_visits(conn, found, params, at)
+    return found.counts()
+
+
+def _signups_after_visits(
+    conn: sa.Connection, found: _Tally, params: Mapping[str, Any], at: datetime
+) -> None:
+    """Sign-ups rarely carry the share id: credit a visitor's first sign-up within the window after
+    their first visit through a share (visitors read by the thousand, through the profile index)."""
+    pe = profile_events
+    window = timedelta(days=float(params["signup_window_days"]))
+    pending = [v for v in found.first_visit if v not in found.signed]
+    for start in range(0, len(pending), 1000):
+        rows = conn.execute(
+            sa.select(pe.c.profile_id, pe.c.ts)
+            .where(pe.c.type == "track", pe.c.name.in_(params["signup_events"]), pe.c.ts <= at)
+            .where(pe.c.profile_id.in_(pending[start : start + 1000]))
+            .order_by(pe.c.ts, pe.c.event_id)
+        )
+        for visitor, moment in rows:
+            came, sharer = found.first_visit[visitor]
+            if visitor not in found.signed and came <= _aware(moment) <= came + window:
+                found.signed[visitor] = sharer
 
 
 def _traits(counts: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
