@@ -7,10 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from opencdp.predict import runner
 from opencdp.predict.channels import JOBS, channel_config, preferred
 from opencdp.predict.jobs import job
 from opencdp.predict.model import TooThin
+from opencdp.store.schema import identities, profiles
 from opencdp.system import OpenCDP
 from tests.identity_helpers import log_messages, process
 
@@ -57,7 +60,6 @@ def _score(system: OpenCDP, moment: datetime, **options: Any) -> tuple[dict[str,
     """{user id: traits} as of `moment`, and the fitted quality."""
     import sqlalchemy as sa
 
-    from opencdp.store.schema import identities
 
     channels = job("channels")
     fitted = channels.fit(system.engine, moment, options)
@@ -217,3 +219,22 @@ def test_no_channel_events_is_too_thin(system: OpenCDP) -> None:
     process(system.engine)
     with pytest.raises(TooThin, match="no channel events"):
         JOBS["channels"].fit(system.engine, at(60), {})
+
+
+def test_the_stored_model_scores_the_same(system: OpenCDP) -> None:
+    """Through the runner: params stored as JSON (key order lost on JSONB) give the same traits."""
+    log_messages(
+        system.engine, [*emails("kim", 3, {1}), call("page", "kim", 0), track("kim", "SMS Delivered", 1)]
+    )
+    process(system.engine)
+    direct, _ = _score(system, at(600))
+    runner.fit(system.engine, "channels", at(600))
+    assert runner.score(system.engine, "channels", at(600)) == 1
+    with system.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(profiles.c.predicted).where(profiles.c.predicted.is_not(None))
+        ).scalar_one()
+    assert {k: stored[k] for k in ("preferred_channel", "channels", "email_ignored_last")} == direct["kim"]
+    assert list(direct["kim"]["channels"]) == ["email", "sms", "web"]
+    with pytest.raises(ValueError, match="prior_mean"):
+        JOBS["channels"].fit(system.engine, at(600), {"prior_mean": 2})

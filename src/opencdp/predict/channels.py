@@ -204,6 +204,22 @@ def channel_rows(
     )
 
 
+def _check(settings: Mapping[str, Any]) -> None:
+    def number(key: str) -> float:
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"options.{key} must be a number")
+        return float(value)
+
+    if number("session_minutes") <= 0 or number("prior_strength") < 0 or number("min_responded") < 0:
+        raise ValueError(
+            "options.session_minutes must be positive, prior_strength and min_responded not negative"
+        )
+    for key in ("prior_mean", "fallback_prior_mean"):
+        if settings[key] is not None and not 0 < number(key) < 1:
+            raise ValueError(f"options.{key} must be between 0 and 1")
+
+
 def _prior(params: Mapping[str, Any]) -> tuple[float, float]:
     strength = float(params["prior_strength"])
     mean = float(params["prior_mean"])
@@ -265,7 +281,7 @@ def _profiles(
 
 
 def _traits(channels: dict[str, dict[str, Any]], params: Mapping[str, Any]) -> dict[str, Any]:
-    order = list(params["channels"])
+    order = list(params["order"])  # the mapping's own key order is not kept by JSONB
     ordered = {name: channels[name] for name in sorted(channels, key=order.index)}
     return {
         "preferred_channel": preferred(ordered, params),
@@ -282,7 +298,9 @@ class ChannelPreference:
 
     def fit(self, engine: sa.Engine, until: datetime, options: dict[str, Any]) -> Fitted:
         settings = {key: options.get(key, default) for key, default in DEFAULTS.items()}
-        params: dict[str, Any] = {"channels": channel_config(options), **settings}
+        _check(settings)
+        config = channel_config(options)
+        params: dict[str, Any] = {"channels": config, "order": list(config), **settings}
         totals = channel_rows(params["channels"], until, float(params["session_minutes"])).subquery()
         with engine.connect() as conn:
             per_channel = {
@@ -330,7 +348,7 @@ class ChannelPreference:
             name=str(options.get("name", KIND)),
             trained_at=datetime.now(UTC),
             window={"train_until": until.isoformat()},
-            features=list(params["channels"]),
+            features=list(params["order"]),
             params=params,
             quality=quality,
             traits=list(TRAITS),
