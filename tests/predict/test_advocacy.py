@@ -83,6 +83,10 @@ WORLD = [
         context={"referrer": {"type": "share", "id": "s2"}},
     ),
     visit("zed", 80, "nobody-shared-this"),
+    # a newsletter's UTM content first, the share id after it: still the share's visit
+    message(
+        "page", "vic", 90, context={"campaign": {"content": "newsletter-7"}}, properties={"share_id": "s2"}
+    ),
     shared("pia", 0, "p1"),
     *[shared("quin", n, f"q{n}") for n in range(10)],
     track("rob", 0, "Product Shared"),  # a share without an id: counted as a share, brings nothing
@@ -115,10 +119,10 @@ def test_shares_bring_visits_signups_and_orders_of_others_only(system: OpenCDP) 
     process(system.engine)
     scores, quality = _score(system, AT)
 
-    points = 2 * 1 + 2 * 2 + 2 * 5 + 2 * 10
+    points = 2 * 1 + 3 * 2 + 2 * 5 + 2 * 10
     assert scores["sam"] == {
         "shares": 2,
-        "share_visits": 2,  # val through s1 (twice, one visit), wes through s2; not sam, not zed
+        "share_visits": 3,  # val through s1 (twice, one visit), wes and vic through s2; not sam, zed
         "share_signups": 2,  # val after the visit; xena naming s2; not wes (31 days later)
         "share_orders": 2,  # val's through s1 and yuri's through s2; not sam's own, not val's second
         "share_revenue": 70.0,
@@ -133,7 +137,7 @@ def test_shares_bring_visits_signups_and_orders_of_others_only(system: OpenCDP) 
     assert quality == {
         "sharers": 4,
         "shares": 14,
-        "share_visits": 2,
+        "share_visits": 3,
         "share_signups": 2,
         "share_orders": 2,
         "share_revenue": 70.0,
@@ -151,7 +155,7 @@ def test_nothing_after_at_counts(system: OpenCDP) -> None:
     assert _score(system, AT) == before
     after, _ = _score(system, AT + timedelta(days=2))
     assert after["tom"]["share_visits"] == 1
-    assert (after["sam"]["share_visits"], after["sam"]["share_orders"]) == (3, 3)
+    assert (after["sam"]["share_visits"], after["sam"]["share_orders"]) == (4, 3)
     assert after["sam"]["share_revenue"] == 80.0
 
 

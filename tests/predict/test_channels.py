@@ -60,7 +60,6 @@ def _score(system: OpenCDP, moment: datetime, **options: Any) -> tuple[dict[str,
     """{user id: traits} as of `moment`, and the fitted quality."""
     import sqlalchemy as sa
 
-
     channels = job("channels")
     fitted = channels.fit(system.engine, moment, options)
     with system.engine.connect() as conn:

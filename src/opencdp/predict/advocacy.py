@@ -113,8 +113,14 @@ def _check(params: Mapping[str, Any]) -> None:
         raise ValueError(
             'options.share_id_paths must be a list of paths such as ["context", "campaign", "content"]'
         )
-    if set(params["weights"]) != set(DEFAULTS["weights"]):
+    weights = params["weights"]
+    if not isinstance(weights, Mapping) or set(weights) != set(DEFAULTS["weights"]):
         raise ValueError(f"options.weights must give {', '.join(DEFAULTS['weights'])}")
+    for key, value in [*weights.items(), *((k, params[k]) for k in ("points_for_100", "threshold"))]:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"options {key} must be a number, 0 or more")
+    if params["points_for_100"] <= 0:
+        raise ValueError("options.points_for_100 must be more than 0")
 
 
 def _shares(params: Mapping[str, Any], at: datetime) -> sa.Select[Any]:
@@ -137,11 +143,12 @@ def _first(values: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
 
 
 def _referred(params: Mapping[str, Any], since: datetime, at: datetime) -> sa.Select[Any]:
-    """Visits, sign-ups and orders between the first share and `at` that name some id, in time
-    order. They are matched to the shares in Python: joining on a value computed from JSON made
-    SQLite scan every page view once per share."""
+    """Visits, sign-ups and orders between the first share and `at` with a value at any of the
+    share id paths (`ref_0`, `ref_1`, … in path order), in time order. They are matched to the
+    shares in Python: joining on a value computed from JSON made SQLite scan every page view once
+    per share, and a UTM content that is no share must not hide a share id at the next path."""
     pe = profile_events
-    reference = _first([json_path_text(events.c.payload, path) for path in params["share_id_paths"]])
+    references = [json_path_text(events.c.payload, path) for path in params["share_id_paths"]]
     revenue = _first([json_number(pe.c.properties, key) for key in params["revenue_properties"]])
     named = params["signup_events"] + params["order_events"]
     return (
@@ -150,11 +157,11 @@ def _referred(params: Mapping[str, Any], since: datetime, at: datetime) -> sa.Se
             pe.c.type,
             pe.c.name,
             pe.c.ts,
-            reference.label("share_id"),
-            revenue.label("revenue"),
+            revenue.label("revenue"),  # the share id paths follow, from column 5 on
+            *[reference.label(f"ref_{n}") for n, reference in enumerate(references)],
         )
         .select_from(pe.join(events, events.c.id == pe.c.event_id))
-        .where(pe.c.ts >= since, pe.c.ts <= at, reference.is_not(None))
+        .where(pe.c.ts >= since, pe.c.ts <= at, sa.or_(*[r.is_not(None) for r in references]))
         .where(
             sa.or_(pe.c.type.in_(params["visit_types"]), sa.and_(pe.c.type == "track", pe.c.name.in_(named)))
         )
@@ -207,10 +214,10 @@ def tally(engine: sa.Engine, params: Mapping[str, Any], at: datetime) -> dict[st
     found = _Tally()
     visit_types, signups = set(params["visit_types"]), set(params["signup_events"])
     with engine.connect() as conn:
-        for profile_id, moment, share_id in conn.execute(_shares(params, at)):
+        for profile_id, moment, shared_id in conn.execute(_shares(params, at)):
             found.shares[profile_id] += 1
-            if share_id is not None:
-                found.owners.setdefault(share_id, profile_id)
+            if shared_id is not None:
+                found.owners.setdefault(shared_id, profile_id)
                 found.since = found.since or _aware(moment)
         if found.since is None:
             return found.counts()
@@ -218,11 +225,12 @@ def tally(engine: sa.Engine, params: Mapping[str, Any], at: datetime) -> dict[st
             _referred(params, found.since, at)
         )
         for row in rows:
-            sharer = found.owners.get(row.share_id)
-            if sharer is None or sharer == row.profile_id:  # not a share, or the sharer's own
+            share_id = next((v for v in row[5:] if v in found.owners), None)  # the ref_n
+            if share_id is None or found.owners[share_id] == row.profile_id:  # no share, or one's own
                 continue
+            sharer = found.owners[share_id]
             if row.type in visit_types:
-                found.visits.add((sharer, row.profile_id, row.share_id))
+                found.visits.add((sharer, row.profile_id, share_id))
                 found.first_visit.setdefault(row.profile_id, (_aware(row.ts), sharer))
             elif row.name in signups:
                 found.signed.setdefault(row.profile_id, sharer)
