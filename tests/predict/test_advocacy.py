@@ -87,6 +87,9 @@ WORLD = [
     message(
         "page", "vic", 90, context={"campaign": {"content": "newsletter-7"}}, properties={"share_id": "s2"}
     ),
+    # only the link's address names the share (no UTM content kept)
+    message("page", "una", 95, context={"page": {"url": "https://shop.example/p/1?utm_source=x&share=s2"}}),
+    message("page", "una", 96, properties={"url": "https://shop.example/p/1?reshare=s1"}),  # not `share`
     shared("pia", 0, "p1"),
     *[shared("quin", n, f"q{n}") for n in range(10)],
     track("rob", 0, "Product Shared"),  # a share without an id: counted as a share, brings nothing
@@ -119,10 +122,10 @@ def test_shares_bring_visits_signups_and_orders_of_others_only(system: OpenCDP) 
     process(system.engine)
     scores, quality = _score(system, AT)
 
-    points = 2 * 1 + 3 * 2 + 2 * 5 + 2 * 10
+    points = 2 * 1 + 4 * 2 + 2 * 5 + 2 * 10
     assert scores["sam"] == {
         "shares": 2,
-        "share_visits": 3,  # val through s1 (twice, one visit), wes and vic through s2; not sam, zed
+        "share_visits": 4,  # val through s1 (twice: one visit), wes, vic, una through s2; not sam, zed
         "share_signups": 2,  # val after the visit; xena naming s2; not wes (31 days later)
         "share_orders": 2,  # val's through s1 and yuri's through s2; not sam's own, not val's second
         "share_revenue": 70.0,
@@ -137,7 +140,7 @@ def test_shares_bring_visits_signups_and_orders_of_others_only(system: OpenCDP) 
     assert quality == {
         "sharers": 4,
         "shares": 14,
-        "share_visits": 3,
+        "share_visits": 4,
         "share_signups": 2,
         "share_orders": 2,
         "share_revenue": 70.0,
@@ -155,7 +158,7 @@ def test_nothing_after_at_counts(system: OpenCDP) -> None:
     assert _score(system, AT) == before
     after, _ = _score(system, AT + timedelta(days=2))
     assert after["tom"]["share_visits"] == 1
-    assert (after["sam"]["share_visits"], after["sam"]["share_orders"]) == (4, 3)
+    assert (after["sam"]["share_visits"], after["sam"]["share_orders"]) == (5, 3)
     assert after["sam"]["share_revenue"] == 80.0
 
 
@@ -184,6 +187,8 @@ def test_options_change_the_events_paths_and_threshold(system: OpenCDP) -> None:
     assert ann["advocate"] is False  # 1 + 2 + 10 points: 49.7, under 90
     with pytest.raises(ValueError, match="share_id_paths"):
         JOBS["advocacy"].fit(system.engine, T0, {"share_id_paths": ["context.campaign.content"]})
+    with pytest.raises(ValueError, match="no path or address parameter"):
+        JOBS["advocacy"].fit(system.engine, T0, {"share_id_paths": [], "share_id_url_parameters": []})
     with pytest.raises(TooThin, match="nobody shared"):
         JOBS["advocacy"].fit(system.engine, T0 + timedelta(days=1), {})
 

@@ -3,9 +3,10 @@
 A share event (`Product Shared`, `Cart Shared`, configurable) carries a share id (`share_id`). When
 someone arrives through the shared link, the id comes back in their events: the demo shop and most
 link builders put it in the UTM content (`context.campaign.content`), pages and products repeat it
-as `properties.share_id`, and Segment's `context.referrer.id` holds referral ids. Every event whose
-id names a known share is attributed to the sharer (the first profile that shared that id), and only
-when it is another person's event: sharing and then clicking one's own link brings nothing.
+as `properties.share_id`, Segment's `context.referrer.id` holds referral ids, and the link itself
+has `?share=` (in `context.page.url` or `properties.url`). Every event whose id names a known
+share is attributed to the sharer (the first profile that shared that id), and only when it is
+another person's event: sharing and then clicking one's own link brings nothing.
 
 - visits: distinct (visitor, share) among page and screen calls: reopening a link is one visit;
 - sign-ups: a sign-up event (`Signed Up`) that carries the share id, or, as sign-ups usually do not,
@@ -31,12 +32,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
 from opencdp.predict.model import Fitted, TooThin
-from opencdp.store.dialect import json_number, json_text
+from opencdp.store.dialect import json_number, json_text, text_contains
 from opencdp.store.schema import events, profile_events
 
 KIND = "advocacy"
@@ -58,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
         ["properties", "share_id"],
         ["context", "referrer", "id"],
     ],
+    #: Or in a parameter of a link's address (`?share=…`), for visits that kept no UTM content.
+    "share_id_url_paths": [["context", "page", "url"], ["properties", "url"]],
+    "share_id_url_parameters": ["share"],
     "visit_types": ["page", "screen"],
     "signup_events": ["Signed Up"],
     "order_events": ["Order Completed"],
@@ -102,17 +107,23 @@ def _path_postgresql(element: json_path_text, compiler: Any, **kw: Any) -> str:
 
 
 def _check(params: Mapping[str, Any]) -> None:
-    for key in ("share_events", "visit_types", "signup_events", "order_events", "revenue_properties"):
+    names = ("share_events", "visit_types", "signup_events", "order_events", "revenue_properties")
+    for key in (*names, "share_id_url_parameters"):
         value = params[key]
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ValueError(f"options.{key} must be a list of names")
-    paths = params["share_id_paths"]
-    if not isinstance(paths, list) or not all(
-        isinstance(p, list) and p and all(isinstance(k, str) and k for k in p) for p in paths
+    for key in ("share_id_paths", "share_id_url_paths"):
+        paths = params[key]
+        if not isinstance(paths, list) or not all(
+            isinstance(p, list) and p and all(isinstance(k, str) and k for k in p) for p in paths
+        ):
+            raise ValueError(
+                f'options.{key} must be a list of paths such as ["context", "campaign", "content"]'
+            )
+    if not params["share_id_paths"] and not (
+        params["share_id_url_paths"] and params["share_id_url_parameters"]
     ):
-        raise ValueError(
-            'options.share_id_paths must be a list of paths such as ["context", "campaign", "content"]'
-        )
+        raise ValueError("options.share_id_paths: no path or address parameter left to find share ids in")
     weights = params["weights"]
     if not isinstance(weights, Mapping) or set(weights) != set(DEFAULTS["weights"]):
         raise ValueError(f"options.weights must give {', '.join(DEFAULTS['weights'])}")
@@ -143,30 +154,47 @@ def _first(values: list[sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
 
 
 def _referred(params: Mapping[str, Any], since: datetime, at: datetime) -> sa.Select[Any]:
-    """Visits, sign-ups and orders between the first share and `at` with a value at any of the
-    share id paths (`ref_0`, `ref_1`, … in path order), in time order. They are matched to the
-    shares in Python: joining on a value computed from JSON made SQLite scan every page view once
-    per share, and a UTM content that is no share must not hide a share id at the next path."""
+    """Visits, sign-ups and orders between the first share and `at` that may name a share: a value
+    at a share id path, or an address with a share parameter; in time order, with those values from
+    column 5 on (`_candidates`). They are matched to the shares in Python: joining on a value
+    computed from JSON made SQLite scan every page view once per share, and a UTM content that is no
+    share must not hide a share id at the next path."""
     pe = profile_events
     references = [json_path_text(events.c.payload, path) for path in params["share_id_paths"]]
+    urls = [json_path_text(events.c.payload, path) for path in params["share_id_url_paths"]]
     revenue = _first([json_number(pe.c.properties, key) for key in params["revenue_properties"]])
     named = params["signup_events"] + params["order_events"]
+    may_name = [r.is_not(None) for r in references] + [
+        text_contains(url, f"{name}=") for url in urls for name in params["share_id_url_parameters"]
+    ]
     return (
         sa.select(
             pe.c.profile_id,
             pe.c.type,
             pe.c.name,
             pe.c.ts,
-            revenue.label("revenue"),  # the share id paths follow, from column 5 on
+            revenue.label("revenue"),
             *[reference.label(f"ref_{n}") for n, reference in enumerate(references)],
+            *[url.label(f"url_{n}") for n, url in enumerate(urls)],
         )
         .select_from(pe.join(events, events.c.id == pe.c.event_id))
-        .where(pe.c.ts >= since, pe.c.ts <= at, sa.or_(*[r.is_not(None) for r in references]))
+        .where(pe.c.ts >= since, pe.c.ts <= at, sa.or_(*may_name))
         .where(
             sa.or_(pe.c.type.in_(params["visit_types"]), sa.and_(pe.c.type == "track", pe.c.name.in_(named)))
         )
         .order_by(pe.c.ts, pe.c.event_id)
     )
+
+
+def _candidates(row: sa.Row[Any], params: Mapping[str, Any]) -> Iterator[str]:
+    """The share ids a `_referred` row may carry, in the order of the options."""
+    first_url = 5 + len(params["share_id_paths"])
+    yield from (value for value in row[5:first_url] if value is not None)
+    for url in row[first_url:]:
+        if url:
+            query = parse_qs(urlsplit(url).query)
+            for name in params["share_id_url_parameters"]:
+                yield from query.get(name, [])
 
 
 def points(counts: Mapping[str, float], weights: Mapping[str, float]) -> float:
@@ -225,7 +253,7 @@ def tally(engine: sa.Engine, params: Mapping[str, Any], at: datetime) -> dict[st
             _referred(params, found.since, at)
         )
         for row in rows:
-            share_id = next((v for v in row[5:] if v in found.owners), None)  # the ref_n
+            share_id = next((v for v in _candidates(row, params) if v in found.owners), None)
             if share_id is None or found.owners[share_id] == row.profile_id:  # no share, or one's own
                 continue
             sharer = found.owners[share_id]
