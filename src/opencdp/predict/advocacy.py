@@ -35,10 +35,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
 
 from opencdp.predict.model import Fitted, TooThin
-from opencdp.store.dialect import json_number, json_text, text_contains
+from opencdp.store.dialect import json_number, json_path_text, json_text, text_contains
 from opencdp.store.schema import events, profile_events
 
 KIND = "advocacy"
@@ -72,38 +71,6 @@ DEFAULTS: dict[str, Any] = {
     "points_for_100": 200.0,
     "threshold": 40.0,
 }
-
-
-class json_path_text(sa.sql.functions.FunctionElement[Any]):
-    """The text at a nested path of a JSON column (None when absent or not a string), both engines.
-    The path travels as bound values (SQLite's JSON path, and each key for PostgreSQL's `->`), so
-    statements stay cacheable and keys from options never become SQL."""
-
-    type = sa.String()
-    inherit_cache = True
-
-    def __init__(self, column: sa.ColumnElement[Any], path: list[str]) -> None:
-        sqlite_path = "$" + "".join('."' + key.replace('"', '""') + '"' for key in path)
-        super().__init__(
-            column,
-            sa.bindparam(None, sqlite_path, type_=sa.String()),
-            *[sa.bindparam(None, key, type_=sa.String()) for key in path],
-        )
-
-
-@compiles(json_path_text, "sqlite")
-def _path_sqlite(element: json_path_text, compiler: Any, **kw: Any) -> str:
-    column, path = (compiler.process(arg, **kw) for arg in list(element.clauses)[:2])
-    return f"(CASE WHEN json_type({column}, {path}) = 'text' THEN json_extract({column}, {path}) END)"
-
-
-@compiles(json_path_text, "postgresql")
-def _path_postgresql(element: json_path_text, compiler: Any, **kw: Any) -> str:
-    column, _, *keys = list(element.clauses)
-    value = compiler.process(column, **kw)
-    for key in keys:
-        value = f"({value} -> CAST({compiler.process(key, **kw)} AS TEXT))"
-    return f"(CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} #>> '{{}}' END)"
 
 
 def _check(params: Mapping[str, Any]) -> None:

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
 
 from opencdp.predict.model import Fitted, TooThin
+from opencdp.store.dialect import epoch_seconds
 from opencdp.store.schema import profile_events
 
 KIND = "channels"
@@ -93,23 +93,6 @@ def channel_config(options: Mapping[str, Any]) -> dict[str, dict[str, list[str]]
                     raise ValueError(f"{kind} {event!r} is mapped twice ({seen[kind, event]} and {name})")
                 seen[kind, event] = name
     return config
-
-
-class epoch_seconds(sa.sql.functions.FunctionElement[Any]):
-    """Seconds since 1970 of a UTC timestamp column, for gaps between events on both engines."""
-
-    type = sa.Float()
-    inherit_cache = True
-
-
-@compiles(epoch_seconds, "sqlite")
-def _epoch_sqlite(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
-    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
-
-
-@compiles(epoch_seconds, "postgresql")
-def _epoch_postgresql(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
-    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
 
 
 def _flag(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:

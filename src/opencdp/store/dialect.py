@@ -301,3 +301,52 @@ def _text_shape_sqlite(element: _TextShape, compiler: Any, **kw: Any) -> str:
 def _text_shape_postgresql(element: _TextShape, compiler: Any, **kw: Any) -> str:
     (text,) = (compiler.process(arg, **kw) for arg in element.clauses)
     return f"({text} ~ '{element.regex}')"
+
+
+class epoch_seconds(sa.sql.functions.FunctionElement[Any]):
+    """Seconds since 1970 of a UTC timestamp column, for gaps between events on both engines."""
+
+    type = sa.Float()
+    inherit_cache = True
+
+
+@compiles(epoch_seconds, "sqlite")
+def _epoch_sqlite(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+
+
+@compiles(epoch_seconds, "postgresql")
+def _epoch_postgresql(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
+
+class json_path_text(sa.sql.functions.FunctionElement[Any]):
+    """The text at a nested path of a JSON column (None when absent or not a string), both engines.
+    The path travels as bound values (SQLite's JSON path, and each key for PostgreSQL's `->`), so
+    statements stay cacheable and keys from options never become SQL."""
+
+    type = sa.String()
+    inherit_cache = True
+
+    def __init__(self, column: sa.ColumnElement[Any], path: list[str]) -> None:
+        sqlite_path = "$" + "".join('."' + key.replace('"', '""') + '"' for key in path)
+        super().__init__(
+            column,
+            sa.bindparam(None, sqlite_path, type_=sa.String()),
+            *[sa.bindparam(None, key, type_=sa.String()) for key in path],
+        )
+
+
+@compiles(json_path_text, "sqlite")
+def _path_sqlite(element: json_path_text, compiler: Any, **kw: Any) -> str:
+    column, path = (compiler.process(arg, **kw) for arg in list(element.clauses)[:2])
+    return f"(CASE WHEN json_type({column}, {path}) = 'text' THEN json_extract({column}, {path}) END)"
+
+
+@compiles(json_path_text, "postgresql")
+def _path_postgresql(element: json_path_text, compiler: Any, **kw: Any) -> str:
+    column, _, *keys = list(element.clauses)
+    value = compiler.process(column, **kw)
+    for key in keys:
+        value = f"({value} -> CAST({compiler.process(key, **kw)} AS TEXT))"
+    return f"(CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} #>> '{{}}' END)"
