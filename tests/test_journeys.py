@@ -506,3 +506,33 @@ def test_a_computed_trait_change_enters(world: World, receiver: Receiver) -> Non
     world.run()
     assert len(receiver.received) == 1
     assert world.stats(journey)["entered"] == 1
+
+
+def test_switch_channel_on_the_predicted_ignored_counter(world: World, receiver: Receiver) -> None:
+    """The channel-preference job's `email_ignored_last` drives a journey like any trait: who ignored
+    the last 10 e-mails (a predicted trait, no hand-written event criteria) gets an SMS."""
+    from opencdp.predict import runner
+
+    world.destination(
+        "sms gateway",
+        "webhook",
+        {"url": receiver.url, "body": {"to": "{{ profile.traits.phone }}", "text": "{{ content.text }}"}},
+        purpose="sms",
+    )
+    save_segment(
+        world.engine, "ignores e-mail", {"predicted": "email_ignored_last", "op": "gte", "value": 10}
+    )
+    journey = world.journey("switch channel", {"entry": {"segment": "ignores e-mail"}, "steps": [SEND_SMS]})
+    world.log(
+        customer("ann", "ann@example.com", phone="+4915112345678"),
+        customer("bob", "bob@example.com", phone="+4915187654321"),
+    )
+    world.log(*(track(u, "Email Delivered") for u in ("ann", "bob") for _ in range(10)))
+    world.log(track("bob", "Email Opened"))
+    world.run()
+    runner.fit(world.engine, "channels", world.clock.now)
+    runner.score(world.engine, "channels", world.clock.now)
+    runner.refresh_memberships(world.engine)
+    world.run()
+    assert receiver.bodies() == [{"to": "+4915112345678", "text": SMS_OFFER}]
+    assert world.stats(journey)["entered"] == 1
