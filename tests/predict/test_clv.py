@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -447,3 +448,39 @@ def test_the_fit_reads_nothing_after_the_cutoff(cdnow_engine: sa.Engine, cdnow_f
     days = read_purchase_days(cdnow_engine, date(1997, 9, 30))
     assert int(days.day.max()) == (date(1997, 9, 30) - date(1970, 1, 1)).days
     assert (date(1997, 9, 30) - timedelta(days=0)).isoformat() == cdnow_fit.window["train_until"]
+
+
+def test_cdnow_through_the_cli_prints_the_published_fits_and_stores_the_model(
+    cdnow_engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The data scientist's command (keep its name and keys): `opencdp predict fit clv --until
+    1997-09-30 --unit weeks --json`, then `predict score` writes the traits, `predict show` has the card."""
+    from opencdp.cli import main
+
+    env = {
+        "OPENCDP_DATABASE_URL": cdnow_engine.url.render_as_string(hide_password=False),
+        "OPENCDP_DATA_DIR": str(tmp_path),
+        "OPENCDP_LOG_LEVEL": "WARNING",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+    }
+    args = ["predict", "fit", "clv", "--until", "1997-09-30", "--unit", "weeks", "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    printed = orjson.loads(result.stdout)
+    for name, value in PUBLISHED_BGNBD.items():
+        assert close(printed["bgnbd"][name], value), (name, printed["bgnbd"])
+    for name, value in PUBLISHED_GAMMA_GAMMA.items():
+        assert close(printed["gamma_gamma"][name], value), (name, printed["gamma_gamma"])
+    assert {"log_likelihood"} <= set(printed["bgnbd"]) & set(printed["gamma_gamma"])
+    assert printed["name"] == "clv" and printed["status"] == "ready" and printed["version"] >= 1
+    scored = CliRunner().invoke(main, ["predict", "score", "clv", "--at", "1997-09-30"], env=env)
+    assert scored.exit_code == 0 and "scored 2357 profiles" in scored.output, scored.output
+    card = orjson.loads(CliRunner().invoke(main, ["predict", "show", "clv", "--json"], env=env).stdout)
+    assert card["scored_count"] == 2357 and card["window"]["train_until"] == "1997-09-30"
+    with cdnow_engine.connect() as conn:
+        predicted = conn.execute(
+            sa.select(profiles.c.predicted).where(
+                profiles.c.id == profile_of(cdnow_engine, "user_id", "0001")
+            )
+        ).scalar_one()
+    assert set(predicted) == {"p_alive", "expected_purchases", "expected_order_value", "expected_revenue"}
