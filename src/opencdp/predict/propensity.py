@@ -47,11 +47,11 @@ class Target:
     def traits(self) -> list[str]:
         return [f"{self.name}_probability", f"{self.name}_percentile"]
 
-    def describe(self, positive: bool) -> str:
-        did = f"{self.event!r} within {self.horizon_days} days"
+    def describe(self) -> str:
+        """Who counts as a positive, in words."""
         if self.buyers_only:
-            return f"customers who did not {did}" if positive else f"customers who did {did}"
-        return f"profiles that did {did}" if positive else f"profiles that did not {did}"
+            return f"customers without {self.event!r} in the {self.horizon_days} days after"
+        return f"profiles with {self.event!r} in the {self.horizon_days} days after"
 
 
 def target(kind: str, options: dict[str, Any]) -> Target:
@@ -100,7 +100,7 @@ def check_thin(target: Target, which: str, at: datetime, y: np.ndarray) -> None:
     if positives < MIN_CLASS or negatives < MIN_CLASS:
         raise TooThin(
             f"not enough data for {target.name!r}: the {which} set (as of {at:%Y-%m-%d}) has "
-            f"{positives} {target.describe(True)} and {negatives} {target.describe(False)}; "
+            f"{positives} positives ({target.describe()}) and {negatives} negatives; "
             f"at least {MIN_CLASS} of each are needed"
         )
 
@@ -172,8 +172,9 @@ class PropensityJob:
 
         x, y = _sample(train, MAX_TRAIN_ROWS)
         model = boosted.fit(x, y)
-        p_eval = model.predict_proba(held_out.rows.matrix)[:, 1]
-        top = quality.top_features(model, held_out.rows.matrix, held_out.y, held_out.rows.names)
+        with boosted.threads(min(len(held_out.y), quality.IMPORTANCE_ROWS)):
+            p_eval = model.predict_proba(held_out.rows.matrix)[:, 1]
+            top = quality.top_features(model, held_out.rows.matrix, held_out.y, held_out.rows.names)
         measured = quality.report(y, held_out.y, p_eval, top)
         if goal.buyers_only:
             measured |= churn_baseline(engine, t1, held_out, p_eval)

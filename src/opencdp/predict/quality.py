@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+#: Permutation importance is measured on a sample of at most this many held-out rows.
+IMPORTANCE_ROWS = 20_000
+
 
 def lift_top_decile(y: np.ndarray, p: np.ndarray) -> float:
     """Positive rate among the 10 % highest scores / the overall positive rate (1.0 = no better
@@ -69,7 +72,7 @@ def top_features(
     names: Sequence[str],
     count: int = 10,
     repeats: int = 3,
-    max_rows: int = 20_000,
+    max_rows: int = IMPORTANCE_ROWS,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """The `count` features whose shuffling lowers the held-out AUC most (permutation importance,
