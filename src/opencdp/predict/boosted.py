@@ -9,10 +9,14 @@ jobs accept as a minimum (isotonic overfits small samples), and it is strictly i
 keeps the ranking (AUC, percentiles) and creates no ties, where isotonic's steps would.
 
 `to_params` copies the fitted trees' node arrays (feature, threshold, where missing values go,
-children, leaf values) into lists; `predict` walks them with numpy, in the same order of summation
-as scikit-learn, so the stored model gives the same probabilities as the one in memory without
-any pickle. Thresholds of +inf (a split that only separates missing values) are stored as the
-largest finite float, which JSON can hold and which compares the same for every finite feature.
+children, leaf values) into lists. `predict` rebuilds scikit-learn's own tree predictors from them
+(compiled: about three times faster than walking the trees with numpy on a million profiles)
+and sums them in scikit-learn's order, so the stored model gives the same probabilities as the
+one in memory without any pickle. Those predictor classes are private to scikit-learn: if a
+release changes them, `predict` falls back to `walk`, a plain numpy walk of the same trees that
+gives the same numbers (tested against each other and against scikit-learn). Thresholds of +inf
+(a split that only separates missing values) are stored as the largest finite float, which JSON
+can hold and which compares the same for every finite feature.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ BOOSTER = {
 CALIBRATION_FOLDS = 3
 THREADED_ROWS = 50_000
 _BIG = float(np.finfo(np.float64).max)
-_CHUNK = 65_536
+_CHUNK = 16_384
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> Any:
@@ -104,6 +108,43 @@ def _tree_arrays(tree: dict[str, Any]) -> tuple[np.ndarray, ...]:
 
 def raw_scores(params: dict[str, Any], x: np.ndarray) -> np.ndarray:
     """The booster's log-odds (its decision function) for each row of x."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    try:
+        return compiled(params, x)
+    except (ImportError, AttributeError, TypeError, ValueError, KeyError):
+        return walk(params, x)
+
+
+def compiled(params: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """`raw_scores` by scikit-learn's compiled tree predictors, rebuilt from the stored nodes."""
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+    no_categories = np.zeros((0, 8), dtype=np.uint32)
+    feature_map = np.zeros(x.shape[1], dtype=np.uint32)
+    predictors = []
+    for tree in params["trees"]:
+        nodes = np.zeros(len(tree["value"]), dtype=PREDICTOR_RECORD_DTYPE)
+        nodes["value"] = tree["value"]
+        nodes["feature_idx"] = tree["feature"]
+        nodes["num_threshold"] = tree["threshold"]
+        nodes["missing_go_to_left"] = tree["missing_left"]
+        nodes["left"] = tree["left"]
+        nodes["right"] = tree["right"]
+        nodes["is_leaf"] = tree["leaf"]
+        predictors.append(TreePredictor(nodes, no_categories, no_categories))
+    out = np.empty(len(x), dtype=np.float64)
+    for start in range(0, len(x), _CHUNK):  # all trees over rows that stay in the CPU cache
+        part = x[start : start + _CHUNK]
+        raw = np.full(len(part), params["baseline"], dtype=np.float64)
+        for predictor in predictors:
+            raw += predictor.predict(part, no_categories, feature_map, 1)  # chunks: no threads needed
+        out[start : start + len(part)] = raw
+    return out
+
+
+def walk(params: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """`raw_scores` by walking the stored trees with numpy (the reference; no private API)."""
     trees = [_tree_arrays(t) for t in params["trees"]]
     out = np.empty(len(x), dtype=np.float64)
     for start in range(0, len(x), _CHUNK):  # chunks that stay in the CPU cache

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 #: Permutation importance is measured on a sample of at most this many held-out rows.
-IMPORTANCE_ROWS = 20_000
+IMPORTANCE_ROWS = 6_000
 
 
 def lift_top_decile(y: np.ndarray, p: np.ndarray) -> float:
@@ -76,11 +76,21 @@ def top_features(
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """The `count` features whose shuffling lowers the held-out AUC most (permutation importance,
-    fixed seed, on at most `max_rows` rows so it stays cheap on millions of profiles)."""
+    fixed seed). On at most `max_rows` rows, drawn per class (up to half of them positives) so it
+    stays cheap on millions of profiles: AUC does not depend on the share of positives, and a
+    balanced sample measures it with less noise when positives are rare."""
     from sklearn.inspection import permutation_importance
 
     if len(x) > max_rows:
-        keep = np.random.default_rng(seed).choice(len(x), size=max_rows, replace=False)
+        rng = np.random.default_rng(seed)
+        positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
+        take = min(len(positives), max(max_rows // 2, max_rows - len(negatives)))
+        keep = np.concatenate(
+            [
+                rng.choice(positives, size=take, replace=False),
+                rng.choice(negatives, size=min(len(negatives), max_rows - take), replace=False),
+            ]
+        )
         x, y = x[keep], y[keep]
     if not 0 < int(np.sum(y)) < len(y):
         return []
