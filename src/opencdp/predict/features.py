@@ -1,9 +1,10 @@
 """Point-in-time behavioural features of every live profile, as of a cutoff.
 
 Only `profile_events` rows with `ts <= at` are read, so a model trained on features at `t` and
-labels after `t` never sees the future (no leakage). Everything is aggregated in one SQL statement
-(GROUP BY profile_id with CASE WHEN windows, bounds as bound parameters), streamed in partitions
-into a preallocated float matrix: the database does the counting, Python only copies numbers.
+labels after `t` never sees the future (no leakage). Everything is aggregated in SQL (GROUP BY
+profile_id with CASE WHEN windows, bounds as bound parameters) and streamed into a preallocated
+float matrix: the database does the counting, Python only copies numbers. Each column costs time
+per event read, so three statements read as few events as they can (`_groups`), at the same time.
 
 Which event names get their own count columns is decided once, from the training data
 (`top_event_names`), and kept in the fitted model's parameters, so scoring builds the same columns
@@ -122,65 +123,99 @@ def top_event_names(engine: sa.Engine, at: datetime, limit: int = TOP_NAMES) -> 
 
 
 def feature_names(event_names: Sequence[Sequence[str]]) -> list[str]:
-    """The columns `extract` builds, in order (SQL columns first, then the derived ones)."""
-    return [name for name, _ in _columns(datetime(2000, 1, 1, tzinfo=UTC), event_names)] + list(_DERIVED)
+    """The columns `extract` builds, in order."""
+    return [
+        name for group in _groups(datetime(2000, 1, 1, tzinfo=UTC), event_names) for name, _ in group.columns
+    ] + list(_DERIVED)
 
 
 _DERIVED = ("avg_order_value", "days_between_orders")
+#: Windows up to this many days are counted by a statement that reads only the events of these
+#: days (in a long history most events are older).
+RECENT_DAYS = 90
+
+Columns = list[tuple[str, sa.ColumnElement[Any]]]
 
 
-def _columns(at: datetime, event_names: Sequence[Sequence[str]]) -> list[tuple[str, sa.ColumnElement[Any]]]:
+@dataclass
+class _Group:
+    """Columns computed by one statement, over the events that match `where` (and ts <= at)."""
+
+    columns: Columns
+    where: list[sa.ColumnElement[bool]]
+
+
+def _groups(at: datetime, event_names: Sequence[Sequence[str]]) -> list[_Group]:
+    """Three statements, each reading as few rows as it can: every event up to `at` but only
+    from the (profile_id, ts) index, which covers it; orders only, through the (name, ts) index;
+    the events of the last RECENT_DAYS, for the many short windows."""
     pe = profile_events
     at_param = sa.bindparam("at", at, type_=UTCDateTime())
 
     def since(days: int) -> sa.ColumnElement[bool]:
         return pe.c.ts > at - timedelta(days=days)
 
+    def recently(days: int) -> sa.ColumnElement[bool]:
+        # the recent statement reads only ts > at - RECENT_DAYS: that window needs no test
+        return sa.true() if days == RECENT_DAYS else since(days)
+
     def days_ago(ts: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.func.coalesce(days_before(at_param, ts), -1.0)
 
-    def count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
-        return sa.func.count(sa.case((condition, 1)))
+    def count_if(*conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+        return sa.func.count(sa.case((sa.and_(*conditions), 1)))
 
-    is_order = pe.c.name == ORDER_EVENT
     revenue = sa.func.coalesce(json_number(pe.c.properties, "revenue"), 0.0)
-    order_ts = sa.case((is_order, pe.c.ts))
-    cols: list[tuple[str, sa.ColumnElement[Any]]] = [
-        ("days_since_first_event", days_ago(sa.func.min(pe.c.ts))),
-        ("days_since_last_event", days_ago(sa.func.max(pe.c.ts))),
-        ("days_since_first_order", days_ago(sa.func.min(order_ts))),
-        ("days_since_last_order", days_ago(sa.func.max(order_ts))),
-        ("events_ever", sa.func.count()),
-    ]
-    cols += [(f"events_{d}d", count_if(since(d))) for d in EVENT_WINDOWS]
-    cols += [("orders_ever", count_if(is_order))]
-    cols += [(f"orders_{d}d", count_if(sa.and_(is_order, since(d)))) for d in ORDER_WINDOWS]
-    cols += [("revenue_ever", sa.func.coalesce(sa.func.sum(sa.case((is_order, revenue))), 0.0))]
-    cols += [
-        (f"revenue_{d}d", sa.func.coalesce(sa.func.sum(sa.case((sa.and_(is_order, since(d)), revenue))), 0.0))
-        for d in ORDER_WINDOWS
-    ]
-    cols += [
-        (f"active_days_{d}d", sa.func.count(sa.distinct(sa.case((since(d), utc_day(pe.c.ts))))))
-        for d in DAY_WINDOWS
-    ]
-    cols += [(f"pages_{d}d", count_if(sa.and_(pe.c.type == "page", since(d)))) for d in DAY_WINDOWS]
+
+    def revenue_if(*conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+        return sa.func.coalesce(sa.func.sum(sa.case((sa.and_(*conditions), revenue))), 0.0)
+
+    everything = _Group(
+        [
+            ("days_since_first_event", days_ago(sa.func.min(pe.c.ts))),
+            ("days_since_last_event", days_ago(sa.func.max(pe.c.ts))),
+            ("events_ever", sa.func.count()),
+            *((f"events_{d}d", count_if(since(d))) for d in EVENT_WINDOWS if d > RECENT_DAYS),
+        ],
+        [],
+    )
+    orders = _Group(
+        [
+            ("days_since_first_order", days_ago(sa.func.min(pe.c.ts))),
+            ("days_since_last_order", days_ago(sa.func.max(pe.c.ts))),
+            ("orders_ever", sa.func.count()),
+            *((f"orders_{d}d", count_if(since(d))) for d in ORDER_WINDOWS),
+            ("revenue_ever", sa.func.coalesce(sa.func.sum(revenue), 0.0)),
+            *((f"revenue_{d}d", revenue_if(since(d))) for d in ORDER_WINDOWS),
+        ],
+        [pe.c.name == ORDER_EVENT],
+    )
+    recent = _Group(
+        [
+            *((f"events_{d}d", count_if(recently(d))) for d in EVENT_WINDOWS if d <= RECENT_DAYS),
+            *(
+                (f"active_days_{d}d", sa.func.count(sa.distinct(sa.case((recently(d), utc_day(pe.c.ts))))))
+                for d in DAY_WINDOWS
+            ),
+            *((f"pages_{d}d", count_if(pe.c.type == "page", recently(d))) for d in DAY_WINDOWS),
+        ],
+        [since(RECENT_DAYS)],
+    )
     for kind, name in event_names:
-        is_name = sa.and_(pe.c.type == kind, pe.c.name == name)
-        cols += [(f"{kind}_{slug(name)}_{d}d", count_if(sa.and_(is_name, since(d)))) for d in NAME_WINDOWS]
-    return cols
+        recent.columns += [
+            (f"{kind}_{slug(name)}_{d}d", count_if(pe.c.name == name, pe.c.type == kind, recently(d)))
+            for d in NAME_WINDOWS
+        ]
+    return [everything, orders, recent]
 
 
 def extract(engine: sa.Engine, at: datetime, event_names: Sequence[Sequence[str]]) -> Features:
     """Features of every live profile as of `at`, from events with `ts <= at` only."""
-    columns = _columns(at, event_names)
-    names = [name for name, _ in columns] + list(_DERIVED)
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups = _groups(at, event_names)
+    names = [name for group in groups for name, _ in group.columns] + list(_DERIVED)
     pe = profile_events
-    stmt = (
-        sa.select(pe.c.profile_id, *(expr.label(f"f{i}") for i, (_, expr) in enumerate(columns)))
-        .where(pe.c.ts <= at)
-        .group_by(pe.c.profile_id)
-    )
     with engine.connect() as conn:
         ids = [
             str(r[0])
@@ -188,18 +223,32 @@ def extract(engine: sa.Engine, at: datetime, event_names: Sequence[Sequence[str]
                 sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None)).order_by(profiles.c.id)
             )
         ]
-        row_of = {pid: i for i, pid in enumerate(ids)}
-        n_sql = len(columns)
-        matrix = np.zeros((len(ids), len(names)), dtype=np.float64)
-        active = np.zeros(len(ids), dtype=bool)
-        result = conn.execution_options(yield_per=_PARTITION).execute(stmt)
-        for part in result.partitions():
-            rows = [row_of.get(r[0], -1) for r in part]
-            values = np.array([tuple(r)[1:] for r in part], dtype=np.float64).reshape(len(part), n_sql)
-            keep = np.fromiter((i >= 0 for i in rows), dtype=bool, count=len(rows))
-            where = np.asarray(rows, dtype=np.int64)[keep]
-            matrix[where, :n_sql] = values[keep]
-            active[where] = True
+    row_of = {pid: i for i, pid in enumerate(ids)}
+    matrix = np.zeros((len(ids), len(names)), dtype=np.float64)
+    active = np.zeros(len(ids), dtype=bool)
+
+    def run(group: _Group, offset: int) -> None:
+        stmt = (
+            sa.select(pe.c.profile_id, *(expr.label(f"f{i}") for i, (_, expr) in enumerate(group.columns)))
+            .where(pe.c.ts <= at, *group.where)
+            .group_by(pe.c.profile_id)
+        )
+        with engine.connect() as conn:
+            result = conn.execution_options(yield_per=_PARTITION).execute(stmt)
+            for part in result.partitions():
+                rows = np.fromiter((row_of.get(r[0], -1) for r in part), dtype=np.int64, count=len(part))
+                values = np.array([tuple(r)[1:] for r in part], dtype=np.float64).reshape(len(part), -1)
+                keep = rows >= 0
+                matrix[rows[keep], offset : offset + len(group.columns)] = values[keep]
+                if group is groups[0]:
+                    active[rows[keep]] = True
+
+    offsets = np.cumsum([0] + [len(group.columns) for group in groups]).tolist()
+    # The statements run at once, each on its own connection (sqlite3 and psycopg release the GIL
+    # while the database works); each writes its own columns of the matrix.
+    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+        for done in [pool.submit(run, g, o) for g, o in zip(groups, offsets, strict=False)]:
+            done.result()
     # No event yet: every "days since" is undefined (NaN); the counts stay 0.
     days = [i for i, name in enumerate(names) if name.startswith("days_since_")]
     block = matrix[:, days]
