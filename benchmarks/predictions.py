@@ -14,9 +14,10 @@ Per engine (SQLite in a temporary directory or `--keep DIR`; PostgreSQL in a scr
    after they go quiet). Sessions are page views, product views, sometimes a cart add and an
    order with revenue; e-mails are opened and sometimes clicked. 1 % of profiles are merged into
    another one (no events; they must not be scored). About 13 events per profile.
-   `--demo`: instead, the demo shop (`opencdp demo`, `--customers`, 90 days up to a fixed NOW) is
-   written into the event log as the collector would and processed into profiles by the real
-   processor; purchase and churn then use 30-day horizons (churn's default of 90 needs 180 days).
+   `--demo`: instead, the demo shop (`opencdp demo`, `--customers`, 6,000 by default, 90 days up to
+   a fixed NOW) is written into the event log as the collector would and processed into profiles
+   by the real processor; purchase and churn then use 30-day horizons (churn's default of 90
+   needs 180 days of history; with 2,000 customers too few reorder within 30 days for churn).
 2. Timed: the features of every live profile as of NOW (one extraction, to show its cost alone);
    `fit` of purchase (30 days) and churn (90 days) with the time split of
    `opencdp.predict.propensity` (two extractions, labels, calibrated boosted trees, permutation
@@ -55,6 +56,7 @@ from rich.console import Console
 from harness.machine import cpu_model
 from harness.report import markdown_table, rich_table
 from harness.scratch import default_postgres_url, is_loopback, scratch_database
+from opencdp import logs
 from opencdp.predict import features
 from opencdp.predict.model import Fitted, TooThin
 from opencdp.predict.propensity import JOBS
@@ -484,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         "--profiles", type=int, default=TARGET_PROFILES, help="synthetic profiles (1,000,000)"
     )
     parser.add_argument("--demo", action="store_true", help="the demo shop instead of synthetic histories")
-    parser.add_argument("--customers", type=int, default=2000, help="--demo: customers (2000)")
+    parser.add_argument("--customers", type=int, default=6000, help="--demo: customers (6000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--keep", metavar="DIR", help="keep the database (SQLite in DIR; PostgreSQL not dropped)"
@@ -492,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=default_postgres_url())
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
     args = parser.parse_args(argv)
+    logs.configure("WARNING")  # the in-process processor (--demo) logs every merge at DEBUG
     if not 1_000 <= args.profiles <= 5_000_000:
         parser.error("--profiles must be between 1,000 and 5,000,000")
     if not 1 <= args.customers <= 30_000:
