@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -120,13 +120,6 @@ def top_event_names(engine: sa.Engine, at: datetime, limit: int = TOP_NAMES) -> 
         if pair not in chosen:
             chosen.append(pair)
     return [list(pair) for pair in chosen]
-
-
-def feature_names(event_names: Sequence[Sequence[str]]) -> list[str]:
-    """The columns `extract` builds, in order."""
-    return [
-        name for group in _groups(datetime(2000, 1, 1, tzinfo=UTC), event_names) for name, _ in group.columns
-    ] + list(_DERIVED)
 
 
 _DERIVED = ("avg_order_value", "days_between_orders")
