@@ -13,7 +13,7 @@ Per engine (SQLite in a temporary directory or `--keep DIR`; PostgreSQL in a scr
    session ends in an order, and half of them a newsletter with their own open rate (opens drop
    after they go quiet). Sessions are page views, product views, sometimes a cart add and an
    order with revenue; e-mails are opened and sometimes clicked. 1 % of profiles are merged into
-   another one (no events; they must not be scored). About 13 events per profile.
+   another one (no events; they must not be scored). About 14 events per live profile.
    `--demo`: instead, the demo shop (`opencdp demo`, `--customers`, 6,000 by default, 90 days up to
    a fixed NOW) is written into the event log as the collector would and processed into profiles
    by the real processor; purchase and churn then use 30-day horizons (churn's default of 90
