@@ -217,7 +217,10 @@ def names_index(rows: features.Features, name: str) -> int:
 
 
 def test_profiles_without_events_get_undefined_recency_and_zero_counts(system: OpenCDP) -> None:
-    load(system.engine, [("a", "track", "Order Completed", NOW, {"revenue": 3})])
+    load(
+        system.engine,
+        [("a", "track", "Order Completed", NOW, {"revenue": 3}), ("c", "page", "Home", NOW, {})],
+    )
     with system.engine.begin() as conn:  # a live profile whose events all come later
         add(conn, [("b", "track", "Product Viewed", NOW + timedelta(days=1), {})], first_id=5)
         conn.execute(sa.text("INSERT INTO profiles SELECT 'b', merged_into, anchor, last_edge_key, "
@@ -229,6 +232,9 @@ def test_profiles_without_events_get_undefined_recency_and_zero_counts(system: O
     assert not rows.active[list(rows.profile_ids).index("b")]
     assert math.isnan(b["days_since_last_event"]) and math.isnan(b["avg_order_value"])
     assert b["events_ever"] == 0 and b["track_product_viewed_7d"] == 0
+    c = dict(zip(rows.names, rows.matrix[list(rows.profile_ids).index("c")], strict=True))
+    assert c["days_since_last_event"] == 0 and c["events_ever"] == 1 and c["orders_ever"] == 0
+    assert math.isnan(c["days_since_last_order"]) and math.isnan(c["days_since_first_order"])
 
 
 def test_percentiles_rank_within_the_scored_population() -> None:

@@ -153,7 +153,7 @@ def _groups(at: datetime, event_names: Sequence[Sequence[str]]) -> list[_Group]:
         return sa.true() if days == RECENT_DAYS else since(days)
 
     def days_ago(ts: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        return sa.func.coalesce(days_before(at_param, ts), -1.0)
+        return days_before(at_param, ts)
 
     def count_if(*conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
         return sa.func.count(sa.case((sa.and_(*conditions), 1)))
@@ -218,6 +218,8 @@ def extract(engine: sa.Engine, at: datetime, event_names: Sequence[Sequence[str]
         ]
     row_of = {pid: i for i, pid in enumerate(ids)}
     matrix = np.zeros((len(ids), len(names)), dtype=np.float64)
+    # "days since" is undefined (NaN) for a profile with no such event yet; counts start at 0
+    matrix[:, [i for i, name in enumerate(names) if name.startswith("days_since_")]] = np.nan
     active = np.zeros(len(ids), dtype=bool)
 
     def run(group: _Group, offset: int) -> None:
@@ -230,6 +232,7 @@ def extract(engine: sa.Engine, at: datetime, event_names: Sequence[Sequence[str]
             result = conn.execution_options(yield_per=_PARTITION).execute(stmt)
             for part in result.partitions():
                 rows = np.fromiter((row_of.get(r[0], -1) for r in part), dtype=np.int64, count=len(part))
+                # NULL (no order yet: no days since the last one) becomes NaN
                 values = np.array([tuple(r)[1:] for r in part], dtype=np.float64).reshape(len(part), -1)
                 keep = rows >= 0
                 matrix[rows[keep], offset : offset + len(group.columns)] = values[keep]
@@ -242,11 +245,6 @@ def extract(engine: sa.Engine, at: datetime, event_names: Sequence[Sequence[str]
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
         for done in [pool.submit(run, g, o) for g, o in zip(groups, offsets, strict=False)]:
             done.result()
-    # No event yet: every "days since" is undefined (NaN); the counts stay 0.
-    days = [i for i, name in enumerate(names) if name.startswith("days_since_")]
-    block = matrix[:, days]
-    block[(block < 0) | ~active[:, None]] = np.nan
-    matrix[:, days] = block
     orders = matrix[:, names.index("orders_ever")]
     with np.errstate(invalid="ignore", divide="ignore"):
         matrix[:, names.index("avg_order_value")] = np.where(
