@@ -161,6 +161,7 @@ class PropensityJob:
         self.kind = kind
 
     def fit(self, engine: sa.Engine, until: datetime, options: dict[str, Any]) -> Fitted:
+        """Train at until - 2·horizon, measure at until - horizon, refit there (module docstring)."""
         goal = target(self.kind, options)
         horizon = timedelta(days=goal.horizon_days)
         t0, t1 = until - 2 * horizon, until - horizon
@@ -211,6 +212,7 @@ class PropensityJob:
         return rows.profile_ids, boosted.predict(fitted.params["model"], rows.matrix)
 
     def score(self, engine: sa.Engine, fitted: Fitted, at: datetime) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every live profile (churn: every customer) as of `at`: its probability and percentile."""
         ids, p = self.probabilities(engine, fitted, at)
         ranks = percentiles(p)
         probability, percentile = fitted.traits
