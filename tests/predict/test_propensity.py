@@ -8,6 +8,7 @@ import math
 import sys
 import zlib
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,10 +16,12 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from opencdp.config import Settings
 from opencdp.predict import boosted, features
 from opencdp.predict.jobs import job
 from opencdp.predict.model import Fitted, TooThin
 from opencdp.predict.propensity import JOBS, labelled, percentiles, target
+from opencdp.store.database import open_database
 from opencdp.system import OpenCDP
 from tests.predict.shop import NOW, add, histories, load
 
@@ -240,3 +243,22 @@ def test_profiles_without_events_get_undefined_recency_and_zero_counts(system: O
 def test_percentiles_rank_within_the_scored_population() -> None:
     assert percentiles(np.array([0.2, 0.9, 0.2, 0.5])).tolist() == [50.0, 100.0, 50.0, 75.0]
     assert percentiles(np.array([])).tolist() == []
+
+
+def test_sqlite_and_postgresql_build_the_same_features(tmp_path: Path, postgres_url: str) -> None:
+    shop = histories(300, seed=9)
+    matrices = []
+    for url in (f"sqlite:///{tmp_path / 'same.db'}", postgres_url):
+        engine = open_database(Settings(data_dir=tmp_path, database_url=url))
+        try:
+            load(engine, shop)
+            cutoff = NOW - timedelta(days=10)
+            names = features.top_event_names(engine, cutoff)
+            rows = features.extract(engine, cutoff, names)
+            matrices.append((names, list(rows.profile_ids), rows.names, rows.matrix))
+        finally:
+            engine.dispose()
+    (names, ids, columns, lite), (pg_names, pg_ids, pg_columns, pg) = matrices
+    assert (names, ids, columns) == (pg_names, pg_ids, pg_columns)
+    # days are julianday differences on SQLite and epoch seconds on PostgreSQL: equal to a second
+    assert np.allclose(lite, pg, rtol=0, atol=1e-5, equal_nan=True)
