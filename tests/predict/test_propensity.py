@@ -22,6 +22,7 @@ from opencdp.predict.jobs import job
 from opencdp.predict.model import Fitted, TooThin
 from opencdp.predict.propensity import JOBS, labelled, percentiles, target
 from opencdp.store.database import open_database
+from opencdp.store.schema import profiles
 from opencdp.system import OpenCDP
 from tests.predict.shop import NOW, add, histories, load
 
@@ -226,10 +227,8 @@ def test_profiles_without_events_get_undefined_recency_and_zero_counts(system: O
     )
     with system.engine.begin() as conn:  # a live profile whose events all come later
         add(conn, [("b", "track", "Product Viewed", NOW + timedelta(days=1), {})], first_id=5)
-        conn.execute(sa.text("INSERT INTO profiles SELECT 'b', merged_into, anchor, last_edge_key, "
-                             "identity_counts, traits, trait_meta, event_counts, first_seen, last_seen, "
-                             "updated_at, computed, consent, consent_meta, computed_at FROM profiles "
-                             "WHERE id = 'a'"))  # fmt: skip
+        row = conn.execute(sa.select(profiles).where(profiles.c.id == "a")).one()
+        conn.execute(profiles.insert().values({**row._mapping, "id": "b"}))
     rows = features.extract(system.engine, NOW, [["track", "Product Viewed"]])
     b = dict(zip(rows.names, rows.matrix[list(rows.profile_ids).index("b")], strict=True))
     assert not rows.active[list(rows.profile_ids).index("b")]
