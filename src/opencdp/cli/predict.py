@@ -64,10 +64,11 @@ def predict_group() -> None:
 
 
 def _progress(label: str, total: int | None) -> Any:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, transient=True)
+    return Progress(*columns, transient=True, console=Console(stderr=True))
 
 
 def _fail(error: Exception) -> click.ClickException:
@@ -165,13 +166,23 @@ def predict_fit(
 
 
 def _echo_quality(quality: dict[str, Any]) -> None:
-    for key in ("auc", "log_loss", "lift_top_decile", "base_rate", "n_train", "n_eval"):
-        if key in quality:
-            click.echo(f"  {key}: {quality[key]}")
-    baseline = quality.get("baseline")
-    if isinstance(baseline, dict):
-        verdict = "beats" if quality.get("beats_baseline") else "does NOT beat"
-        click.echo(f"  {verdict} the {baseline.get('name')} baseline (AUC {baseline.get('auc')})")
+    """The held-out quality in lines: numbers as they are, nested groups (CLV's purchases and churn,
+    a baseline) on one line each; the calibration bins and top features are on the model card."""
+    for key, value in quality.items():
+        if key in ("calibration", "top_features") or isinstance(value, list):
+            continue
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k} {_short(v)}" for k, v in value.items() if not isinstance(v, dict | list))
+            click.echo(f"  {key}: {inner}")
+        else:
+            click.echo(f"  {key}: {_short(value)}")
+    if "beats_baseline" in quality and isinstance(quality.get("baseline"), dict):
+        verdict = "beats" if quality["beats_baseline"] else "does NOT beat"
+        click.echo(f"  → {verdict} the {quality['baseline'].get('name')} baseline on held-out data")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @predict_group.command("score")
