@@ -22,7 +22,9 @@ Per engine (SQLite in a temporary directory or `--keep DIR`; PostgreSQL in a scr
    `fit` of purchase (30 days) and churn (90 days) with the time split of
    `opencdp.predict.propensity` (two extractions, labels, calibrated boosted trees, permutation
    importance, the refit); `score` of every live profile (purchase) or customer (churn) from the
-   model's JSON parameters, consumed as the job yields them.
+   model's JSON parameters, consumed as the job yields them; writing the scores to
+   `profiles.predicted` (as `opencdp predict score` does); the same for lifetime value (BG/NBD +
+   Gamma-Gamma fit with its held-out check, score, write).
 3. A table per engine: times, rows, held-out AUC, log loss, lift of the top decile, base rate.
    Target: scoring 1,000,000 profiles on SQLite in under 60 s (features included).
 
@@ -57,11 +59,13 @@ from harness.machine import cpu_model
 from harness.report import markdown_table, rich_table
 from harness.scratch import default_postgres_url, is_loopback, scratch_database
 from opencdp import logs
-from opencdp.predict import features
+from opencdp.predict import features, store
+from opencdp.predict.clv import JOBS as CLV_JOBS
 from opencdp.predict.model import Fitted, TooThin
 from opencdp.predict.propensity import JOBS
 from opencdp.store.database import open_database
 
+CLV = CLV_JOBS["clv"]
 NOW = datetime(2025, 6, 30, 12, 0, tzinfo=UTC)
 DEMO_NOW = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
 TARGET_SCORE_S = 60.0  # scoring 1,000,000 profiles on SQLite, features included
@@ -354,6 +358,7 @@ class Measured:
     scored: int = 0
     fitted: Fitted | None = None
     refused: str = ""
+    write_s: float = 0.0
 
 
 @dataclass
@@ -364,6 +369,7 @@ class EngineReport:
     features_s: float = 0.0
     feature_count: int = 0
     jobs: list[Measured] = field(default_factory=list)
+    clv: Measured | None = None
 
 
 def measure(engine: sa.Engine, name: str, now: datetime, horizons: dict[str, int]) -> EngineReport:
@@ -394,9 +400,73 @@ def measure(engine: sa.Engine, name: str, now: datetime, horizons: dict[str, int
         result.fit_s = time.perf_counter() - start
         start = time.perf_counter()
         with step(f"score {kind}"):
-            result.scored = sum(1 for _ in JOBS[kind].score(engine, result.fitted, now))
+            scores = list(JOBS[kind].score(engine, result.fitted, now))
         result.score_s = time.perf_counter() - start
+        result.scored = len(scores)
+        result.write_s = write(engine, result.fitted, scores, now)
+    report.clv = measure_clv(engine, now)
     return report
+
+
+def write(
+    engine: sa.Engine, fitted: Fitted, scores: list[tuple[str, dict[str, Any]]], now: datetime
+) -> float:
+    """Store the fit and write its traits to `profiles.predicted` as `opencdp predict score` does."""
+    with engine.begin() as conn:
+        store.define(conn, fitted.name, fitted.kind, fitted.options)
+        record = store.save_fit(conn, fitted)
+    start = time.perf_counter()
+    with step(f"write {fitted.name} traits of {len(scores):,} profiles"):
+        store.write_scores(engine, record, scores, now)
+    return time.perf_counter() - start
+
+
+def measure_clv(engine: sa.Engine, now: datetime) -> Measured:
+    """BG/NBD + Gamma-Gamma: fit (with its held-out check), score every customer, write."""
+    result = Measured("clv", 120)
+    start = time.perf_counter()
+    try:
+        with step("fit clv (BG/NBD + Gamma-Gamma, held-out check)"):
+            result.fitted = CLV.fit(engine, now, {"horizon_days": 120})
+    except TooThin as exc:
+        result.refused = str(exc)
+        console.print(f"  [yellow]clv refused:[/] {exc}")
+        return result
+    result.fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    with step("score clv"):
+        scores = list(CLV.score(engine, result.fitted, now))
+    result.score_s = time.perf_counter() - start
+    result.scored = len(scores)
+    result.write_s = write(engine, result.fitted, scores, now)
+    return result
+
+
+def clv_rows(job: Measured) -> list[list[str]]:
+    if job.fitted is None:
+        return [["refused", job.refused]]
+    q, p = job.fitted.quality, job.fitted.params
+    churn, purchases = q.get("churn", {}), q.get("purchases", {})
+    return [
+        ["customers (repeat buyers)", f"{p.get('customers', 0):,} ({p.get('repeat_buyers', 0):,})"],
+        ["fit (both models and the held-out refit)", f"{job.fit_s:.1f} s"],
+        ["score (every customer)", f"{job.score_s:.1f} s"],
+        ["write predicted traits", f"{job.write_s:.1f} s"],
+        ["BG/NBD r, alpha, a, b", ", ".join(f"{p['bgnbd'][k]:.4g}" for k in ("r", "alpha", "a", "b"))],
+        ["Gamma-Gamma p, q, v", ", ".join(f"{p['gamma_gamma'][k]:.4g}" for k in ("p", "q", "v"))],
+        [
+            "held-out repeat purchases predicted / actual",
+            f"{purchases.get('predicted_total', 0):,.0f} / {purchases.get('actual_total', 0):,.0f}"
+            if purchases
+            else q.get("skipped", "-"),
+        ],
+        [
+            "P(alive) as churn score: AUC / log loss / lift",
+            f"{churn['auc']:.3f} / {churn['log_loss']:.3f} / {churn['top_decile_lift']:.2f}"
+            if churn
+            else "-",
+        ],
+    ]
 
 
 def job_column(report: EngineReport, job: Measured) -> list[str]:
@@ -411,6 +481,7 @@ def job_column(report: EngineReport, job: Measured) -> list[str]:
         f"{job.horizon} days",
         f"{job.fit_s:.1f} s",
         f"{job.score_s:.1f} s",
+        f"{job.write_s:.1f} s",
         f"{job.scored:,}",
         f"{q['n_train']:,} ({q['positives_train']:,})",
         f"{q['n_eval']:,} ({q['positives_eval']:,})",
@@ -434,6 +505,7 @@ ROW_LABELS = (
     "horizon",
     "fit (2 extractions, labels, 2 calibrated fits, importance)",
     "score (features + trees, every profile yielded)",
+    "write predicted traits (profiles.predicted)",
     "profiles scored",
     "train rows (positives)",
     "held-out rows (positives)",
@@ -527,6 +599,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print(rich_table(f"predictions on {kind} ({title_data})", columns, rows))
         if args.markdown:
             console.print(markdown_table(columns, rows))
+        if report.clv is not None:
+            clv_table = clv_rows(report.clv)
+            console.print(
+                rich_table(f"lifetime value on {kind} ({title_data})", ["measure", "clv"], clv_table)
+            )
+            if args.markdown:
+                console.print(markdown_table(["measure", "clv"], clv_table))
         purchase = next((j for j in report.jobs if j.kind == "purchase" and j.fitted), None)
         if kind == "sqlite" and purchase and not args.demo:
             projected = purchase.score_s * TARGET_PROFILES / max(report.live, 1)
