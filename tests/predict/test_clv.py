@@ -15,6 +15,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from scipy.optimize import approx_fprime
 from scipy.special import hyp2f1
 
 from opencdp.config import Settings
@@ -125,6 +126,31 @@ def test_simulated_bgnbd_data_recovers_its_parameters() -> None:
         float(clv.bgnbd_log_likelihood(fitted.r, fitted.alpha, fitted.a, fitted.b, x, t_x, T).sum())
     )
     assert clv.fit_bgnbd(x, t_x, T) == fitted  # deterministic
+    # a large history: the starting points are compared on a sample, the best is run on all
+    many = simulate_bgnbd(30_000, 52.0, seed=8, **truth)
+    large = clv.fit_bgnbd(*many)
+    assert close(large.r, truth["r"], 0.1) and close(large.alpha, truth["alpha"], 0.1)
+    assert close(large.a / (large.a + large.b), 0.8 / 3.3, 0.1)
+    # a fit in days is the fit in weeks, with alpha in days
+    weeks = clv.fit_bgnbd(x, t_x / 7, T / 7)
+    assert close(weeks.r, fitted.r, 1e-4) and close(weeks.alpha * 7, fitted.alpha, 1e-4)
+
+
+def test_the_analytic_gradients_match_the_likelihoods() -> None:
+    x, t_x, T = simulate_bgnbd(300, 52.0, 0.5, 4.0, 0.8, 2.5, seed=1)
+    weight = np.arange(1.0, 301.0)
+    for point in ([0.3, 1.2, -0.4, 0.9], [-1.0, 2.0, 0.5, -0.2]):
+        log_params = np.array(point)
+        analytic = clv._bgnbd_loss(log_params, x, t_x, T, weight)[1]
+        numeric = approx_fprime(log_params, lambda p: clv._bgnbd_loss(p, x, t_x, T, weight)[0], 1e-7)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-6)
+    m = np.linspace(5.0, 80.0, 300)
+    repeat = x + 1
+    for point in ([1.8, 1.3, 2.7], [0.1, 0.5, 1.0]):
+        log_params = np.array(point)
+        analytic = clv._gamma_gamma_loss(log_params, repeat, m, weight)[1]
+        numeric = approx_fprime(log_params, lambda p: clv._gamma_gamma_loss(p, repeat, m, weight)[0], 1e-7)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-6)
 
 
 def test_simulated_gamma_gamma_data_recovers_its_parameters() -> None:
