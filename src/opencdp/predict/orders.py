@@ -12,7 +12,7 @@ cheaper than in the database).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -115,8 +115,7 @@ def read_purchase_days(
     buckets: list[np.ndarray] = []
     revenues: list[np.ndarray] = []
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=_ROWS_PER_FETCH).execute(query)
-        for chunk in result.partitions():
+        for chunk in _driver_rows(conn, query):
             ids.extend(row[0] for row in chunk)
             buckets.append(np.array([row[1] for row in chunk], dtype=np.int64))
             revenues.append(np.array([row[2] for row in chunk], dtype=np.float64))
@@ -129,6 +128,30 @@ def read_purchase_days(
         day = _local_days(day, zone)
     customer, day, money = _sum_per_day(customer, day, money)
     return PurchaseDays(profile_ids, customer, day, money, last_day)
+
+
+def _driver_rows(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[list[Any]]:
+    """The query's rows in chunks, as plain tuples straight from the driver (a server-side cursor
+    on PostgreSQL). Building millions of SQLAlchemy rows would cost more than the query itself;
+    these columns need no result conversion, and the parameters get their types' conversion here."""
+    dialect = conn.dialect
+    compiled = query.compile(dialect=dialect)
+    params = compiled.construct_params()
+    for name, bind in compiled.binds.items():
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None and name in params:
+            params[name] = processor(params[name])
+    arguments: Any = [params[name] for name in compiled.positiontup or ()] if compiled.positional else params
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor(name="opencdp_orders") if dialect.name == "postgresql" else driver.cursor()
+    try:
+        cursor.execute(compiled.string, arguments)
+        while chunk := cursor.fetchmany(_ROWS_PER_FETCH):
+            yield chunk
+    finally:
+        cursor.close()
+        driver.rollback()  # end the read's transaction (PostgreSQL); nothing to undo
 
 
 def _local_days(quarter: np.ndarray, zone: ZoneInfo) -> np.ndarray:
