@@ -136,20 +136,45 @@ def test_simulated_bgnbd_data_recovers_its_parameters() -> None:
     assert close(weeks.r, fitted.r, 1e-4) and close(weeks.alpha * 7, fitted.alpha, 1e-4)
 
 
+def test_customers_all_alike_give_finite_predictions() -> None:
+    """One Poisson rate for everyone and nobody dropping out: r and alpha run off together (no
+    heterogeneity to fit; the likelihood is flat out there), at most MAX_R, and the predictions stay
+    finite and right."""
+    rng = np.random.default_rng(5)
+    n, T, rate = 5000, 100.0, 0.2
+    arrivals = [np.sort(rng.uniform(0, T, k)) for k in rng.poisson(rate * T, n)]
+    x = np.array([len(a) for a in arrivals], dtype=float)
+    t_x = np.array([a[-1] if len(a) else 0.0 for a in arrivals])
+    fitted = clv.fit_bgnbd(x, t_x, np.full(n, T))
+    assert 100 < fitted.r <= clv.MAX_R and close(fitted.r / fitted.alpha, rate, 0.02)
+    expected = clv.expected_purchases(fitted, 50.0, x, t_x, np.full(n, T))
+    assert np.all(np.isfinite(expected)) and close(float(expected.mean()), rate * 50, 0.05)
+
+
 def test_the_analytic_gradients_match_the_likelihoods() -> None:
     x, t_x, T = simulate_bgnbd(300, 52.0, 0.5, 4.0, 0.8, 2.5, seed=1)
     weight = np.arange(1.0, 301.0)
+    bgnbd_terms = clv._bgnbd_terms(x, t_x, T, weight)
     for point in ([0.3, 1.2, -0.4, 0.9], [-1.0, 2.0, 0.5, -0.2]):
         log_params = np.array(point)
-        analytic = clv._bgnbd_loss(log_params, x, t_x, T, weight)[1]
-        numeric = approx_fprime(log_params, lambda p: clv._bgnbd_loss(p, x, t_x, T, weight)[0], 1e-7)
+        value, analytic = clv._bgnbd_loss(log_params, bgnbd_terms)
+        r, alpha, a, b = np.exp(log_params)
+        assert value == pytest.approx(
+            -weight @ clv.bgnbd_log_likelihood(r, alpha, a, b, x, t_x, T) / weight.sum()
+        )
+        numeric = approx_fprime(log_params, lambda p: clv._bgnbd_loss(p, bgnbd_terms)[0], 1e-7)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-6)
     m = np.linspace(5.0, 80.0, 300)
     repeat = x + 1
+    spend_terms = clv._gamma_gamma_terms(repeat, m, weight)
     for point in ([1.8, 1.3, 2.7], [0.1, 0.5, 1.0]):
         log_params = np.array(point)
-        analytic = clv._gamma_gamma_loss(log_params, repeat, m, weight)[1]
-        numeric = approx_fprime(log_params, lambda p: clv._gamma_gamma_loss(p, repeat, m, weight)[0], 1e-7)
+        value, analytic = clv._gamma_gamma_loss(log_params, spend_terms)
+        p, q, v = np.exp(log_params)
+        assert value == pytest.approx(
+            -weight @ clv.gamma_gamma_log_likelihood(p, q, v, repeat, m) / weight.sum()
+        )
+        numeric = approx_fprime(log_params, lambda p: clv._gamma_gamma_loss(p, spend_terms)[0], 1e-7)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-6)
 
 
@@ -473,3 +498,10 @@ def test_the_fit_reads_nothing_after_the_cutoff(cdnow_engine: sa.Engine, cdnow_f
     days = read_purchase_days(cdnow_engine, date(1997, 9, 30))
     assert int(days.day.max()) == (date(1997, 9, 30) - date(1970, 1, 1)).days
     assert (date(1997, 9, 30) - timedelta(days=0)).isoformat() == cdnow_fit.window["train_until"]
+
+
+def test_a_holdout_before_the_first_orders_is_skipped_with_the_reason(cdnow_engine: sa.Engine) -> None:
+    fitted = job("clv").fit(cdnow_engine, datetime(1997, 9, 30, tzinfo=UTC), {"holdout_days": WEEKS_39})
+    assert fitted.quality == {"holdout_days": WEEKS_39, "skipped": fitted.quality["skipped"]}
+    assert "only 0 customers ordered by 1996-12-31" in fitted.quality["skipped"]
+    assert fitted.params["unit"] == "days" and close(fitted.params["bgnbd"]["alpha"], 4.414 * 7)

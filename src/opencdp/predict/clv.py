@@ -69,23 +69,56 @@ def bgnbd_log_likelihood(
     return head + np.where(x > 0, np.logaddexp(still_alive, dropped), still_alive)
 
 
-def _bgnbd_loss(
-    log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weight: np.ndarray
-) -> tuple[float, np.ndarray]:
+#: The largest r a fit returns. Beyond it the rates hardly differ between customers (the
+#: likelihood is flat out there) and 2F1 in the predictions loses all precision.
+MAX_R = 10_000.0
+
+
+def _bgnbd_terms(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weight: np.ndarray) -> tuple[Any, ...]:
+    """The data as the loss uses it: terms of x alone are summed per distinct x (a few dozen), and
+    logs of alpha + T and alpha + t_x are taken per distinct value (whole days: a few hundred), so
+    a step costs little more than a handful of operations per row."""
+    x_levels, x_index = np.unique(x, return_inverse=True)
+    T_levels, T_index = np.unique(T, return_inverse=True)
+    t_levels, t_index = np.unique(t_x, return_inverse=True)
+    x_weight = np.bincount(x_index.ravel(), weights=weight, minlength=len(x_levels))
+    return (
+        x,
+        weight,
+        x_levels,
+        x_index.ravel(),
+        x_weight,
+        T_levels,
+        T_index.ravel(),
+        t_levels,
+        t_index.ravel(),
+    )
+
+
+def _bgnbd_loss(log_params: np.ndarray, terms: tuple[Any, ...]) -> tuple[float, np.ndarray]:
     """Mean negative log-likelihood and its gradient in log-parameters (analytic: a quasi-Newton
     fit then needs one pass over the data per step, not five)."""
+    x, weight, xs, xi, xw, Ts, Ti, ts, ti = terms
     r, alpha, a, b = np.exp(log_params)
     total = weight.sum()
-    ll = bgnbd_log_likelihood(r, alpha, a, b, x, t_x, T)
-    still_alive = -(r + x) * np.log(alpha + T)
-    dropped = np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x)
-    w = np.where(x > 0, expit(dropped - still_alive), 0.0)  # the share of the "dropped out" term
-    d_r = digamma(r + x) - digamma(r) + np.log(alpha) - (1 - w) * np.log(alpha + T) - w * np.log(alpha + t_x)
-    d_alpha = r / alpha - (r + x) * ((1 - w) / (alpha + T) + w / (alpha + t_x))
-    d_a = digamma(a + b) - digamma(a + b + x) + w / a
-    d_b = digamma(a + b) + digamma(b + x) - digamma(b) - digamma(a + b + x) - w / (b + np.maximum(x, 1) - 1)
-    grad = np.array([weight @ d for d in (d_r, d_alpha, d_a, d_b)]) * np.array([r, alpha, a, b])
-    return -float(weight @ ll) / total, -grad / total
+    repeat = x > 0
+    log_aT, log_at = np.log(alpha + Ts)[Ti], np.log(alpha + ts)[ti]
+    log_b1 = np.log(b + np.maximum(xs, 1) - 1)
+    still_alive = -(r + x) * log_aT
+    dropped = math.log(a) - log_b1[xi] - (r + x) * log_at
+    mixed = np.where(repeat, np.logaddexp(still_alive, dropped), still_alive)
+    by_x = gammaln(r + xs) + gammaln(b + xs) - gammaln(a + b + xs)
+    ll = total * (r * math.log(alpha) - gammaln(r) + gammaln(a + b) - gammaln(b)) + xw @ by_x + weight @ mixed
+    w = np.where(repeat, expit(dropped - still_alive), 0.0) * weight  # weighted share of "dropped out"
+    wl = weight - w
+    d_r = xw @ digamma(r + xs) + total * (math.log(alpha) - digamma(r)) - wl @ log_aT - w @ log_at
+    d_alpha = total * r / alpha - (wl @ ((r + x) / (alpha + Ts)[Ti]) + w @ ((r + x) / (alpha + ts)[ti]))
+    w_by_x = np.bincount(xi, weights=w, minlength=len(xs))
+    d_a = total * digamma(a + b) - xw @ digamma(a + b + xs) + w.sum() / a
+    d_b = total * (digamma(a + b) - digamma(b)) + xw @ (digamma(b + xs) - digamma(a + b + xs))
+    d_b -= w_by_x @ np.exp(-log_b1)
+    grad = np.array([d_r, d_alpha, d_a, d_b]) * np.array([r, alpha, a, b])
+    return -float(ll) / total, -grad / total
 
 
 def fit_bgnbd(frequency: np.ndarray, recency: np.ndarray, T: np.ndarray) -> BgNbd:
@@ -96,7 +129,14 @@ def fit_bgnbd(frequency: np.ndarray, recency: np.ndarray, T: np.ndarray) -> BgNb
     scale = scale if scale > 0 else 1.0
     rate = max(float(weight @ x) / max(float(weight @ big_t) / scale, 1e-9), 1e-6)
     starts = [(1.0, 1.0 / rate, 1.0, 1.0), (0.25, 0.25 / rate, 0.8, 2.5), (2.0, 2.0 / rate, 0.5, 5.0)]
-    r, alpha, a, b = _minimize(_bgnbd_loss, starts, (x, t_x / scale, big_t / scale, weight))
+    r, alpha, a, b = _minimize(
+        _bgnbd_loss,
+        _bgnbd_terms,
+        starts,
+        (x, t_x / scale, big_t / scale),
+        weight,
+        upper=[MAX_R, None, None, None],
+    )
     alpha *= scale
     log_likelihood = float(weight @ bgnbd_log_likelihood(r, alpha, a, b, x, t_x, big_t))
     return BgNbd(r, alpha, a, b, log_likelihood)
@@ -170,19 +210,38 @@ def gamma_gamma_log_likelihood(p: float, q: float, v: float, x: np.ndarray, m: n
     )
 
 
-def _gamma_gamma_loss(
-    log_params: np.ndarray, x: np.ndarray, m: np.ndarray, weight: np.ndarray
-) -> tuple[float, np.ndarray]:
+def _gamma_gamma_terms(x: np.ndarray, m: np.ndarray, weight: np.ndarray) -> tuple[Any, ...]:
+    """The data as the loss uses it: sums that do not depend on the parameters taken once, terms
+    of x alone per distinct x."""
+    x_levels, x_index = np.unique(x, return_inverse=True)
+    x_weight = np.bincount(x_index.ravel(), weights=weight, minlength=len(x_levels))
+    wx = weight * x
+    log_m, log_x = np.log(m), np.log(x)
+    constants = (float(wx @ log_m), float(weight @ log_m), float(wx @ log_x))
+    return x, m, weight, x_levels, x_weight, constants
+
+
+def _gamma_gamma_loss(log_params: np.ndarray, terms: tuple[Any, ...]) -> tuple[float, np.ndarray]:
     """Mean negative log-likelihood and its gradient in log-parameters."""
+    x, m, weight, xs, xw, (wx_log_m, w_log_m, wx_log_x) = terms
     p, q, v = np.exp(log_params)
     total = weight.sum()
-    ll = gamma_gamma_log_likelihood(p, q, v, x, m)
-    px, log_xm_v = p * x, np.log(x * m + v)
-    d_p = x * (digamma(px + q) - digamma(px) + np.log(m) + np.log(x) - log_xm_v)
-    d_q = digamma(px + q) - digamma(q) + np.log(v) - log_xm_v
-    d_v = q / v - (px + q) / (x * m + v)
-    grad = np.array([weight @ d for d in (d_p, d_q, d_v)]) * np.array([p, q, v])
-    return -float(weight @ ll) / total, -grad / total
+    log_xm_v = np.log(x * m + v)
+    ll = (
+        xw @ (gammaln(p * xs + q) - gammaln(p * xs))
+        - total * gammaln(q)
+        + total * q * math.log(v)
+        + p * wx_log_m
+        - w_log_m
+        + p * wx_log_x
+        - p * ((weight * x) @ log_xm_v)
+        - q * (weight @ log_xm_v)
+    )
+    d_p = (xw * xs) @ (digamma(p * xs + q) - digamma(p * xs)) + wx_log_m + wx_log_x - (weight * x) @ log_xm_v
+    d_q = xw @ digamma(p * xs + q) - total * digamma(q) + total * math.log(v) - weight @ log_xm_v
+    d_v = total * q / v - weight @ ((p * x + q) / (x * m + v))
+    grad = np.array([d_p, d_q, d_v]) * np.array([p, q, v])
+    return -float(ll) / total, -grad / total
 
 
 def fit_gamma_gamma(frequency: np.ndarray, monetary: np.ndarray) -> GammaGamma:
@@ -193,7 +252,7 @@ def fit_gamma_gamma(frequency: np.ndarray, monetary: np.ndarray) -> GammaGamma:
     (x, m), weight = _collapse(frequency[keep], monetary[keep])
     scale = float(weight @ m / weight.sum()) if len(weight) else 1.0
     starts = [(1.0, 2.0, 1.0), (5.0, 3.0, 2.0), (2.0, 10.0, 5.0)]
-    p, q, v = _minimize(_gamma_gamma_loss, starts, (x, m / scale, weight))
+    p, q, v = _minimize(_gamma_gamma_loss, _gamma_gamma_terms, starts, (x, m / scale), weight)
     v *= scale
     return GammaGamma(p, q, v, float(weight @ gamma_gamma_log_likelihood(p, q, v, x, m)))
 
@@ -227,39 +286,45 @@ _SEARCH_ROWS = 20_000
 
 
 def _minimize(
-    loss: Callable[..., tuple[float, np.ndarray]], starts: Sequence[Sequence[float]], data: tuple[Any, ...]
+    loss: Callable[[np.ndarray, tuple[Any, ...]], tuple[float, np.ndarray]],
+    terms: Callable[..., tuple[Any, ...]],
+    starts: Sequence[Sequence[float]],
+    columns: tuple[np.ndarray, ...],
+    weight: np.ndarray,
+    upper: Sequence[float | None] | None = None,
 ) -> list[float]:
     """The best L-BFGS-B run over the starting points, on log-parameters with the analytic gradient.
-    `data` are the loss's arrays, the last one the weights."""
+    `terms(*columns, weight)` prepares the data for `loss`; `upper` caps parameters (not logs)."""
+    caps = [_LOG_BOUND if cap is None else math.log(cap) for cap in (upper or [None] * len(starts[0]))]
 
-    def safe(log_params: np.ndarray, *args: Any) -> tuple[float, np.ndarray]:
+    def safe(log_params: np.ndarray, prepared: tuple[Any, ...]) -> tuple[float, np.ndarray]:
         with np.errstate(all="ignore"):
-            value, grad = loss(log_params, *args)
+            value, grad = loss(log_params, prepared)
         if not math.isfinite(value) or not np.all(np.isfinite(grad)):
             return 1e12, np.zeros_like(log_params)
         return value, grad
 
-    def run(x0: np.ndarray, args: tuple[Any, ...]) -> Any:
+    def run(x0: np.ndarray, prepared: tuple[Any, ...]) -> Any:
         return minimize(
             safe,
             x0,
-            args=args,
+            args=(prepared,),
             jac=True,
             method="L-BFGS-B",
-            bounds=[(-_LOG_BOUND, _LOG_BOUND)] * len(x0),
+            bounds=[(-_LOG_BOUND, cap) for cap in caps],
             options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 1000},
         )
 
-    weight = data[-1]
-    search = data
+    full = terms(*columns, weight)
+    search = full
     if len(weight) > _SEARCH_ROWS:
         drawn = np.random.default_rng(0).choice(len(weight), _SEARCH_ROWS, p=weight / weight.sum())
         rows, counts = np.unique(drawn, return_counts=True)
-        search = (*(column[rows] for column in data[:-1]), counts.astype(np.float64))
+        search = terms(*(column[rows] for column in columns), counts.astype(np.float64))
     results = [run(np.log(np.asarray(start, dtype=np.float64)), search) for start in starts]
     best = min(results, key=lambda result: float(result.fun))
-    if search is not data:
-        best = run(best.x, data)
+    if search is not full:
+        best = run(best.x, full)
     return [float(v) for v in np.exp(best.x)]
 
 
