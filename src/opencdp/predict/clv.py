@@ -4,10 +4,10 @@ they are still "alive", Gamma-Gamma for how much each purchase will be worth.
 The models are those of Fader, Hardie & Lee, "Counting your customers the easy way" (2005) and
 Fader & Hardie, "The Gamma-Gamma model of monetary value" (2013), fitted by maximum likelihood on
 log-parameters (so they stay positive) with analytic gradients, from fixed starting points (so a
-refit is reproducible).
-Customers with the same (frequency, recency, T) are collapsed into one weighted row first: with
-whole-day data a million customers are a few tens of thousands of distinct rows, and the fit stays
-quick. Everything else is vectorised numpy, so scoring a million customers takes seconds.
+refit is reproducible). Customers with the same history are one weighted row, terms of one
+variable are computed per distinct value, and with many rows the starting points are compared on
+a fixed sample: a fit over 300,000 customers takes seconds. Predictions are vectorised numpy, so
+scoring a million customers takes well under a second of arithmetic.
 """
 
 from __future__ import annotations
@@ -397,10 +397,13 @@ def require_history(summary: Summary, spend: bool = True) -> None:
 def fit_models(summary: Summary) -> tuple[BgNbd, GammaGamma]:
     """Both models, or TooThin when the history cannot support them."""
     require_history(summary)
-    return (
-        fit_bgnbd(summary.frequency, summary.recency, summary.T),
-        fit_gamma_gamma(summary.frequency, summary.monetary),
-    )
+    spend = fit_gamma_gamma(summary.frequency, summary.monetary)
+    if spend.q <= 1:
+        raise TooThin(
+            f"the spend per order by {summary.cutoff} varies too wildly between customers for an average "
+            f"order value (Gamma-Gamma q = {spend.q:.3f}, needs q > 1)"
+        )
+    return fit_bgnbd(summary.frequency, summary.recency, summary.T), spend
 
 
 def predict(bgnbd: BgNbd, gamma_gamma: GammaGamma, summary: Summary, horizon: float) -> dict[str, np.ndarray]:
