@@ -404,6 +404,9 @@ def cdnow_engine(
         admin.dispose()
 
 
+#: The CDNOW tests share one import per engine: with xdist they run on one worker.
+cdnow_group = pytest.mark.xdist_group("clv-cdnow")
+
 #: 39 weeks: the paper's calibration period and its holdout.
 WEEKS_39 = 273
 
@@ -420,6 +423,7 @@ def cdnow_fit(cdnow_engine: sa.Engine) -> Fitted:
     return fitted
 
 
+@cdnow_group
 def test_cdnow_reproduces_the_published_fits(cdnow_fit: Fitted) -> None:
     params = cdnow_fit.params
     print(f"\n{params['bgnbd']}\n{params['gamma_gamma']}")
@@ -442,6 +446,7 @@ def test_cdnow_reproduces_the_published_fits(cdnow_fit: Fitted) -> None:
     assert close(quality["purchases"]["predicted_total"], quality["purchases"]["actual_total"], 0.25)
 
 
+@cdnow_group
 def test_cdnow_scores(cdnow_engine: sa.Engine, cdnow_fit: Fitted) -> None:
     started = time.monotonic()
     scores = dict(job("clv").score(cdnow_engine, cdnow_fit, datetime(1997, 9, 30, 8, tzinfo=UTC)))
@@ -465,6 +470,7 @@ def test_cdnow_scores(cdnow_engine: sa.Engine, cdnow_fit: Fitted) -> None:
     assert later[profile_of(cdnow_engine, "user_id", "0001")]["p_alive"] > first["p_alive"]
 
 
+@cdnow_group
 def test_cdnow_holdout_is_the_papers_calibration_period(cdnow_engine: sa.Engine) -> None:
     """Fitted up to 30 June 1998 with a 39-week holdout, the quality refit is the paper's fit."""
     fitted = job("clv").fit(
@@ -480,6 +486,7 @@ def test_cdnow_holdout_is_the_papers_calibration_period(cdnow_engine: sa.Engine)
     assert quality["churn"]["auc"] > 0.7
 
 
+@cdnow_group
 def test_p_alive_baseline(cdnow_engine: sa.Engine) -> None:
     baseline = clv.p_alive_baseline(cdnow_engine, datetime(1997, 9, 30, tzinfo=UTC))
     assert len(baseline) == 2357 and all(0 < v <= 1 for v in baseline.values())
@@ -487,6 +494,7 @@ def test_p_alive_baseline(cdnow_engine: sa.Engine) -> None:
     assert 0 < baseline[profile_of(cdnow_engine, "user_id", "0001")] < 1
 
 
+@cdnow_group
 def test_the_fit_reads_nothing_after_the_cutoff(cdnow_engine: sa.Engine, cdnow_fit: Fitted) -> None:
     """Orders after `until` (the sample runs to June 1998) change neither the fit nor the window."""
     again = job("clv").fit(
@@ -500,6 +508,7 @@ def test_the_fit_reads_nothing_after_the_cutoff(cdnow_engine: sa.Engine, cdnow_f
     assert (date(1997, 9, 30) - timedelta(days=0)).isoformat() == cdnow_fit.window["train_until"]
 
 
+@cdnow_group
 def test_a_holdout_before_the_first_orders_is_skipped_with_the_reason(cdnow_engine: sa.Engine) -> None:
     fitted = job("clv").fit(cdnow_engine, datetime(1997, 9, 30, tzinfo=UTC), {"holdout_days": WEEKS_39})
     assert fitted.quality == {"holdout_days": WEEKS_39, "skipped": fitted.quality["skipped"]}
