@@ -16,6 +16,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from scipy.optimize import approx_fprime
 from scipy.special import hyp2f1
 
 from opencdp.config import Settings
@@ -126,6 +127,56 @@ def test_simulated_bgnbd_data_recovers_its_parameters() -> None:
         float(clv.bgnbd_log_likelihood(fitted.r, fitted.alpha, fitted.a, fitted.b, x, t_x, T).sum())
     )
     assert clv.fit_bgnbd(x, t_x, T) == fitted  # deterministic
+    # a large history: the starting points are compared on a sample, the best is run on all
+    many = simulate_bgnbd(30_000, 52.0, seed=8, **truth)
+    large = clv.fit_bgnbd(*many)
+    assert close(large.r, truth["r"], 0.1) and close(large.alpha, truth["alpha"], 0.1)
+    assert close(large.a / (large.a + large.b), 0.8 / 3.3, 0.1)
+    # a fit in days is the fit in weeks, with alpha in days
+    weeks = clv.fit_bgnbd(x, t_x / 7, T / 7)
+    assert close(weeks.r, fitted.r, 1e-4) and close(weeks.alpha * 7, fitted.alpha, 1e-4)
+
+
+def test_customers_all_alike_give_finite_predictions() -> None:
+    """One Poisson rate for everyone and nobody dropping out: r and alpha run off together (no
+    heterogeneity to fit; the likelihood is flat out there), at most MAX_R, and the predictions stay
+    finite and right."""
+    rng = np.random.default_rng(5)
+    n, T, rate = 5000, 100.0, 0.2
+    arrivals = [np.sort(rng.uniform(0, T, k)) for k in rng.poisson(rate * T, n)]
+    x = np.array([len(a) for a in arrivals], dtype=float)
+    t_x = np.array([a[-1] if len(a) else 0.0 for a in arrivals])
+    fitted = clv.fit_bgnbd(x, t_x, np.full(n, T))
+    assert 100 < fitted.r <= clv.MAX_R and close(fitted.r / fitted.alpha, rate, 0.02)
+    expected = clv.expected_purchases(fitted, 50.0, x, t_x, np.full(n, T))
+    assert np.all(np.isfinite(expected)) and close(float(expected.mean()), rate * 50, 0.05)
+
+
+def test_the_analytic_gradients_match_the_likelihoods() -> None:
+    x, t_x, T = simulate_bgnbd(300, 52.0, 0.5, 4.0, 0.8, 2.5, seed=1)
+    weight = np.arange(1.0, 301.0)
+    bgnbd_terms = clv._bgnbd_terms(x, t_x, T, weight)
+    for point in ([0.3, 1.2, -0.4, 0.9], [-1.0, 2.0, 0.5, -0.2]):
+        log_params = np.array(point)
+        value, analytic = clv._bgnbd_loss(log_params, bgnbd_terms)
+        r, alpha, a, b = np.exp(log_params)
+        assert value == pytest.approx(
+            -weight @ clv.bgnbd_log_likelihood(r, alpha, a, b, x, t_x, T) / weight.sum()
+        )
+        numeric = approx_fprime(log_params, lambda p: clv._bgnbd_loss(p, bgnbd_terms)[0], 1e-7)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-6)
+    m = np.linspace(5.0, 80.0, 300)
+    repeat = x + 1
+    spend_terms = clv._gamma_gamma_terms(repeat, m, weight)
+    for point in ([1.8, 1.3, 2.7], [0.1, 0.5, 1.0]):
+        log_params = np.array(point)
+        value, analytic = clv._gamma_gamma_loss(log_params, spend_terms)
+        p, q, v = np.exp(log_params)
+        assert value == pytest.approx(
+            -weight @ clv.gamma_gamma_log_likelihood(p, q, v, repeat, m) / weight.sum()
+        )
+        numeric = approx_fprime(log_params, lambda p: clv._gamma_gamma_loss(p, spend_terms)[0], 1e-7)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-6)
 
 
 def test_simulated_gamma_gamma_data_recovers_its_parameters() -> None:
@@ -354,6 +405,9 @@ def cdnow_engine(
         admin.dispose()
 
 
+#: The CDNOW tests share one import per engine: with xdist they run on one worker.
+cdnow_group = pytest.mark.xdist_group("clv-cdnow")
+
 #: 39 weeks: the paper's calibration period and its holdout.
 WEEKS_39 = 273
 
@@ -370,6 +424,7 @@ def cdnow_fit(cdnow_engine: sa.Engine) -> Fitted:
     return fitted
 
 
+@cdnow_group
 def test_cdnow_reproduces_the_published_fits(cdnow_fit: Fitted) -> None:
     params = cdnow_fit.params
     print(f"\n{params['bgnbd']}\n{params['gamma_gamma']}")
@@ -392,6 +447,7 @@ def test_cdnow_reproduces_the_published_fits(cdnow_fit: Fitted) -> None:
     assert close(quality["purchases"]["predicted_total"], quality["purchases"]["actual_total"], 0.25)
 
 
+@cdnow_group
 def test_cdnow_scores(cdnow_engine: sa.Engine, cdnow_fit: Fitted) -> None:
     started = time.monotonic()
     scores = dict(job("clv").score(cdnow_engine, cdnow_fit, datetime(1997, 9, 30, 8, tzinfo=UTC)))
@@ -415,6 +471,7 @@ def test_cdnow_scores(cdnow_engine: sa.Engine, cdnow_fit: Fitted) -> None:
     assert later[profile_of(cdnow_engine, "user_id", "0001")]["p_alive"] > first["p_alive"]
 
 
+@cdnow_group
 def test_cdnow_holdout_is_the_papers_calibration_period(cdnow_engine: sa.Engine) -> None:
     """Fitted up to 30 June 1998 with a 39-week holdout, the quality refit is the paper's fit."""
     fitted = job("clv").fit(
@@ -430,6 +487,7 @@ def test_cdnow_holdout_is_the_papers_calibration_period(cdnow_engine: sa.Engine)
     assert quality["churn"]["auc"] > 0.7
 
 
+@cdnow_group
 def test_p_alive_baseline(cdnow_engine: sa.Engine) -> None:
     baseline = clv.p_alive_baseline(cdnow_engine, datetime(1997, 9, 30, tzinfo=UTC))
     assert len(baseline) == 2357 and all(0 < v <= 1 for v in baseline.values())
@@ -437,6 +495,7 @@ def test_p_alive_baseline(cdnow_engine: sa.Engine) -> None:
     assert 0 < baseline[profile_of(cdnow_engine, "user_id", "0001")] < 1
 
 
+@cdnow_group
 def test_the_fit_reads_nothing_after_the_cutoff(cdnow_engine: sa.Engine, cdnow_fit: Fitted) -> None:
     """Orders after `until` (the sample runs to June 1998) change neither the fit nor the window."""
     again = job("clv").fit(
@@ -450,6 +509,7 @@ def test_the_fit_reads_nothing_after_the_cutoff(cdnow_engine: sa.Engine, cdnow_f
     assert (date(1997, 9, 30) - timedelta(days=0)).isoformat() == cdnow_fit.window["train_until"]
 
 
+@cdnow_group
 def test_cdnow_through_the_cli_prints_the_published_fits_and_stores_the_model(
     cdnow_engine: sa.Engine, tmp_path: Path
 ) -> None:
@@ -484,3 +544,11 @@ def test_cdnow_through_the_cli_prints_the_published_fits_and_stores_the_model(
             )
         ).scalar_one()
     assert set(predicted) == {"p_alive", "expected_purchases", "expected_order_value", "expected_revenue"}
+
+
+@cdnow_group
+def test_a_holdout_before_the_first_orders_is_skipped_with_the_reason(cdnow_engine: sa.Engine) -> None:
+    fitted = job("clv").fit(cdnow_engine, datetime(1997, 9, 30, tzinfo=UTC), {"holdout_days": WEEKS_39})
+    assert fitted.quality == {"holdout_days": WEEKS_39, "skipped": fitted.quality["skipped"]}
+    assert "only 0 customers ordered by 1996-12-31" in fitted.quality["skipped"]
+    assert fitted.params["unit"] == "days" and close(fitted.params["bgnbd"]["alpha"], 4.414 * 7)

@@ -3,10 +3,11 @@ they are still "alive", Gamma-Gamma for how much each purchase will be worth.
 
 The models are those of Fader, Hardie & Lee, "Counting your customers the easy way" (2005) and
 Fader & Hardie, "The Gamma-Gamma model of monetary value" (2013), fitted by maximum likelihood on
-log-parameters (so they stay positive) from fixed starting points (so a refit is reproducible).
-Customers with the same (frequency, recency, T) are collapsed into one weighted row first: with
-whole-day data a million customers are a few tens of thousands of distinct rows, and the fit stays
-quick. Everything else is vectorised numpy, so scoring a million customers takes seconds.
+log-parameters (so they stay positive) with analytic gradients, from fixed starting points (so a
+refit is reproducible). Customers with the same history are one weighted row, terms of one
+variable are computed per distinct value, and with many rows the starting points are compared on
+a fixed sample: a fit over 300,000 customers takes seconds. Predictions are vectorised numpy, so
+scoring a million customers takes well under a second of arithmetic.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import sqlalchemy as sa
 from scipy.optimize import minimize
-from scipy.special import expit, gammaln, hyp2f1
+from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from opencdp.predict.model import Fitted, TooThin
 from opencdp.predict.orders import (
@@ -68,20 +69,77 @@ def bgnbd_log_likelihood(
     return head + np.where(x > 0, np.logaddexp(still_alive, dropped), still_alive)
 
 
-def fit_bgnbd(frequency: np.ndarray, recency: np.ndarray, T: np.ndarray) -> BgNbd:
-    """Maximum-likelihood BG/NBD parameters."""
-    (x, t_x, big_t), weight = _collapse(frequency, recency, T)
+#: The largest r a fit returns. Beyond it the rates hardly differ between customers (the
+#: likelihood is flat out there) and 2F1 in the predictions loses all precision.
+MAX_R = 10_000.0
+
+
+def _bgnbd_terms(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weight: np.ndarray) -> tuple[Any, ...]:
+    """The data as the loss uses it: terms of x alone are summed per distinct x (a few dozen), and
+    logs of alpha + T and alpha + t_x are taken per distinct value (whole days: a few hundred), so
+    a step costs little more than a handful of operations per row."""
+    x_levels, x_index = np.unique(x, return_inverse=True)
+    T_levels, T_index = np.unique(T, return_inverse=True)
+    t_levels, t_index = np.unique(t_x, return_inverse=True)
+    x_weight = np.bincount(x_index.ravel(), weights=weight, minlength=len(x_levels))
+    return (
+        x,
+        weight,
+        x_levels,
+        x_index.ravel(),
+        x_weight,
+        T_levels,
+        T_index.ravel(),
+        t_levels,
+        t_index.ravel(),
+    )
+
+
+def _bgnbd_loss(log_params: np.ndarray, terms: tuple[Any, ...]) -> tuple[float, np.ndarray]:
+    """Mean negative log-likelihood and its gradient in log-parameters (analytic: a quasi-Newton
+    fit then needs one pass over the data per step, not five)."""
+    x, weight, xs, xi, xw, Ts, Ti, ts, ti = terms
+    r, alpha, a, b = np.exp(log_params)
     total = weight.sum()
+    repeat = x > 0
+    log_aT, log_at = np.log(alpha + Ts)[Ti], np.log(alpha + ts)[ti]
+    log_b1 = np.log(b + np.maximum(xs, 1) - 1)
+    still_alive = -(r + x) * log_aT
+    dropped = math.log(a) - log_b1[xi] - (r + x) * log_at
+    mixed = np.where(repeat, np.logaddexp(still_alive, dropped), still_alive)
+    by_x = gammaln(r + xs) + gammaln(b + xs) - gammaln(a + b + xs)
+    ll = total * (r * math.log(alpha) - gammaln(r) + gammaln(a + b) - gammaln(b)) + xw @ by_x + weight @ mixed
+    w = np.where(repeat, expit(dropped - still_alive), 0.0) * weight  # weighted share of "dropped out"
+    wl = weight - w
+    d_r = xw @ digamma(r + xs) + total * (math.log(alpha) - digamma(r)) - wl @ log_aT - w @ log_at
+    d_alpha = total * r / alpha - (wl @ ((r + x) / (alpha + Ts)[Ti]) + w @ ((r + x) / (alpha + ts)[ti]))
+    w_by_x = np.bincount(xi, weights=w, minlength=len(xs))
+    d_a = total * digamma(a + b) - xw @ digamma(a + b + xs) + w.sum() / a
+    d_b = total * (digamma(a + b) - digamma(b)) + xw @ (digamma(b + xs) - digamma(a + b + xs))
+    d_b -= w_by_x @ np.exp(-log_b1)
+    grad = np.array([d_r, d_alpha, d_a, d_b]) * np.array([r, alpha, a, b])
+    return -float(ll) / total, -grad / total
 
-    def loss(log_params: np.ndarray) -> float:
-        r, alpha, a, b = np.exp(log_params)
-        return -float(weight @ bgnbd_log_likelihood(r, alpha, a, b, x, t_x, big_t)) / total
 
-    rate = max(float(weight @ x) / max(float(weight @ big_t), 1e-9), 1e-6)
+def fit_bgnbd(frequency: np.ndarray, recency: np.ndarray, T: np.ndarray) -> BgNbd:
+    """Maximum-likelihood BG/NBD parameters. Time is rescaled to a mean T of 1 for the search
+    (alpha carries the unit; r, a, b do not), so the same starting points suit days and weeks."""
+    (x, t_x, big_t), weight = _collapse(frequency, recency, T)
+    scale = float(weight @ big_t / weight.sum()) if len(weight) else 1.0
+    scale = scale if scale > 0 else 1.0
+    rate = max(float(weight @ x) / max(float(weight @ big_t) / scale, 1e-9), 1e-6)
     starts = [(1.0, 1.0 / rate, 1.0, 1.0), (0.25, 0.25 / rate, 0.8, 2.5), (2.0, 2.0 / rate, 0.5, 5.0)]
-    params, value = _minimize(loss, starts)
-    r, alpha, a, b = params
-    return BgNbd(r, alpha, a, b, float(-value * total))
+    r, alpha, a, b = _minimize(
+        _bgnbd_loss,
+        _bgnbd_terms,
+        starts,
+        (x, t_x / scale, big_t / scale),
+        weight,
+        upper=[MAX_R, None, None, None],
+    )
+    alpha *= scale
+    log_likelihood = float(weight @ bgnbd_log_likelihood(r, alpha, a, b, x, t_x, big_t))
+    return BgNbd(r, alpha, a, b, log_likelihood)
 
 
 def p_alive(model: BgNbd, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -152,23 +210,51 @@ def gamma_gamma_log_likelihood(p: float, q: float, v: float, x: np.ndarray, m: n
     )
 
 
+def _gamma_gamma_terms(x: np.ndarray, m: np.ndarray, weight: np.ndarray) -> tuple[Any, ...]:
+    """The data as the loss uses it: sums that do not depend on the parameters taken once, terms
+    of x alone per distinct x."""
+    x_levels, x_index = np.unique(x, return_inverse=True)
+    x_weight = np.bincount(x_index.ravel(), weights=weight, minlength=len(x_levels))
+    wx = weight * x
+    log_m, log_x = np.log(m), np.log(x)
+    constants = (float(wx @ log_m), float(weight @ log_m), float(wx @ log_x))
+    return x, m, weight, x_levels, x_weight, constants
+
+
+def _gamma_gamma_loss(log_params: np.ndarray, terms: tuple[Any, ...]) -> tuple[float, np.ndarray]:
+    """Mean negative log-likelihood and its gradient in log-parameters."""
+    x, m, weight, xs, xw, (wx_log_m, w_log_m, wx_log_x) = terms
+    p, q, v = np.exp(log_params)
+    total = weight.sum()
+    log_xm_v = np.log(x * m + v)
+    ll = (
+        xw @ (gammaln(p * xs + q) - gammaln(p * xs))
+        - total * gammaln(q)
+        + total * q * math.log(v)
+        + p * wx_log_m
+        - w_log_m
+        + p * wx_log_x
+        - p * ((weight * x) @ log_xm_v)
+        - q * (weight @ log_xm_v)
+    )
+    d_p = (xw * xs) @ (digamma(p * xs + q) - digamma(p * xs)) + wx_log_m + wx_log_x - (weight * x) @ log_xm_v
+    d_q = xw @ digamma(p * xs + q) - total * digamma(q) + total * math.log(v) - weight @ log_xm_v
+    d_v = total * q / v - weight @ ((p * x + q) / (x * m + v))
+    grad = np.array([d_p, d_q, d_v]) * np.array([p, q, v])
+    return -float(ll) / total, -grad / total
+
+
 def fit_gamma_gamma(frequency: np.ndarray, monetary: np.ndarray) -> GammaGamma:
     """Maximum-likelihood Gamma-Gamma parameters, from customers with repeat purchases of
-    positive value."""
+    positive value. Spend is rescaled to a mean of 1 for the search (v carries the currency)."""
     frequency, monetary = np.asarray(frequency, dtype=np.float64), np.asarray(monetary, dtype=np.float64)
     keep = (frequency > 0) & (monetary > 0)
     (x, m), weight = _collapse(frequency[keep], monetary[keep])
-    total = weight.sum()
-
-    def loss(log_params: np.ndarray) -> float:
-        p, q, v = np.exp(log_params)
-        return -float(weight @ gamma_gamma_log_likelihood(p, q, v, x, m)) / total
-
-    mean = float(weight @ m) / total
-    starts = [(1.0, 2.0, mean), (5.0, 3.0, mean * 2.0), (2.0, 10.0, mean * 5.0)]
-    params, value = _minimize(loss, starts)
-    p, q, v = params
-    return GammaGamma(p, q, v, float(-value * total))
+    scale = float(weight @ m / weight.sum()) if len(weight) else 1.0
+    starts = [(1.0, 2.0, 1.0), (5.0, 3.0, 2.0), (2.0, 10.0, 5.0)]
+    p, q, v = _minimize(_gamma_gamma_loss, _gamma_gamma_terms, starts, (x, m / scale), weight)
+    v *= scale
+    return GammaGamma(p, q, v, float(weight @ gamma_gamma_log_likelihood(p, q, v, x, m)))
 
 
 def expected_order_value(model: GammaGamma, x: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -191,31 +277,55 @@ def _collapse(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]
     return tuple(distinct.T), counts.astype(np.float64)
 
 
+#: Bounds of the log-parameters during the search (on rescaled data): e^±15 is far beyond any
+#: sensible value, and a fit that runs into them (no heterogeneity at all, say) stays finite.
+_LOG_BOUND = 15.0
+#: Above this many distinct rows the starting points are compared on a sample of the customers
+#: (fixed seed) and only the best is run on all of them: a large fit costs one search, not three.
+_SEARCH_ROWS = 20_000
+
+
 def _minimize(
-    loss: Callable[[np.ndarray], float], starts: Sequence[Sequence[float]]
-) -> tuple[list[float], float]:
-    """The best of Nelder-Mead runs from each start, polished with BFGS; on log-parameters."""
+    loss: Callable[[np.ndarray, tuple[Any, ...]], tuple[float, np.ndarray]],
+    terms: Callable[..., tuple[Any, ...]],
+    starts: Sequence[Sequence[float]],
+    columns: tuple[np.ndarray, ...],
+    weight: np.ndarray,
+    upper: Sequence[float | None] | None = None,
+) -> list[float]:
+    """The best L-BFGS-B run over the starting points, on log-parameters with the analytic gradient.
+    `terms(*columns, weight)` prepares the data for `loss`; `upper` caps parameters (not logs)."""
+    caps = [_LOG_BOUND if cap is None else math.log(cap) for cap in (upper or [None] * len(starts[0]))]
 
-    def safe(log_params: np.ndarray) -> float:
-        if np.any(np.abs(log_params) > 30):
-            return 1e12
+    def safe(log_params: np.ndarray, prepared: tuple[Any, ...]) -> tuple[float, np.ndarray]:
         with np.errstate(all="ignore"):
-            value = loss(log_params)
-        return value if math.isfinite(value) else 1e12
+            value, grad = loss(log_params, prepared)
+        if not math.isfinite(value) or not np.all(np.isfinite(grad)):
+            return 1e12, np.zeros_like(log_params)
+        return value, grad
 
-    best: Any = None
-    for start in starts:
-        result = minimize(
+    def run(x0: np.ndarray, prepared: tuple[Any, ...]) -> Any:
+        return minimize(
             safe,
-            np.log(np.asarray(start, dtype=np.float64)),
-            method="Nelder-Mead",
-            options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 4000, "maxfev": 8000},
+            x0,
+            args=(prepared,),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(-_LOG_BOUND, cap) for cap in caps],
+            options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 1000},
         )
-        polished = minimize(safe, result.x, method="BFGS", options={"gtol": 1e-8})
-        for candidate in (result, polished):
-            if best is None or candidate.fun < best.fun:
-                best = candidate
-    return [float(v) for v in np.exp(best.x)], float(best.fun)
+
+    full = terms(*columns, weight)
+    search = full
+    if len(weight) > _SEARCH_ROWS:
+        drawn = np.random.default_rng(0).choice(len(weight), _SEARCH_ROWS, p=weight / weight.sum())
+        rows, counts = np.unique(drawn, return_counts=True)
+        search = terms(*(column[rows] for column in columns), counts.astype(np.float64))
+    results = [run(np.log(np.asarray(start, dtype=np.float64)), search) for start in starts]
+    best = min(results, key=lambda result: float(result.fun))
+    if search is not full:
+        best = run(best.x, full)
+    return [float(v) for v in np.exp(best.x)]
 
 
 # --- The job ------------------------------------------------------------------------------------
@@ -287,10 +397,13 @@ def require_history(summary: Summary, spend: bool = True) -> None:
 def fit_models(summary: Summary) -> tuple[BgNbd, GammaGamma]:
     """Both models, or TooThin when the history cannot support them."""
     require_history(summary)
-    return (
-        fit_bgnbd(summary.frequency, summary.recency, summary.T),
-        fit_gamma_gamma(summary.frequency, summary.monetary),
-    )
+    spend = fit_gamma_gamma(summary.frequency, summary.monetary)
+    if spend.q <= 1:
+        raise TooThin(
+            f"the spend per order by {summary.cutoff} varies too wildly between customers for an average "
+            f"order value (Gamma-Gamma q = {spend.q:.3f}, needs q > 1)"
+        )
+    return fit_bgnbd(summary.frequency, summary.recency, summary.T), spend
 
 
 def predict(bgnbd: BgNbd, gamma_gamma: GammaGamma, summary: Summary, horizon: float) -> dict[str, np.ndarray]:
