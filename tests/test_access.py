@@ -303,7 +303,11 @@ def test_reads_are_audited_without_personal_data(
         ("events.read", None, {"filters": ["user_id"], "count": 2}),
         ("segment.preview", None, {"count": 1, "sample": 1}),
         ("segment.members", "buyers", {"purpose": "email_marketing", "count": 1}),
-        ("segment.export", "buyers", {"purpose": "email_marketing", "traits": ["email"], "computed": []}),
+        (
+            "segment.export",
+            "buyers",
+            {"purpose": "email_marketing", "traits": ["email"], "computed": [], "predicted": []},
+        ),
     ]
     assert_no_personal_data(audit_rows(cdp))
 

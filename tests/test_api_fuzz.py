@@ -58,6 +58,8 @@ READ_SCOPE = {
     ("GET", "/api/audience-syncs"),
     ("GET", "/api/deliveries"),
     ("GET", "/api/journeys"),
+    ("GET", "/api/predictions"),
+    ("GET", "/api/predictions/{name}"),
     ("GET", "/api/journeys/{journey_id}"),
     ("GET", "/api/journeys/{journey_id}/versions"),
     ("GET", "/api/profiles/{profile_id}/journeys"),

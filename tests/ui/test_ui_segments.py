@@ -76,6 +76,7 @@ def test_builder_offers_the_names_in_the_database(
         "Segment Consent Preference Updated",
         "Form Field Error",
         "Form Abandoned",
+        "Product Reviewed",
         "Shoes",
         "Jackets",
         "Accessories",

@@ -3,20 +3,24 @@ score now (in the background: 202, then poll the model). Reading needs `read`, c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from opencdp.api.audit import audit
 from opencdp.api.auth import AdminKey, ReadKey
 from opencdp.api.errors import ApiError
 from opencdp.predict import store
-from opencdp.predict.runner import define_goal, ensure_builtin, run_in_background, running
+from opencdp.predict.runner import NAME_PATTERN, define_goal, ensure_builtin, run_in_background, running
 from opencdp.system import OpenCDP
 
 router = APIRouter(prefix="/api", tags=["predictions"])
+
+
+#: A model's name: a built-in kind or a goal's name (goal_<event>_<days>d or one given).
+ModelName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,99}$", description="clv, churn, goal_…")]
 
 
 class GoalIn(BaseModel):
@@ -25,7 +29,7 @@ class GoalIn(BaseModel):
     event: str = Field(..., min_length=1, max_length=200, description="The goal event, e.g. 'Trial Started'")
     days: int = Field(..., ge=1, le=3650, description="…done within this many days")
     name: str | None = Field(
-        None, pattern=r"^[a-z][a-z0-9_]{0,99}$", description="Model name [default: goal_<event>_<days>d]"
+        None, pattern=NAME_PATTERN, description="Model name [default: goal_<event>_<days>d]"
     )
 
 
@@ -56,7 +60,7 @@ def list_models(request: Request, _key: ReadKey) -> list[dict[str, Any]]:
 
 
 @router.get("/predictions/{name}", summary="One model: window, features, quality, traits, last scoring")
-def get_model(request: Request, _key: ReadKey, name: str) -> dict[str, Any]:
+def get_model(request: Request, _key: ReadKey, name: ModelName) -> dict[str, Any]:
     engine = _engine(request)
     ensure_builtin(engine)
     return _out(_model(engine, name), name in running())
@@ -74,7 +78,7 @@ def create_goal(request: Request, key: AdminKey, body: GoalIn) -> dict[str, Any]
 
 
 @router.post("/predictions/{name}/run", status_code=202, summary="Fit and score now, in the background")
-def run_model(request: Request, key: AdminKey, name: str) -> dict[str, Any]:
+def run_model(request: Request, key: AdminKey, name: ModelName) -> dict[str, Any]:
     engine = _engine(request)
     ensure_builtin(engine)
     record = _model(engine, name)
@@ -84,7 +88,7 @@ def run_model(request: Request, key: AdminKey, name: str) -> dict[str, Any]:
 
 
 @router.delete("/predictions/{name}", status_code=204, summary="Delete a model and the traits it wrote")
-def delete_model(request: Request, key: AdminKey, name: str) -> None:
+def delete_model(request: Request, key: AdminKey, name: ModelName) -> None:
     engine = _engine(request)
     _model(engine, name)
     store.delete_model(engine, name)

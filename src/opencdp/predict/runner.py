@@ -8,6 +8,7 @@ journeys and audiences that use predicted traits see the new scores at once.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 #: The models every installation has; goals are added with `opencdp predict define goal`.
 BUILTIN = ("clv", "purchase", "churn", "channels", "advocacy", "interests")
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
 #: Scores are recomputed with the current fit at most this often by the schedule.
 SCORE_EVERY = timedelta(days=1)
 
@@ -41,12 +43,17 @@ def define_goal(engine: sa.Engine, event: str, days: int, name: str | None = Non
     if days < 1:
         raise ValueError("days must be 1 or more")
     name = name or goal_name(event, days)
+    if not re.fullmatch(NAME_PATTERN, name) or name in BUILTIN:
+        raise ValueError(
+            f"a model name is lower-case letters, digits and _ (at most 100, starting with a letter) "
+            f"and not one of {', '.join(BUILTIN)}: {name!r}"
+        )
     with engine.begin() as conn:
         return store.define(conn, name, "goal", {"event": event, "horizon_days": days, "name": name})
 
 
 def goal_name(event: str, days: int) -> str:
-    slug = "".join(c if c.isalnum() else "_" for c in event.lower()).strip("_")
+    slug = "".join(c if c.isascii() and c.isalnum() else "_" for c in event.lower()).strip("_")
     while "__" in slug:
         slug = slug.replace("__", "_")
     return f"goal_{slug}_{days}d"[:100]
