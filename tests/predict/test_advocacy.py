@@ -17,7 +17,7 @@ from opencdp.predict.advocacy import DEFAULTS, JOBS, advocacy_score
 from opencdp.predict.jobs import job
 from opencdp.predict.model import TooThin
 from opencdp.segments.store import checked_query
-from opencdp.store.schema import identities, profiles
+from opencdp.store.schema import identities, profiles, segment_memberships, segments
 from opencdp.system import OpenCDP
 from tests.identity_helpers import log_messages, process
 
@@ -237,6 +237,18 @@ def test_demo_shop_gives_advocates_and_channel_preferences(system: OpenCDP) -> N
     assert quality["share_revenue"] == pytest.approx(share_revenue, abs=0.01)
     assert 0 < quality["share_signups"] <= quality["share_visits"]
     assert members == quality["advocates"] > 0
+    with system.engine.connect() as conn:  # the first scoring made the "Advocates" segment, once
+        segment = conn.execute(
+            sa.select(segments.c.id).where(segments.c.name == runner.ADVOCATES)
+        ).scalar_one()
+        stored = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(segment_memberships)
+            .where(segment_memberships.c.segment_id == segment, segment_memberships.c.exited_at.is_(None))
+        ).scalar_one()
+    runner.score(system.engine, "advocacy", DEMO_NOW)
+    runner.refresh_memberships(system.engine)
+    assert stored == members
     sharers = [p for p in predicted if "shares" in p]
     assert all(p["advocate"] == (p["advocacy_score"] >= 40 and p["share_visits"] > 0) for p in sharers)
 

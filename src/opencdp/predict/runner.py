@@ -8,6 +8,7 @@ journeys and audiences that use predicted traits see the new scores at once.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable
@@ -100,7 +101,37 @@ def score(
         raise TooThin(f"model {name!r} has no fit yet ({record.reason or 'run `opencdp predict fit`'})")
     at = at or datetime.now(UTC)
     scores = job(record.kind).score(engine, record.fitted(), at)
-    return store.write_scores(engine, record, scores, at, on_progress)
+    written = store.write_scores(engine, record, scores, at, on_progress)
+    if record.kind == "advocacy":
+        _advocates_segment(engine)
+    return written
+
+
+#: The segment the advocacy job's first scoring creates (it can be edited or deleted like any).
+ADVOCATES = "Advocates"
+
+
+def _advocates_segment(engine: sa.Engine) -> None:
+    """The "advocates" segment ready to use (for journeys, audiences, exports) once there are
+    advocacy scores; made once, never overwritten."""
+    from opencdp.segments import store as segment_store
+    from opencdp.store.dialect import insert_ignoring_duplicates
+    from opencdp.store.schema import settings_store
+
+    marker = "predict_advocates_segment"
+    with engine.connect() as conn:
+        if conn.execute(sa.select(settings_store.c.name).where(settings_store.c.name == marker)).first():
+            return
+    with contextlib.suppress(segment_store.SegmentError):  # a segment of that name is the user's
+        segment_store.save(
+            engine,
+            ADVOCATES,
+            {"predicted": "advocate", "op": "eq", "value": True},
+            "Customers whose shares bring visits, sign-ups or orders (predicted trait 'advocate')",
+        )
+    with engine.begin() as conn:
+        insert = insert_ignoring_duplicates(conn.dialect.name, settings_store, ["name"])
+        conn.execute(insert, [{"name": marker, "value": "1"}])
 
 
 def refresh_memberships(engine: sa.Engine) -> None:

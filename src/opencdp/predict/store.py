@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp.predict.model import Fitted
+from opencdp.store.dialect import json_present
 from opencdp.store.schema import prediction_models, profiles
 
 #: Profiles written per transaction.
@@ -264,31 +265,45 @@ _UPDATE = (
 
 
 def _clear_others(engine: sa.Engine, record: ModelRecord, scored: set[str]) -> None:
-    """Remove this model's traits from the profiles the run did not score."""
+    """Remove this model's traits from the profiles the run did not score (found in SQL by the
+    model's stamp, so only their ids cross over, not every profile's predictions)."""
     after = ""
     while True:
         with engine.begin() as conn:
-            page = conn.execute(
-                sa.select(profiles.c.id, profiles.c.predicted, profiles.c.predicted_meta)
-                .where(profiles.c.predicted_meta.is_not(None), profiles.c.id > after)
-                .order_by(profiles.c.id)
-                .limit(BATCH)
-            ).all()
-            if not page:
+            ids = (
+                conn.execute(
+                    sa.select(profiles.c.id)
+                    .where(json_present(profiles.c.predicted_meta, record.name), profiles.c.id > after)
+                    .order_by(profiles.c.id)
+                    .limit(BATCH * 4)
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
                 return
-            rows = [
-                {
-                    "pid": r.id,
-                    "predicted": {k: v for k, v in (r.predicted or {}).items() if k not in record.traits}
-                    or None,
-                    "meta": {k: v for k, v in (r.predicted_meta or {}).items() if k != record.name} or None,
-                }
-                for r in page
-                if r.id not in scored and record.name in (r.predicted_meta or {})
-            ]
-            if rows:
-                conn.execute(_UPDATE, rows)
-        after = page[-1].id
+            stale = [pid for pid in ids if pid not in scored]
+            if stale:
+                page = conn.execute(
+                    sa.select(profiles.c.id, profiles.c.predicted, profiles.c.predicted_meta).where(
+                        profiles.c.id.in_(stale)
+                    )
+                ).all()
+                mine = set(record.traits)
+                conn.execute(
+                    _UPDATE,
+                    [
+                        {
+                            "pid": r.id,
+                            "predicted": {k: v for k, v in (r.predicted or {}).items() if k not in mine}
+                            or None,
+                            "meta": {k: v for k, v in (r.predicted_meta or {}).items() if k != record.name}
+                            or None,
+                        }
+                        for r in page
+                    ],
+                )
+        after = ids[-1]
 
 
 def predicted_traits(

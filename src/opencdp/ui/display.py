@@ -274,9 +274,24 @@ def format_trait(name: str, value: Any, viewer: Viewer) -> Markup:
         return Markup(escape(format_number(value, viewer, 2)))
     if isinstance(value, int) and not isinstance(value, bool):
         return Markup(escape(format_number(value, viewer)))
-    if isinstance(value, dict):
-        return chips([f"{k}: {v}" for k, v in value.items()])
+    if isinstance(value, dict):  # e.g. the channel-preference job's counts per channel
+        return chips([f"{k}: {_inner(v, viewer)}" for k, v in value.items()])
     return Markup(escape(value))
+
+
+def _inner(value: Any, viewer: Viewer) -> str:
+    """A nested value in one chip: "received 12 · responses 3 · ignored last 4"."""
+    if not isinstance(value, dict):
+        return str(format_trait("", value, viewer))
+    shown = []
+    for key, item in value.items():
+        if item is None or isinstance(item, dict | list):
+            continue
+        text = format_when(item, viewer) if isinstance(item, str) and _ISO_MOMENT.match(item) else item
+        if isinstance(item, float):
+            text = format_number(item, viewer, 2)
+        shown.append(f"{key.replace('_', ' ')} {text}")
+    return " · ".join(shown)
 
 
 #: Event properties that are amounts of money (in the event's `currency`, else the shop's).
