@@ -44,10 +44,10 @@ from opencdp.predict.model import TooThin
 from opencdp.process.processor import Processor
 from opencdp.store.database import open_database
 
-console = Console()
+console = Console(width=200)
 DEMO_NOW = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
 COLUMNS = ["data", "model", "held-out window", "eval rows (positives)", "AUC", "log loss", "lift top 10 %",
-           "P(alive) baseline AUC / log loss / lift", "beats baseline", "fit + score + write"]  # fmt: skip
+           "1 - P(alive): AUC / log loss / lift", "beats P(alive)", "fit + score + write"]  # fmt: skip
 
 
 def _engine(directory: Path) -> Any:
@@ -84,7 +84,9 @@ def _propensity_row(data: str, record: Any, seconds: float) -> list[str]:
     ]
 
 
-def _clv_row(data: str, record: Any, seconds: float) -> list[str]:
+def _clv_row(data: str, record: Any, seconds: float, notes: list[str]) -> list[str]:
+    """BG/NBD's churn score is P(no purchase in the hold-out); P(alive) alone is the baseline
+    (every one-time buyer has P(alive) = 1, so it ranks them poorly)."""
     if record is None:
         return [data, "clv", "refused", *["-"] * 7]
     q = record.quality
@@ -92,17 +94,21 @@ def _clv_row(data: str, record: Any, seconds: float) -> list[str]:
     if not churn:
         return [data, "clv", q.get("skipped", "-"), *["-"] * 7]
     purchases = q["purchases"]
+    notes.append(
+        f"{data}, clv: repeat purchases in the hold-out predicted {purchases['predicted_total']:,.0f}, "
+        f"actual {purchases['actual_total']:,.0f} (mean absolute error per customer "
+        f"{purchases['mean_absolute_error']:.2f}, correlation {purchases['correlation']:.2f})"
+    )
     return [
         data,
-        f"clv: P(alive) as churn score ({q['holdout_days']} days)",
+        f"clv: P(no purchase) ({q['holdout_days']} days)",
         f"{q['holdout_from']} → {q['holdout_until']}",
-        f"{q['customers']:,} ({round(churn['churned_share'] * q['customers']):,} churned)",
+        f"{q['customers']:,} ({round(churn['churned_share'] * q['customers']):,})",
         f"{churn['auc']:.3f}",
         f"{churn['log_loss']:.3f}",
         f"{churn['top_decile_lift']:.2f}",
-        f"repeat purchases predicted {purchases['predicted_total']:,.0f} / "
-        f"actual {purchases['actual_total']:,.0f}",
-        "-",
+        f"{churn['auc_p_alive']:.3f} / - / {churn['top_decile_lift_p_alive']:.2f}",
+        "yes" if churn["auc"] > churn["auc_p_alive"] else "NO",
         f"{seconds:.1f} s",
     ]
 
@@ -128,7 +134,7 @@ def cdnow(rows: list[list[str]], notes: list[str]) -> None:
         record, seconds = _run(
             engine, "clv", end, {"unit": "weeks", "holdout_days": 273, "horizon_days": 273}
         )
-        rows.append(_clv_row("CDNOW", record, seconds))
+        rows.append(_clv_row("CDNOW", record, seconds, notes))
         for name in ("churn", "purchase"):
             record, seconds = _run(engine, name, end, {"horizon_days": 182})
             rows.append(_propensity_row("CDNOW", record, seconds))
@@ -156,7 +162,7 @@ def demo(rows: list[list[str]], notes: list[str], customers: int, days: int) -> 
         Processor(engine).run_until_caught_up()
         runner.ensure_builtin(engine)
         record, seconds = _run(engine, "clv", DEMO_NOW, {"holdout_days": days // 3})
-        rows.append(_clv_row(label, record, seconds))
+        rows.append(_clv_row(label, record, seconds, notes))
         for name, options in (("purchase", {"horizon_days": 30}), ("churn", {"horizon_days": days // 3})):
             record, seconds = _run(engine, name, DEMO_NOW, options)
             rows.append(_propensity_row(label, record, seconds))
