@@ -461,10 +461,14 @@ def clv_rows(job: Measured) -> list[list[str]]:
             else q.get("skipped", "-"),
         ],
         [
-            "P(alive) as churn score: AUC / log loss / lift",
+            "BG/NBD churn score P(no purchase in hold-out): AUC / log loss / lift",
             f"{churn['auc']:.3f} / {churn['log_loss']:.3f} / {churn['top_decile_lift']:.2f}"
             if churn
             else "-",
+        ],
+        [
+            "P(alive) alone as churn score: AUC / lift",
+            f"{churn['auc_p_alive']:.3f} / {churn['top_decile_lift_p_alive']:.2f}" if churn else "-",
         ],
     ]
 
