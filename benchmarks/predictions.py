@@ -57,7 +57,7 @@ from rich.console import Console
 
 from harness.machine import cpu_model
 from harness.report import markdown_table, rich_table
-from harness.scratch import default_postgres_url, is_loopback, scratch_database
+from harness.scratch import default_postgres_url, is_loopback, scratch_database, secondary_indexes
 from opencdp import logs
 from opencdp.predict import features, store
 from opencdp.predict.clv import JOBS as CLV_JOBS
@@ -221,21 +221,6 @@ def event_rows(shop: Shop, postgres: bool) -> Iterator[list[tuple[Any, ...]]]:
             ts = stamp + "+00" if postgres else stamp.replace("T", " ")
             rows.append((j, profile_id(p), kind, name, ts, 1, props))
         yield rows
-
-
-def secondary_indexes(conn: sa.Connection) -> list[tuple[str, str]]:
-    """(name, CREATE INDEX statement) of the non-constraint indexes of profiles and profile_events."""
-    if conn.dialect.name == "sqlite":
-        rows = conn.exec_driver_sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-            " AND tbl_name IN ('profiles', 'profile_events') ORDER BY name"
-        )
-    else:
-        rows = conn.exec_driver_sql(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('profiles', 'profile_events')"
-            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = indexname) ORDER BY indexname"
-        )
-    return [(r[0], r[1]) for r in rows]
 
 
 def load_sqlite(engine: sa.Engine, shop: Shop) -> None:

@@ -75,7 +75,7 @@ from rich.progress import (
 
 from harness.machine import cpu_model
 from harness.report import rich_table
-from harness.scratch import default_postgres_url, scratch_database
+from harness.scratch import default_postgres_url, scratch_database, secondary_indexes
 from opencdp.process.processor import PROCESSOR
 from opencdp.process.schedule import live_profile_count, refresh_all
 from opencdp.segments.compiler import members_query
@@ -482,21 +482,6 @@ def event_rows(data: Dataset, fmt: Formatter) -> Iterator[tuple[Any, ...]]:
 
 # --------------------------------------------------------------------------------------------
 # Loading
-
-
-def secondary_indexes(conn: sa.Connection) -> list[tuple[str, str]]:
-    """(name, CREATE INDEX statement) of the non-constraint indexes of profiles and profile_events."""
-    if conn.dialect.name == "sqlite":
-        rows = conn.exec_driver_sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-            " AND tbl_name IN ('profiles', 'profile_events') ORDER BY name"
-        )
-    else:
-        rows = conn.exec_driver_sql(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('profiles', 'profile_events')"
-            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = indexname) ORDER BY indexname"
-        )
-    return [(r[0], r[1]) for r in rows]
 
 
 def _source_and_state(engine: sa.Engine, n_events: int) -> None:

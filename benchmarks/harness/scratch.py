@@ -306,3 +306,18 @@ def log_state(url: str, processor: str | None = None) -> LogState:
         return watcher.state(processor)
     finally:
         watcher.close()
+
+
+def secondary_indexes(conn: sa.Connection) -> list[tuple[str, str]]:
+    """(name, CREATE INDEX statement) of the non-constraint indexes of profiles and profile_events."""
+    if conn.dialect.name == "sqlite":
+        rows = conn.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            " AND tbl_name IN ('profiles', 'profile_events') ORDER BY name"
+        )
+    else:
+        rows = conn.exec_driver_sql(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('profiles', 'profile_events')"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = indexname) ORDER BY indexname"
+        )
+    return [(r[0], r[1]) for r in rows]

@@ -14,12 +14,12 @@ import sqlalchemy as sa
 from opencdp.demo.shop import ShopGenerator
 from opencdp.predict import runner
 from opencdp.predict.advocacy import DEFAULTS, JOBS, advocacy_score
-from opencdp.predict.jobs import job
 from opencdp.predict.model import TooThin
 from opencdp.segments.store import checked_query
-from opencdp.store.schema import identities, profiles, segment_memberships, segments
+from opencdp.store.schema import profiles, segment_memberships, segments
 from opencdp.system import OpenCDP
 from tests.identity_helpers import log_messages, process
+from tests.predict.helpers import scores_by_user
 
 T0 = datetime(2026, 5, 1, 9, tzinfo=UTC)
 DAY = 24 * 60
@@ -104,17 +104,7 @@ LATER = [  # after AT
 
 
 def _score(system: OpenCDP, moment: datetime, **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    advocacy = job("advocacy")
-    fitted = advocacy.fit(system.engine, moment, options)
-    with system.engine.connect() as conn:
-        users = dict(
-            conn.execute(
-                sa.select(identities.c.profile_id, identities.c.value).where(identities.c.type == "user_id")
-            ).all()
-        )
-    return {
-        users[pid]: traits for pid, traits in advocacy.score(system.engine, fitted, moment)
-    }, fitted.quality
+    return scores_by_user(system, "advocacy", moment, **options)
 
 
 def test_shares_bring_visits_signups_and_orders_of_others_only(system: OpenCDP) -> None:

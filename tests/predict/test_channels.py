@@ -11,11 +11,11 @@ import sqlalchemy as sa
 
 from opencdp.predict import runner
 from opencdp.predict.channels import JOBS, channel_config, preferred
-from opencdp.predict.jobs import job
 from opencdp.predict.model import TooThin
-from opencdp.store.schema import identities, profiles
+from opencdp.store.schema import profiles
 from opencdp.system import OpenCDP
 from tests.identity_helpers import log_messages, process
+from tests.predict.helpers import scores_by_user
 
 T0 = datetime(2026, 5, 1, 9, tzinfo=UTC)
 _counter = iter(range(1_000_000))
@@ -57,20 +57,7 @@ def emails(user: str, sent: int, opened: set[int], start: float = 0, gap: float 
 
 
 def _score(system: OpenCDP, moment: datetime, **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """{user id: traits} as of `moment`, and the fitted quality."""
-    import sqlalchemy as sa
-
-    channels = job("channels")
-    fitted = channels.fit(system.engine, moment, options)
-    with system.engine.connect() as conn:
-        users = dict(
-            conn.execute(
-                sa.select(identities.c.profile_id, identities.c.value).where(identities.c.type == "user_id")
-            ).all()
-        )
-    return {
-        users[pid]: traits for pid, traits in channels.score(system.engine, fitted, moment)
-    }, fitted.quality
+    return scores_by_user(system, "channels", moment, **options)
 
 
 def test_counters_responses_and_ignored_last(system: OpenCDP) -> None:

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from opencdp.config import Settings
-from opencdp.predict import boosted, features
+from opencdp.predict import boosted, features, quality
 from opencdp.predict.jobs import job
 from opencdp.predict.model import Fitted, TooThin
 from opencdp.predict.propensity import JOBS, labelled, percentiles, target
@@ -26,19 +26,7 @@ from opencdp.store.schema import profiles
 from opencdp.system import OpenCDP
 from tests.predict.shop import NOW, add, histories, load
 
-QUALITY_KEYS = {
-    "auc",
-    "log_loss",
-    "brier",
-    "lift_top_decile",
-    "base_rate",
-    "calibration",
-    "n_train",
-    "n_eval",
-    "positives_train",
-    "positives_eval",
-    "top_features",
-}
+QUALITY_KEYS = quality.MODEL_CARD_KEYS
 
 
 def _live(engine: sa.Engine) -> int:

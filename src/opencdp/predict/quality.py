@@ -100,6 +100,24 @@ def top_features(
     return [{"feature": names[i], "importance": float(importances[i])} for i in order]
 
 
+#: The keys of `Fitted.quality` of a learned model: what the dashboard's model card renders.
+MODEL_CARD_KEYS = frozenset(
+    {
+        "auc",
+        "log_loss",
+        "brier",
+        "lift_top_decile",
+        "base_rate",
+        "calibration",
+        "n_train",
+        "n_eval",
+        "positives_train",
+        "positives_eval",
+        "top_features",
+    }
+)
+
+
 def report(
     y_train: np.ndarray,
     y_eval: np.ndarray,
