@@ -127,3 +127,25 @@ def test_segments_select_on_predicted_traits_and_the_cli_shows_the_card(
     assert card["quality"] == {"auc": 0.75} and card["traits"] == ["one_probability"]
     missing = CliRunner().invoke(main, ["predict", "fit", "nope"], env=env_for)
     assert missing.exit_code == 1 and "no model named 'nope'" in missing.output
+
+
+def test_goals_over_the_api_name_their_problems(system: OpenCDP) -> None:
+    admin = {"Authorization": f"Bearer {create_api_key(system.engine, 'admin')[1]}"}
+    with TestClient(create_app(system)) as client:
+        made = client.post(
+            "/api/predictions/goals", json={"event": "Trial Started", "days": 14}, headers=admin
+        )
+        nul = client.post("/api/predictions/goals", json={"event": "a\u0000b", "days": 14}, headers=admin)
+        named = client.post(
+            "/api/predictions/goals", json={"event": "X", "days": 7, "name": "Bad Name"}, headers=admin
+        )
+        weird = client.get("/api/predictions/no%20such", headers=admin)
+    assert made.status_code == 201 and made.json()["name"] == "goal_trial_started_14d"
+    assert made.json()["options"] == {
+        "event": "Trial Started",
+        "horizon_days": 14,
+        "name": "goal_trial_started_14d",
+    }
+    assert nul.status_code == 400 and "event" in nul.text
+    assert named.status_code == 400 and "name" in named.text
+    assert weird.status_code == 400 and "name" in weird.text

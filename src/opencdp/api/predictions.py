@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from opencdp.api.audit import audit
-from opencdp.api.auth import AdminKey, ReadKey
+from opencdp.api.auth import AdminKey, ReadKey, storable
 from opencdp.api.errors import ApiError
 from opencdp.predict import store
 from opencdp.predict.runner import NAME_PATTERN, define_goal, ensure_builtin, run_in_background, running
@@ -26,7 +26,9 @@ ModelName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,99}$", description="
 class GoalIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    event: str = Field(..., min_length=1, max_length=200, description="The goal event, e.g. 'Trial Started'")
+    event: Annotated[str, AfterValidator(storable)] = Field(
+        ..., min_length=1, max_length=200, description="The goal event, e.g. 'Trial Started'"
+    )
     days: int = Field(..., ge=1, le=3650, description="…done within this many days")
     name: str | None = Field(
         None, pattern=NAME_PATTERN, description="Model name [default: goal_<event>_<days>d]"
