@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
 
-from opencdp.store.dialect import UTCDateTime, json_number
+from opencdp.store.dialect import UTCDateTime, days_before, json_number, utc_day_number
 from opencdp.store.schema import profile_events, profiles
 
 ORDER_EVENT = "Order Completed"
@@ -43,44 +42,6 @@ KNOWN_NAMES = (
     ("track", "Email Link Clicked"),
 )
 _PARTITION = 20_000
-
-
-class days_before(sa.sql.functions.FunctionElement[Any]):
-    """(at - ts) in fractional days, on both engines (NULL when ts is NULL)."""
-
-    type = sa.Float()
-    inherit_cache = True
-
-
-@compiles(days_before, "sqlite")
-def _days_before_sqlite(element: days_before, compiler: Any, **kw: Any) -> str:
-    at, ts = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"(julianday({at}) - julianday({ts}))"
-
-
-@compiles(days_before, "postgresql")
-def _days_before_postgresql(element: days_before, compiler: Any, **kw: Any) -> str:
-    at, ts = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"(CAST(EXTRACT(EPOCH FROM (CAST({at} AS TIMESTAMPTZ) - {ts})) AS DOUBLE PRECISION) / 86400.0)"
-
-
-class utc_day(sa.sql.functions.FunctionElement[Any]):
-    """The UTC calendar day of a timestamp (comparable within one engine)."""
-
-    type = sa.String()
-    inherit_cache = True
-
-
-@compiles(utc_day, "sqlite")
-def _utc_day_sqlite(element: utc_day, compiler: Any, **kw: Any) -> str:
-    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"substr({ts}, 1, 10)"  # stored as naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff'
-
-
-@compiles(utc_day, "postgresql")
-def _utc_day_postgresql(element: utc_day, compiler: Any, **kw: Any) -> str:
-    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"CAST(({ts} AT TIME ZONE 'UTC') AS DATE)"
 
 
 @dataclass
@@ -187,7 +148,10 @@ def _groups(at: datetime, event_names: Sequence[Sequence[str]]) -> list[_Group]:
         [
             *((f"events_{d}d", count_if(recently(d))) for d in EVENT_WINDOWS if d <= RECENT_DAYS),
             *(
-                (f"active_days_{d}d", sa.func.count(sa.distinct(sa.case((recently(d), utc_day(pe.c.ts))))))
+                (
+                    f"active_days_{d}d",
+                    sa.func.count(sa.distinct(sa.case((recently(d), utc_day_number(pe.c.ts))))),
+                )
                 for d in DAY_WINDOWS
             ),
             *((f"pages_{d}d", count_if(pe.c.type == "page", recently(d))) for d in DAY_WINDOWS),

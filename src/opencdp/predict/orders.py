@@ -20,9 +20,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
 
-from opencdp.store.dialect import json_number
+from opencdp.store.dialect import QUARTER_HOUR_SECONDS, json_number, quarter_hour_number, utc_day_number
 from opencdp.store.schema import profile_events, profiles
 
 DEFAULT_EVENT = "Order Completed"
@@ -31,7 +30,6 @@ DEFAULT_REVENUE_PROPERTIES: tuple[str, ...] = ("revenue", "total", "value")
 UNITS = {"days": 1.0, "weeks": 7.0}
 
 _EPOCH = date(1970, 1, 1)
-_QUARTER_HOUR = 900
 _ROWS_PER_FETCH = 100_000
 
 
@@ -96,7 +94,7 @@ def read_purchase_days(
     end = datetime.combine(last_day + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
     local = timezone not in ("UTC", "Etc/UTC")
     bucket: sa.ColumnElement[int] = (
-        _quarter_hour(profile_events.c.ts) if local else _utc_day(profile_events.c.ts)
+        quarter_hour_number(profile_events.c.ts) if local else utc_day_number(profile_events.c.ts)
     )
     bucket = bucket.label("bucket")
     properties = [json_number(profile_events.c.properties, p) for p in revenue_properties]
@@ -160,12 +158,12 @@ def _local_days(quarter: np.ndarray, zone: ZoneInfo) -> np.ndarray:
     distinct, inverse = np.unique(quarter, return_inverse=True)
     offsets = np.array(
         [
-            int(datetime.fromtimestamp(int(q) * _QUARTER_HOUR, zone).utcoffset().total_seconds())  # type: ignore[union-attr]
+            int(datetime.fromtimestamp(int(q) * QUARTER_HOUR_SECONDS, zone).utcoffset().total_seconds())  # type: ignore[union-attr]
             for q in distinct
         ],
         dtype=np.int64,
     )
-    return (quarter * _QUARTER_HOUR + offsets[inverse.ravel()]) // 86_400
+    return (quarter * QUARTER_HOUR_SECONDS + offsets[inverse.ravel()]) // 86_400
 
 
 def _sum_per_day(
@@ -225,46 +223,3 @@ def purchases_between(days: PurchaseDays, after: date, until: date) -> tuple[np.
     count = np.bincount(days.customer[keep], minlength=n).astype(np.float64)
     revenue = np.bincount(days.customer[keep], weights=days.revenue[keep], minlength=n)
     return count, revenue
-
-
-# --- The day (or quarter hour) of a UTC timestamp, as an integer, on both engines --------------
-
-
-class _utc_day(sa.sql.functions.FunctionElement[int]):
-    """Days since 1970-01-01 of a UTC timestamp."""
-
-    type = sa.BigInteger()
-    inherit_cache = True
-
-
-class _quarter_hour(sa.sql.functions.FunctionElement[int]):
-    """Quarter hours since 1970-01-01T00:00Z (floor), to be mapped to a local day."""
-
-    type = sa.BigInteger()
-    inherit_cache = True
-
-
-@compiles(_utc_day, "sqlite")
-def _utc_day_sqlite(element: _utc_day, compiler: Any, **kw: Any) -> str:
-    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"CAST(julianday(date({ts})) - 2440587.5 AS INTEGER)"
-
-
-@compiles(_utc_day, "postgresql")
-def _utc_day_postgresql(element: _utc_day, compiler: Any, **kw: Any) -> str:
-    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"(CAST(({ts} AT TIME ZONE 'UTC') AS DATE) - DATE '1970-01-01')"
-
-
-@compiles(_quarter_hour, "sqlite")
-def _quarter_hour_sqlite(element: _quarter_hour, compiler: Any, **kw: Any) -> str:
-    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
-    seconds = f"CAST(strftime('%s', {ts}) AS INTEGER)"
-    q = _QUARTER_HOUR
-    return f"(({seconds} - ((({seconds} % {q}) + {q}) % {q})) / {q})"
-
-
-@compiles(_quarter_hour, "postgresql")
-def _quarter_hour_postgresql(element: _quarter_hour, compiler: Any, **kw: Any) -> str:
-    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"CAST(floor(extract(epoch FROM {ts}) / {_QUARTER_HOUR}) AS BIGINT)"

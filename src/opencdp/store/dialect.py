@@ -350,3 +350,66 @@ def _path_postgresql(element: json_path_text, compiler: Any, **kw: Any) -> str:
     for key in keys:
         value = f"({value} -> CAST({compiler.process(key, **kw)} AS TEXT))"
     return f"(CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} #>> '{{}}' END)"
+
+
+class days_before(sa.sql.functions.FunctionElement[Any]):
+    """(at - ts) in fractional days, on both engines (NULL when ts is NULL)."""
+
+    type = sa.Float()
+    inherit_cache = True
+
+
+@compiles(days_before, "sqlite")
+def _days_before_sqlite(element: days_before, compiler: Any, **kw: Any) -> str:
+    at, ts = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"(julianday({at}) - julianday({ts}))"
+
+
+@compiles(days_before, "postgresql")
+def _days_before_postgresql(element: days_before, compiler: Any, **kw: Any) -> str:
+    at, ts = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"(CAST(EXTRACT(EPOCH FROM (CAST({at} AS TIMESTAMPTZ) - {ts})) AS DOUBLE PRECISION) / 86400.0)"
+
+
+#: The unit of `quarter_hour_number`: time zones differ from UTC by whole quarter hours.
+QUARTER_HOUR_SECONDS = 900
+
+
+class utc_day_number(sa.sql.functions.FunctionElement[int]):
+    """Days since 1970-01-01 of a UTC timestamp."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+class quarter_hour_number(sa.sql.functions.FunctionElement[int]):
+    """Quarter hours since 1970-01-01T00:00Z (floor), to be mapped to a local day."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(utc_day_number, "sqlite")
+def _utc_day_number_sqlite(element: utc_day_number, compiler: Any, **kw: Any) -> str:
+    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"CAST(julianday(date({ts})) - 2440587.5 AS INTEGER)"
+
+
+@compiles(utc_day_number, "postgresql")
+def _utc_day_number_postgresql(element: utc_day_number, compiler: Any, **kw: Any) -> str:
+    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"(CAST(({ts} AT TIME ZONE 'UTC') AS DATE) - DATE '1970-01-01')"
+
+
+@compiles(quarter_hour_number, "sqlite")
+def _quarter_hour_number_sqlite(element: quarter_hour_number, compiler: Any, **kw: Any) -> str:
+    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
+    seconds = f"CAST(strftime('%s', {ts}) AS INTEGER)"
+    q = QUARTER_HOUR_SECONDS
+    return f"(({seconds} - ((({seconds} % {q}) + {q}) % {q})) / {q})"
+
+
+@compiles(quarter_hour_number, "postgresql")
+def _quarter_hour_number_postgresql(element: quarter_hour_number, compiler: Any, **kw: Any) -> str:
+    (ts,) = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"CAST(floor(extract(epoch FROM {ts}) / {QUARTER_HOUR_SECONDS}) AS BIGINT)"
