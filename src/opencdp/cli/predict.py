@@ -68,7 +68,8 @@ def _progress(label: str, total: int | None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, transient=True, console=Console(stderr=True))
+    console = Console(stderr=True)
+    return Progress(*columns, transient=True, console=console, disable=not console.is_terminal)
 
 
 def _fail(error: Exception) -> click.ClickException:
