@@ -130,5 +130,20 @@ def resolve(edges: Iterable[Edge], limits: dict[str, int]) -> Resolution:
     return resolution
 
 
-def edge_for(event_id: int, key: EdgeKey, identifiers: Sequence[Identifier], call_type: str) -> Edge:
-    return Edge(key, event_id, tuple(identifiers), "alias" if call_type == "alias" else "same_event")
+#: The built-in source whose `Identity Matched` events record probabilistic merges (`opencdp.match`).
+MATCH_SOURCE = "opencdp-match"
+MATCH_EVENT = "Identity Matched"
+
+
+def edge_rule(call_type: str, payload: dict[str, object], source: str | None) -> str:
+    """Why an event's identifiers are one person: an alias call, a probabilistic match (only
+    from the matching job's own source, so no client can label its joins so), or the same event."""
+    if call_type == "alias":
+        return "alias"
+    if source == MATCH_SOURCE and call_type == "track" and payload.get("event") == MATCH_EVENT:
+        return "probabilistic"
+    return "same_event"
+
+
+def edge_for(event_id: int, key: EdgeKey, identifiers: Sequence[Identifier], rule: str) -> Edge:
+    return Edge(key, event_id, tuple(identifiers), rule)

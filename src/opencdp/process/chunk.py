@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp import logs
-from opencdp.identity.graph import Edge, EdgeKey, Resolution, edge_for
+from opencdp.identity.graph import Edge, EdgeKey, Resolution, edge_for, edge_rule
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.privacy.consent import extract_consent
 from opencdp.process import late_edges
@@ -237,7 +237,7 @@ class Chunk:
             return  # nothing identifies a person (e.g. only placeholder values): kept in the log only
         ts = iso_text(event.timestamp)
         key: EdgeKey = (ts, event.message_id, event.source_id)
-        edge = edge_for(event.id, key, ids, event.type)
+        edge = edge_for(event.id, key, ids, edge_rule(event.type, payload, event.source))
         sig = signature(ids, edge.rule)
         known = self.signatures.get(sig)
         if known is not None and key < known[0]:

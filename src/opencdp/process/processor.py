@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from opencdp import metrics
 from opencdp.activation.forwarding import emit as forward
+from opencdp.identity.graph import edge_rule
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.journeys.triggers import on_events as journey_events
 from opencdp.log.lock import suppression_version
@@ -184,7 +185,7 @@ class Processor:
             chunk.preload(
                 {i for ids in extracted for i in ids},
                 {
-                    signature(ids, "alias" if e.type == "alias" else "same_event")
+                    signature(ids, edge_rule(e.type, e.payload, e.source))
                     for e, ids in zip(batch, extracted, strict=True)
                     if ids
                 },

@@ -533,6 +533,70 @@ prediction_models = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
+#: Links an operator rejected (0014): an input to the canonical resolution, like the log, so no
+#: edge ever joins these two identifiers again and `rebuild` keeps them apart. The pair is stored
+#: in `Identifier` order. `applied_at` is set when a processor has re-resolved their component.
+identity_rejections = sa.Table(
+    "identity_rejections",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("left_type", sa.String(64), nullable=False),
+    sa.Column("left_value", sa.String(256), nullable=False),
+    sa.Column("right_type", sa.String(64), nullable=False),
+    sa.Column("right_value", sa.String(256), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("applied_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint(
+        "left_type", "left_value", "right_type", "right_value", name="uq_identity_rejections_pair"
+    ),
+)
+
+#: Probabilistic matching models (0014): the matching configuration (fields, blocking rules,
+#: comparisons, thresholds) and the trained Fellegi-Sunter parameters as Splink's settings JSON.
+match_models = sa.Table(
+    "match_models",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("config", Json, nullable=False),
+    sa.Column("model", Json, nullable=True),
+    sa.Column("trained_at", UTCDateTime, nullable=True),
+    sa.Column("trained_records", sa.Integer, nullable=True),
+    sa.Column("last_run_at", UTCDateTime, nullable=True),
+    sa.Column("last_summary", Json, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Candidate pairs a match run scored above the review threshold (0014), named by identifiers (the
+#: profiles' anchors when scored; profiles move, identifiers do not), in `Identifier` order.
+#: status: "pending" (the review queue), "merged" (auto-merged), "accepted", "rejected", "skipped".
+#: A decided pair is respected by later runs. `event_id`: the `Identity Matched` event that merged.
+match_candidates = sa.Table(
+    "match_candidates",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(100), nullable=False),
+    sa.Column("left_type", sa.String(64), nullable=False),
+    sa.Column("left_value", sa.String(256), nullable=False),
+    sa.Column("right_type", sa.String(64), nullable=False),
+    sa.Column("right_value", sa.String(256), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("match_weight", sa.Float, nullable=False),
+    #: [{"field", "label", "level", "bayes_factor"}] per comparison, and the sentence built from them
+    sa.Column("comparisons", Json, nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("scored_at", UTCDateTime, nullable=False),
+    sa.Column("decided_by", sa.String(200), nullable=True),
+    sa.Column("decided_at", UTCDateTime, nullable=True),
+    sa.Column("event_id", sa.BigInteger, nullable=True),
+    sa.UniqueConstraint(
+        "model", "left_type", "left_value", "right_type", "right_value", name="uq_match_candidates_pair"
+    ),
+)
+
 DERIVED_TABLES = (
     identities,
     identity_edges,

@@ -1,0 +1,1 @@
+"""Probabilistic identity matching: jobs that find records of one person with no shared key."""
