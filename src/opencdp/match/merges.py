@@ -85,3 +85,17 @@ def append_merge(
     )
     found = conn.execute(stored).scalar()
     return int(found) if found is not None else None
+
+
+def merge_properties(candidate: Any, decided_by: str) -> dict[str, Any]:
+    """What an `Identity Matched` event says about its merge, from a `match_candidates` row:
+    the answer to "why are these one person?" in the merge history."""
+    return {
+        "candidate_id": candidate.id,
+        "model": candidate.model,
+        "match_probability": round(float(candidate.probability), 6),
+        "match_weight": round(float(candidate.match_weight), 4),
+        "explanation": candidate.explanation,
+        "comparisons": candidate.comparisons,
+        "decided_by": decided_by,
+    }
