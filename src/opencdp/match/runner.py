@@ -258,7 +258,7 @@ def run(
     summary.peak_memory_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if not dry_run and not summary.cancelled:
         _save(engine, name, config, {"last_run_at": datetime.now(UTC), "last_summary": summary.as_dict()})
-    log.info("match run", model=name, merges=summary.auto_merges, review=summary.queued_for_review)
+        log.info("match run", model=name, merges=summary.auto_merges, review=summary.queued_for_review)
     return summary
 
 
