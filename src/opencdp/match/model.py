@@ -17,8 +17,11 @@ from typing import Any
 
 import duckdb
 
+from opencdp import logs
 from opencdp.match.config import FieldSpec, MatchConfig
 from opencdp.match.records import Records
+
+log = logs.get("opencdp.match")
 
 #: Words for the fields in explanations ("same date of birth").
 FIELD_WORDS = {
@@ -139,6 +142,7 @@ class Linkage:
 
     linker: Any
     conn: duckdb.DuckDBPyConnection
+    frame: Any
 
 
 def build_linker(records: Records, settings: Any) -> Linkage:
@@ -147,7 +151,7 @@ def build_linker(records: Records, settings: Any) -> Linkage:
     conn = _connection(records)
     db_api = DuckDBAPI(conn)
     frame = db_api.register("records")
-    return Linkage(Linker(frame, settings, log_level=logging.WARNING), conn)
+    return Linkage(Linker(frame, settings, log_level=logging.WARNING), conn, frame)
 
 
 def train(
@@ -176,27 +180,49 @@ def train(
     say("chance agreement (u) from random pairs")
     training.estimate_u_using_random_sampling(max_pairs=config.training.max_pairs, seed=1)
     estimated: set[str] = set()
+    tried: list[list[str]] = []
     for rule in plan.em_blocking:
+        tried.append(rule)
         if set(plan.fields) - set(rule) <= estimated:
             continue  # every field this session could estimate is estimated already
         say("agreement among matches (m) by EM, blocked on " + " + ".join(rule))
-        training.estimate_parameters_using_expectation_maximisation(
-            block_on(*rule), estimate_without_term_frequencies=True
-        )
-        estimated |= set(plan.fields) - set(rule)
+        if _expectation_maximisation(linkage, rule):
+            estimated |= set(plan.fields) - set(rule)
     for name in plan.fields:
         if name in estimated:
             continue  # every rule above blocked on it: estimate it from a rule that does not
-        extra = next((r for r in plan.blocking if name not in r), None)
+        extra = next((r for r in plan.blocking if name not in r and r not in tried), None)
         if extra is None:
             continue  # Splink keeps its default m for this field, and says so in the log
+        tried.append(extra)
         say("agreement among matches (m) by EM, blocked on " + " + ".join(extra))
-        training.estimate_parameters_using_expectation_maximisation(
-            block_on(*extra), estimate_without_term_frequencies=True
+        if _expectation_maximisation(linkage, extra):
+            estimated |= set(plan.fields) - set(extra)
+    if not estimated:
+        raise ModelError(
+            "no expectation-maximisation session converged on these profiles (too few candidate "
+            "pairs that look alike?): add blocking rules in training.em_blocking"
         )
-        estimated |= set(plan.fields) - set(extra)
     model: dict[str, Any] = linkage.linker.misc.save_model_to_json()
     return linkage, model
+
+
+def _expectation_maximisation(linkage: Linkage, rule: list[str]) -> bool:
+    """One EM session; False when it degenerated (on small or odd data Splink can drive an m
+    probability to exactly 0, which it then refuses): the linker is restored to the estimates
+    before the session (a failed session would leave its blocked comparisons switched off)."""
+    from splink import Linker, block_on
+
+    before = linkage.linker.misc.save_model_to_json()
+    try:
+        linkage.linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on(*rule), estimate_without_term_frequencies=True
+        )
+    except ValueError as exc:
+        log.warning("EM session skipped", blocked_on=rule, reason=str(exc)[:120])
+        linkage.linker = Linker(linkage.frame, before, log_level=logging.WARNING)
+        return False
+    return True
 
 
 def reuse(records: Records, model: dict[str, Any]) -> Linkage:
@@ -257,8 +283,10 @@ def predict(linkage: Linkage, config: MatchConfig, plan: Plan, threshold: float)
             )
         else:
             measures.append(f"levenshtein({left}, {right}) AS m_{name}")
+    present = {row[0] for row in linkage.conn.execute(f"DESCRIBE {table}").fetchall()}
     columns = ["unique_id_l", "unique_id_r", "match_probability", "match_weight"]
-    columns += [f'"gamma_{n}"' for n in plan.fields] + [f'"mw_{n}"' for n in plan.fields]
+    for prefix in ("gamma", "mw"):
+        columns += [f'"{prefix}_{n}"' if f"{prefix}_{n}" in present else "NULL" for n in plan.fields]
     rows = linkage.conn.execute(f"SELECT {', '.join(columns + measures)} FROM {table}").fetchall()
     labels = _levels(linkage.linker)
     n = len(plan.fields)

@@ -219,7 +219,7 @@ def run(
             )
     else:
         stored_fields = [c["output_column_name"] for c in model.get("comparisons", [])]
-        if stored_fields != plan.fields:
+        if sorted(stored_fields) != sorted(plan.fields):
             raise MatchError(
                 f"the stored model compares {stored_fields} but the profiles now have {plan.fields}; "
                 "run with --retrain"
