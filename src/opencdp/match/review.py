@@ -155,13 +155,17 @@ def _neighbour(conn: sa.Connection, row: Any, forward: bool) -> int | None:
     return int(found) if found is not None else None
 
 
+def _front(conn: sa.Connection) -> int | None:
+    found = conn.execute(
+        sa.select(match_candidates.c.id).where(_where("queue")).order_by(*_order()).limit(1)
+    ).scalar()
+    return int(found) if found is not None else None
+
+
 def queue_front(engine: sa.Engine) -> int | None:
     """The candidate a reviewer should see first, if any."""
     with engine.connect() as conn:
-        found = conn.execute(
-            sa.select(match_candidates.c.id).where(_where("queue")).order_by(*_order()).limit(1)
-        ).scalar()
-    return int(found) if found is not None else None
+        return _front(conn)
 
 
 def _profile_of(conn: sa.Connection, ident: Identifier) -> str | None:
@@ -310,7 +314,9 @@ def decide(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Decide one pair, in one transaction with its merge event (accept) and its audit entry.
-    `actor` names who decided ("user:3", "key:7", "cli"). Raises a `ReviewError` saying why not."""
+    `actor` names who decided ("user:3", "key:7", "cli"). Raises a `ReviewError` saying why not.
+    Returns the decided candidate and `next_id`: the pair to review next (the one after it in
+    queue order, else the queue's front)."""
     if decision not in DECISIONS:
         raise InvalidDecision(f"decision must be one of {', '.join(DECISIONS)}")
     rules = rules or IdentityRules.from_env()
@@ -352,7 +358,8 @@ def decide(
         detail = {"decision": decision, "event_id": event_id}
         audit.record(conn, actor, AUDIT_ACTION, "match_candidate", str(candidate_id), detail)
         decided = _find(conn, candidate_id)
-        next_id = _neighbour(conn, row, True) if row.status in REVIEWABLE else None
+        # the one after it in queue order; at the end of the queue, its front (skipped pairs, say)
+        next_id = _neighbour(conn, row, True) or _front(conn)
     return candidate_out(decided) | {"next_id": next_id}
 
 
