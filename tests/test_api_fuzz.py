@@ -34,6 +34,7 @@ from opencdp.journeys import store as journey_store
 from opencdp.segments import store as segment_store
 from opencdp.system import OpenCDP
 from tests.identity_helpers import log_messages, process
+from tests.match.review_data import candidate
 
 EXAMPLES = int(os.environ.get("OPENCDP_FUZZ_EXAMPLES") or 6)  # per operation, caller and mode
 SEED = int(os.environ.get("OPENCDP_FUZZ_SEED") or random.randrange(2**32))
@@ -60,6 +61,8 @@ READ_SCOPE = {
     ("GET", "/api/journeys"),
     ("GET", "/api/predictions"),
     ("GET", "/api/predictions/{name}"),
+    ("GET", "/api/match/candidates"),  # the review queue reads profiles, like the profile reads
+    ("GET", "/api/match/candidates/{candidate_id}"),
     ("GET", "/api/journeys/{journey_id}"),
     ("GET", "/api/journeys/{journey_id}/versions"),
     ("GET", "/api/profiles/{profile_id}/journeys"),
@@ -81,6 +84,7 @@ def world(cdp: OpenCDP) -> Iterator[dict[str, Any]]:
     with cdp.engine.begin() as conn:
         journey = {"entry": {"segment": "de"}, "steps": [{"id": "a", "wait": {"days": 1}}]}
         journey_store.set_status(conn, journey_store.save(conn, "welcome", journey)["id"], "active")
+    candidate(cdp.engine, ("user_id", "f1"), ("anonymous_id", "f2"), 0.9)  # a pair to read and decide
     canary = f"audit-canary-{uuid.uuid4().hex}"
     record(cdp.engine, admin_key.actor, "canary.read", "canary", canary)
     secrets = [admin_secret, read_secret, write_key]

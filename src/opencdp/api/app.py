@@ -21,6 +21,7 @@ from opencdp.api import (
     collect,
     imports,
     journeys,
+    matching,
     metrics,
     predictions,
     privacy,
@@ -67,6 +68,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(activation.router)
     app.include_router(journeys.router)
     app.include_router(predictions.router)
+    app.include_router(matching.router)
     app.include_router(imports.router)
     app.include_router(ui_router)
     app.include_router(privacy.router)

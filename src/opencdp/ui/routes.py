@@ -8,6 +8,7 @@ from opencdp.ui import (
     views_auth,
     views_destinations,
     views_journeys,
+    views_matching,
     views_overview,
     views_predictions,
     views_profiles,
@@ -35,6 +36,7 @@ for _views in (
     views_destinations,
     views_journeys,
     views_predictions,
+    views_matching,
     views_users,
 ):
     router.include_router(_views.router)
