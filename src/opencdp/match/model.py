@@ -11,6 +11,7 @@ takes the same settings for data that do not fit one machine.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,9 @@ from opencdp.match.config import FieldSpec, MatchConfig
 from opencdp.match.records import Records
 
 log = logs.get("opencdp.match")
+
+#: Candidate pairs scored at once (above it, the left side is split into chunks).
+PAIRS_PER_CHUNK = 20_000_000
 
 #: Words for the fields in explanations ("same date of birth").
 FIELD_WORDS = {
@@ -266,9 +270,20 @@ def _phrase(name: str, kind: str, level: int, top: int, measure: float | None) -
     return f"{word} similar"
 
 
-def predict(linkage: Linkage, config: MatchConfig, plan: Plan, threshold: float) -> list[ScoredPair]:
-    """Every candidate pair at or above `threshold`, with the comparisons that decided it."""
-    result = linkage.linker.inference.predict(threshold_match_probability=threshold)
+def predict(
+    linkage: Linkage,
+    config: MatchConfig,
+    plan: Plan,
+    threshold: float,
+    candidate_pairs: int,
+    ids: list[str],
+) -> list[ScoredPair]:
+    """Every candidate pair at or above `threshold`, with the comparisons that decided it. Many
+    candidate pairs are scored in chunks of the left side, so memory stays bounded."""
+    chunks = max(1, math.ceil(candidate_pairs / PAIRS_PER_CHUNK))
+    result = linkage.linker.inference.predict(
+        threshold_match_probability=threshold, num_chunks_left=chunks, num_chunks_right=1
+    )
     table = result.physical_name
     measures = []
     for name in plan.fields:
@@ -318,8 +333,8 @@ def predict(linkage: Linkage, config: MatchConfig, plan: Plan, threshold: float)
         probability = float(row[2])
         pairs.append(
             ScoredPair(
-                row[0],
-                row[1],
+                ids[row[0]],
+                ids[row[1]],
                 probability,
                 float(row[3]),
                 comparisons,

@@ -233,7 +233,7 @@ def run(
     ]
     hooks.start("scoring candidate pairs", None)
     hooks.step(f"scoring {sum(counts):,} candidate pairs (before removing pairs found by several rules)")
-    pairs = predict(linkage, config, plan, config.thresholds.review)
+    pairs = predict(linkage, config, plan, config.thresholds.review, sum(counts), records.ids)
     linkage.conn.close()
     summary.scored_pairs = len(pairs)
     clock = _lap(summary, "score", clock)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import string
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -330,18 +331,24 @@ def _people(rng: random.Random, n: int) -> Iterator[Person]:
     first_names = list(_FIRST) + sorted({_made_up(rng, 2) for _ in range(3_000)})
     streets = sorted({_made_up(rng, 2) + " " + rng.choice(_STREET_TYPES) for _ in range(30_000)})
     cities = sorted({_made_up(rng, rng.choice((2, 3))) for _ in range(3_000)})
-    postcodes = [f"{rng.randrange(1000, 10000)}" for _ in cities]
+    # a big city has many postcodes (one per few streets), a village one
+    postcodes = [
+        [f"{rng.randrange(1000, 99000):05d}" for _ in range(max(1, 200 // (rank + 1)))]
+        for rank in range(len(cities))
+    ]
     start = date(1935, 1, 1)
     for _ in range(n):
         city_at = int(len(cities) ** rng.random()) - 1
+        street = rng.choice(streets)
+        codes = postcodes[city_at]
         yield Person(
             _zipf_pick(rng, first_names, 1.3),
             _zipf_pick(rng, surnames, 1.1),
             (start + timedelta(days=rng.randrange(25_000))).isoformat(),
             str(rng.randrange(1, 300)),
-            rng.choice(streets),
+            street,
             cities[city_at],
-            postcodes[city_at],
+            codes[zlib.crc32(street.encode()) % len(codes)],
         )
 
 
