@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from rich.console import Console
 
 from harness.machine import cpu_model, git_revision
 from harness.report import markdown_table, rich_table
-from harness.scratch import cli, default_postgres_url, scratch_database
+from harness.scratch import cli, default_postgres_url, opencdp_command, scratch_database
 from opencdp.identity.graph import profile_id_for
 from opencdp.identity.identifiers import Identifier
 from opencdp.match.synthetic import records
@@ -147,13 +146,24 @@ def groups_of(url: str, kind: str) -> dict[str, list[str]]:
     return grouped
 
 
+#: Runs a command and prints its peak resident memory (KB) last on stderr: each wrapper has its own
+#: children, so the peak is that one command's (RUSAGE_CHILDREN of this process keeps the maximum
+#: of every command so far).
+_PEAK_WRAPPER = (
+    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(done.returncode)"
+)
+
+
 def timed_cli(env: dict[str, str], *args: str) -> tuple[str, float, float]:
     """stdout, wall seconds and the peak RSS (MB) of one `opencdp` command."""
     started = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = cli(env, *args, timeout=7200)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return out, time.perf_counter() - started, max(peak, before) / 1024
+    command = [sys.executable, "-c", _PEAK_WRAPPER, *opencdp_command(), *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=7200)
+    if done.returncode != 0:
+        raise RuntimeError(f"`opencdp {' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
+    peak_kb = int(done.stderr.strip().splitlines()[-1])
+    return done.stdout, time.perf_counter() - started, peak_kb / 1024
 
 
 def match_run(env: dict[str, str]) -> tuple[dict[str, Any], float, float]:
