@@ -151,7 +151,8 @@ def groups_of(url: str, kind: str) -> dict[str, list[str]]:
 #: of every command so far).
 _PEAK_WRAPPER = (
     "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(done.returncode)"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(done.returncode)"
 )
 
 
