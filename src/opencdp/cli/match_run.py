@@ -34,8 +34,9 @@ def load_config(path: Path) -> Any:
         return MatchConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise click.ClickException(f"{path}: {where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in first["loc"])
+        raise click.ClickException(f"{path}: {where + ': ' if where else ''}{message}") from None
 
 
 class _Bars:
