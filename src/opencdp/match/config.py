@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: How a field is compared (see `match.model.comparison_for`).
-Compare = Literal["name", "date", "text", "short", "postcode", "exact", "email", "phone"]
+Compare = Literal["name", "date", "text", "address", "short", "postcode", "exact", "email", "phone"]
 
 
 class FieldSpec(BaseModel):
@@ -95,7 +95,7 @@ def _default_fields() -> dict[str, FieldSpec]:
             "houseNumber",
         ),
         "street": spec(
-            "text",
+            "address",
             "address.street",
             "address.line1",
             "street",
@@ -153,6 +153,7 @@ class MatchConfig(BaseModel):
             ["street", "street_number"],
             ["street", "city"],
             ["email"],
+            ["first_name_phonetic", "last_name_phonetic", "city"],
         ]
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
@@ -168,6 +169,8 @@ class MatchConfig(BaseModel):
                 if not rule:
                     raise ValueError(f"{where}[{n}] is empty")
                 for name in rule:
-                    if name not in self.fields:
+                    base = name.removesuffix("_phonetic")
+                    known = base in self.fields and (base == name or self.fields[base].compare == "name")
+                    if not known:
                         raise ValueError(f"{where}[{n}] names the unknown field {name!r}")
         return self

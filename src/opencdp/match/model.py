@@ -20,7 +20,7 @@ import duckdb
 
 from opencdp import logs
 from opencdp.match.config import FieldSpec, MatchConfig
-from opencdp.match.records import Records
+from opencdp.match.records import Records, phonetic_field
 
 log = logs.get("opencdp.match")
 
@@ -53,12 +53,12 @@ def comparison_for(name: str, spec: FieldSpec) -> Any:
 
     comparison: Any
     if spec.compare == "name":
-        comparison = cl.NameComparison(name)
+        comparison = cl.NameComparison(name, dmeta_col_name=phonetic_field(name))
     elif spec.compare == "date":
         comparison = cl.DateOfBirthComparison(
             name, input_is_string=True, datetime_format="%Y-%m-%d", invalid_dates_as_null=False
         )
-    elif spec.compare == "text":
+    elif spec.compare in ("text", "address"):
         comparison = cl.JaroWinklerAtThresholds(name, [0.9, 0.7])
     elif spec.compare in ("short", "postcode", "phone"):
         comparison = cl.LevenshteinAtThresholds(name, [1] if spec.compare == "short" else [1, 2])
@@ -89,7 +89,7 @@ class Plan:
         left_out = {n: round(records.coverage.get(n, 0.0), 4) for n in config.fields if n not in used}
 
         def usable(rules: list[list[str]]) -> list[list[str]]:
-            return [rule for rule in rules if all(n in used for n in rule)]
+            return [rule for rule in rules if all(n.removesuffix("_phonetic") in used for n in rule)]
 
         return cls(
             used,
@@ -255,13 +255,15 @@ def _levels(linker: Any) -> dict[str, dict[int, str]]:
     return labels
 
 
-def _phrase(name: str, kind: str, level: int, top: int, measure: float | None) -> str:
+def _phrase(name: str, kind: str, level: int, top: int, label: str, measure: float | None) -> str:
     word = _word(name)
     if level == 0:
         return f"{word} differs"
     if level == top:
         return f"same {word}"
-    if kind in ("name", "text", "email") and measure is not None:
+    if "intersect" in label.lower():
+        return f"{word} sounds alike"
+    if kind in ("name", "text", "address", "email") and measure is not None:
         return f"{word} similar (JW {measure:.2f})"
     if kind == "date" and measure is not None:
         return f"{word} {int(measure)} days apart" if measure >= 1 else f"{word} one typo apart"
@@ -289,7 +291,7 @@ def predict(
     for name in plan.fields:
         kind = config.fields[name].compare
         left, right = f'"{name}_l"', f'"{name}_r"'
-        if kind in ("name", "text", "email"):
+        if kind in ("name", "text", "address", "email"):
             measures.append(f"jaro_winkler_similarity({left}, {right}) AS m_{name}")
         elif kind == "date":
             measures.append(
@@ -314,16 +316,17 @@ def predict(
             if gamma is None or gamma < 0:
                 continue  # one side has no value: no evidence either way
             top = max(labels[name])
+            label = labels[name].get(int(gamma), "")
             comparisons.append(
                 {
                     "field": name,
                     "level": int(gamma),
-                    "label": labels[name].get(int(gamma), ""),
+                    "label": label,
                     "match_weight": round(float(weight), 4),
                     "bayes_factor": round(2.0 ** float(weight), 4),
                 }
             )
-            phrase = _phrase(name, config.fields[name].compare, int(gamma), top, measure)
+            phrase = _phrase(name, config.fields[name].compare, int(gamma), top, label, measure)
             parts.append((float(weight), phrase))
         for_ = [p for w, p in sorted(parts, key=lambda item: -item[0]) if w > 0]
         against = [p for w, p in sorted(parts, key=lambda item: item[0]) if w < 0]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import jellyfish
 import orjson
 import pyarrow as pa
 import sqlalchemy as sa
@@ -47,6 +48,35 @@ def _short(value: str) -> str:
     return _SPACES.sub("", _fold(value))
 
 
+#: Street-type abbreviations written out, so "12 Main St" and "12 Main Street" are the same street.
+_STREET_WORDS = {
+    "st": "street",
+    "str": "street",
+    "rd": "road",
+    "ave": "avenue",
+    "av": "avenue",
+    "dr": "drive",
+    "ln": "lane",
+    "pl": "place",
+    "ct": "court",
+    "cres": "crescent",
+    "cl": "close",
+    "blvd": "boulevard",
+    "hwy": "highway",
+    "pde": "parade",
+    "tce": "terrace",
+    "sq": "square",
+    "mt": "mount",
+    "strasse": "strasse",
+    "straße": "strasse",
+}
+
+
+def _address(value: str) -> str:
+    words = _text(value).split()
+    return " ".join(_STREET_WORDS.get(word, word) for word in words)
+
+
 def _postcode(value: str) -> str:
     return _SPACES.sub("", value).upper()
 
@@ -79,6 +109,7 @@ def _phone(value: str) -> str:
 NORMALISERS: dict[Compare, Callable[[str], str]] = {
     "name": _name,
     "text": _text,
+    "address": _address,
     "short": _short,
     "postcode": _postcode,
     "exact": _short,
@@ -86,6 +117,10 @@ NORMALISERS: dict[Compare, Callable[[str], str]] = {
     "email": _email,
     "phone": _phone,
 }
+
+
+def phonetic_field(name: str) -> str:
+    return f"{name}_phonetic"
 
 
 def trait_value(traits: dict[str, Any], path: str) -> Any:
@@ -177,10 +212,20 @@ def read_records(
             after = rows[-1][0]
             if progress is not None:
                 progress(len(rows))
+    # names also get a phonetic key (Metaphone: "Smyth" and "Smith" are SM0), for a comparison
+    # level and blocking rules (`first_name_phonetic`)
+    phonetic = {
+        phonetic_field(name): pa.array(
+            [[jellyfish.metaphone(v)] if v else None for v in column], pa.list_(pa.string())
+        )
+        for name, spec, column in zip(names, specs, columns, strict=True)
+        if spec.compare == "name"
+    }
     total = max(len(ids), 1)
     coverage = {n: sum(v is not None for v in col) / total for n, col in zip(names, columns, strict=True)}
     table = pa.table(
         {"unique_id": pa.array(range(len(ids)), pa.int64())}
         | {n: pa.array(col, pa.string()) for n, col in zip(names, columns, strict=True)}
+        | phonetic
     )
     return Records(table, ids, anchors, counts, coverage)
