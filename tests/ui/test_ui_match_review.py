@@ -111,7 +111,11 @@ def test_a_pair_already_one_profile_can_only_be_dismissed(
 ) -> None:
     people(cdp.engine)
     dora = candidate(cdp.engine, ("user_id", "u-dora"), ("anonymous_id", "anon-dora"), 0.9)
+    odd = candidate(cdp.engine, ("user_id", "u-bob"), ("user_id", "u-anna"), 0.5,
+                    comparisons=[{"field": None, "bayes_factor": "big"}, "odd"])  # fmt: skip
     admin = as_role("admin")
+    shown = admin.get(f"/matching?at={odd}")  # whatever a run stored in its comparisons
+    assert shown.status_code == 200 and "odd" in shown.text and "big" in shown.text
     page = admin.get("/matching").text
     assert 'id="pair-same"' in page and 'id="decide-dismiss"' in page and 'id="decide-accept"' not in page
     token = csrf_token(admin, "/matching")
