@@ -3,6 +3,9 @@ profiles side by side, and the decisions (accept merges through the log, reject 
 
 from __future__ import annotations
 
+import re
+import threading
+
 import pytest
 import sqlalchemy as sa
 
@@ -162,3 +165,39 @@ def test_neighbours_in_the_queue(engine: sa.Engine) -> None:
     assert (review.pair(engine, c)["previous_id"], review.pair(engine, c)["next_id"]) == (b, d)
     assert (review.pair(engine, d)["previous_id"], review.pair(engine, d)["next_id"]) == (c, None)
     assert review.decide(engine, b, "reject", "cli")["next_id"] == c
+
+
+def test_two_reviewers_at_once_decide_once(engine: sa.Engine) -> None:
+    """Two people accept the same pair at the same moment: one merge event, one clear refusal."""
+    cid = candidate(engine, ("user_id", "u-anna"), ("anonymous_id", "anon-1"), 0.9)
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def accept(actor: str) -> None:
+        start.wait()
+        try:
+            outcomes.append(review.decide(engine, cid, "accept", actor)["status"])
+        except review.ReviewError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=accept, args=(f"user:{n}",)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes)[0] == "accepted"
+    assert re.fullmatch(rf"candidate {cid} is already decided: accepted by user:[12]", sorted(outcomes)[1])
+    with engine.connect() as conn:
+        merges = conn.execute(
+            sa.select(sa.func.count()).select_from(events).where(events.c.event == "Identity Matched")
+        ).scalar_one()
+    assert merges == 1
+
+
+def test_comparisons_missing_keys_are_filled(engine: sa.Engine) -> None:
+    cid = candidate(engine, ("user_id", "u-anna"), ("anonymous_id", "anon-1"), 0.9,
+                    comparisons=[{"field": "name"}, "odd"])  # fmt: skip
+    assert review.pair(engine, cid)["candidate"]["comparisons"] == [
+        {"field": "name", "label": None, "level": None, "bayes_factor": None},
+        {"field": None, "label": "odd", "level": None, "bayes_factor": None},
+    ]

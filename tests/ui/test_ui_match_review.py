@@ -53,6 +53,8 @@ def test_the_page_and_decisions_by_role(
     anna = candidate(cdp.engine, ("user_id", "u-anna"), ("anonymous_id", "anon-1"), 0.97)
     bob = candidate(cdp.engine, ("user_id", "u-bob"), ("anonymous_id", "anon-xss"), 0.9)
 
+    signed_out = client.get("/matching", follow_redirects=False)
+    assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/login?next=%2Fmatching")
     analyst = as_role("analyst")
     page = analyst.get("/matching")
     assert page.status_code == 200
@@ -62,6 +64,7 @@ def test_the_page_and_decisions_by_role(
     assert f'data-candidate="{anna}"' in page.text  # the most probable first
     assert 'data-field="trait:first_name" data-state="differs"' in page.text
     assert 'data-field="trait:email" data-state="right_only"' in page.text
+    assert 'class="state-activity" data-field="activity:events"' in page.text  # shown, not highlighted
     assert "name similar (JW 0.94), same postcode" in page.text
     assert f'id="pair-next" href="/matching?at={bob}"' in page.text
     assert "decide-accept" not in page.text and "can look at the queue but not decide" in page.text
@@ -108,7 +111,11 @@ def test_a_pair_already_one_profile_can_only_be_dismissed(
 ) -> None:
     people(cdp.engine)
     dora = candidate(cdp.engine, ("user_id", "u-dora"), ("anonymous_id", "anon-dora"), 0.9)
+    odd = candidate(cdp.engine, ("user_id", "u-bob"), ("user_id", "u-anna"), 0.5,
+                    comparisons=[{"field": None, "bayes_factor": "big"}, "odd"])  # fmt: skip
     admin = as_role("admin")
+    shown = admin.get(f"/matching?at={odd}")  # whatever a run stored in its comparisons
+    assert shown.status_code == 200 and "odd" in shown.text and "big" in shown.text
     page = admin.get("/matching").text
     assert 'id="pair-same"' in page and 'id="decide-dismiss"' in page and 'id="decide-accept"' not in page
     token = csrf_token(admin, "/matching")

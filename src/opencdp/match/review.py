@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from opencdp.access import audit
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.log.append import LogAppender
+from opencdp.log.lock import lock_log
 from opencdp.match.merges import append_merge, merge_properties
 from opencdp.profiles.reader import ProfileNotFound, get_profile
 from opencdp.store.dialect import take_write_lock
@@ -89,7 +90,7 @@ def candidate_out(row: Any) -> dict[str, Any]:
         "right": {"type": row.right_type, "value": row.right_value},
         "probability": float(row.probability),
         "match_weight": float(row.match_weight),
-        "comparisons": list(row.comparisons or []),
+        "comparisons": [_comparison(c) for c in row.comparisons or []],
         "explanation": row.explanation,
         "status": row.status,
         "scored_at": row.scored_at,
@@ -97,6 +98,12 @@ def candidate_out(row: Any) -> dict[str, Any]:
         "decided_at": row.decided_at,
         "event_id": row.event_id,
     }
+
+
+def _comparison(item: Any) -> dict[str, Any]:
+    """One comparison with every key present, whatever a run stored."""
+    found = item if isinstance(item, dict) else {"label": str(item)}
+    return {key: found.get(key) for key in ("field", "label", "level", "bayes_factor")} | found
 
 
 def counts(conn: sa.Connection) -> dict[str, int]:
@@ -323,6 +330,10 @@ def decide(
     moment = now or datetime.now(UTC)
     with engine.begin() as conn:
         take_write_lock(conn)  # SQLite: a writer from the start (the read below decides the write)
+        if decision == "accept":
+            # The log lock before the candidate's row lock: everyone else who appends takes the
+            # log lock first too, so a merge never waits in the opposite order (no deadlock).
+            lock_log(conn)
         row = _find(conn, candidate_id, lock=True)
         if row.status not in REVIEWABLE:
             by = f" by {row.decided_by}" if row.decided_by else ""
