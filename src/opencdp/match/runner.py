@@ -21,6 +21,7 @@ from opencdp import logs
 from opencdp.identity.graph import MATCH_SOURCE
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.log.append import LogAppender
+from opencdp.log.lock import lock_log
 from opencdp.match.config import MatchConfig
 from opencdp.match.merges import merge_event_row, merge_properties
 from opencdp.match.model import Plan, ScoredPair, predict, reuse, rule_pair_counts, train
@@ -351,6 +352,7 @@ def _write(
     for start in range(0, len(merges), WRITE_BATCH):
         part = merges[start : start + WRITE_BATCH]
         with engine.begin() as conn:
+            lock_log(conn)  # first, as every appender (and the review's accept) takes it
             source_id = system_source_id(conn, MATCH_SOURCE)
             inserted = conn.execute(
                 match_candidates.insert().returning(match_candidates, sort_by_parameter_order=True),
