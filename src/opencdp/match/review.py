@@ -6,7 +6,7 @@ merges, identifiers do not, so a pair is always shown with the profiles its iden
 *now*. Those may already be one profile (another event joined them since): then the only decision
 is "dismiss".
 
-Decisions (docs/matching-review.md):
+Decisions (docs/matching.md, "Reviewing pairs"):
 - accept: appends the `Identity Matched` event that merges them (the processor then merges the
   profiles with rule `probabilistic`, like an auto-merge); status "accepted", with the event's id;
 - reject: status "rejected"; later runs never propose the pair again. Nothing is unmerged;
