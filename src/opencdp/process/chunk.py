@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp import logs
-from opencdp.identity.graph import Edge, EdgeKey, Resolution, edge_for, edge_rule
+from opencdp.identity.graph import Edge, EdgeKey, Rejection, Resolution, edge_for, edge_rule
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.privacy.consent import extract_consent
 from opencdp.process import late_edges
@@ -30,6 +30,7 @@ from opencdp.store.schema import (
     identity_edge_members,
     identity_edges,
     identity_links,
+    identity_rejections,
     profile_events,
     profiles,
 )
@@ -97,6 +98,40 @@ class Chunk:
         self._next_link = -1
         #: every profile this chunk changed (live or merged away): its derived state needs updating
         self.touched: set[str] = set()
+        #: the operator's rejected pairs (`load_rejections`; few), the identifiers they name, and
+        #: the ids of those not applied yet
+        self.rejections: list[Rejection] = []
+        self.rejected: frozenset[Identifier] = frozenset()
+        self.pending_rejections: list[int] = []
+
+    # -- rejections (undone merges) --------------------------------------------------------------
+    def load_rejections(self) -> None:
+        """Every rejection, once per chunk (they are few): an input to the resolution like the
+        log. Their identifiers are preloaded with the chunk's so `pid()` follows merges and a
+        group built from some of a profile's members still knows all its rejected identifiers."""
+        rows = self.conn.execute(
+            sa.select(
+                identity_rejections.c.id,
+                identity_rejections.c.left_type,
+                identity_rejections.c.left_value,
+                identity_rejections.c.right_type,
+                identity_rejections.c.right_value,
+                identity_rejections.c.applied_at,
+            ).order_by(identity_rejections.c.id)
+        ).all()
+        self.rejections = [
+            (Identifier(r.left_type, r.left_value), Identifier(r.right_type, r.right_value)) for r in rows
+        ]
+        self.rejected = frozenset(i for pair in self.rejections for i in pair)
+        self.pending_rejections = [r.id for r in rows if r.applied_at is None]
+
+    def marks_of(self, pid: str) -> set[Identifier]:
+        """The identifiers of a profile that some rejection names."""
+        marks = set()
+        for ident in self.rejected:
+            if ident in self.ident and self.pid(ident) == pid:
+                marks.add(ident)
+        return marks
 
     # -- profile ids through pending merges ------------------------------------------------------
     def find(self, pid: str) -> str:
@@ -312,10 +347,11 @@ class Chunk:
 
     def _apply_incrementally(self, edge: Edge, touched: set[str]) -> None:
         """The edge is the newest its groups have seen: exactly what the canonical order would do."""
-        resolution = Resolution(self.rules.limits)
+        resolution = Resolution(self.rules.limits, self.rejections)
         for pid in sorted(touched):
             members = {i for i in edge.identifiers if self.pid(i) == pid}
-            resolution.add_group(self.profiles[pid].as_group(members))
+            marks = self.marks_of(pid) if self.rejected else None
+            resolution.add_group(self.profiles[pid].as_group(members, marks))
         resolution.apply(edge)
         self.record(resolution)
         for group in {id(g): g for g in (resolution.group_of[i] for i in edge.identifiers)}.values():

@@ -9,6 +9,7 @@ recomputes the connected component canonically from its stored edges (`recompute
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -49,6 +50,12 @@ def safe_out_of_order(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
         return False
     if not touched:
         return True
+    if chunk.rejected and (
+        any(i in chunk.rejected for i in edge.identifiers) or any(chunk.marks_of(p) for p in touched)
+    ):
+        # A rejection may refuse one of its joins, and which join it refuses depends on the
+        # order: the canonical recomputation decides (rejections are few, so this is rare).
+        return False
     counts: dict[str, int] = {}
     for pid in touched:
         for kind, n in chunk.profiles[pid].counts.items():
@@ -203,11 +210,19 @@ def _stored_edges(conn: sa.Connection, edge_ids: set[int]) -> list[Edge]:
 
 def recompute_component(chunk: Chunk, edge: Edge) -> None:
     """Resolve the edge's connected component again, canonically, and rewrite its groups."""
+    recompute_around(chunk, edge.identifiers)
+
+
+def recompute_around(chunk: Chunk, identifiers: Iterable[Identifier]) -> set[str]:
+    """Resolve the connected component of these (cached) identifiers again, canonically, with the
+    chunk's rejections, and rewrite its groups; returns the component's live profile ids."""
     chunk.flush()
     conn = chunk.conn
-    members, edge_ids = _component(conn, {chunk.ident[i][0] for i in edge.identifiers})
+    members, edge_ids = _component(conn, {chunk.ident[i][0] for i in identifiers if i in chunk.ident})
+    if not edge_ids:
+        return set()
     edges = _stored_edges(conn, edge_ids)
-    resolution = resolve(edges, chunk.rules.limits)
+    resolution = resolve(edges, chunk.rules.limits, chunk.rejections)
     ident_rows = conn.execute(
         sa.select(identities.c.id, identities.c.type, identities.c.value, identities.c.profile_id).where(
             identities.c.id.in_(list(members))
@@ -266,6 +281,7 @@ def recompute_component(chunk: Chunk, edge: Edge) -> None:
         chunk.redirect(old, target)
         chunk.dirty.add(old)
     log.debug("component recomputed", identities=len(members), edges=len(edges), profiles=len(groups))
+    return new_ids
 
 
 def _refold(conn: sa.Connection, identity_ids: list[int]) -> ProfileState:

@@ -35,8 +35,12 @@ class WorkingProfile:
     state: ProfileState = field(default_factory=ProfileState)
     merged_into: str | None = None
 
-    def as_group(self, members: set[Identifier]) -> Group:
-        return Group(self.anchor_key, self.anchor, set(members), Counter(self.counts), self.last_key)
+    def as_group(self, members: set[Identifier], marks: set[Identifier] | None = None) -> Group:
+        """The profile as a resolution group seeded with some of its members; `marks` must be
+        every identifier of the profile named by a rejection (not only those in `members`)."""
+        return Group(
+            self.anchor_key, self.anchor, set(members), Counter(self.counts), self.last_key, set(marks or ())
+        )
 
     def row(self) -> dict[str, Any]:
         return {
