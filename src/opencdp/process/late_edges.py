@@ -50,11 +50,7 @@ def safe_out_of_order(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
         return False
     if not touched:
         return True
-    if chunk.rejected and (
-        any(i in chunk.rejected for i in edge.identifiers) or any(chunk.marks_of(p) for p in touched)
-    ):
-        # A rejection may refuse one of its joins, and which join it refuses depends on the
-        # order: the canonical recomputation decides (rejections are few, so this is rare).
+    if _marked(chunk, edge, touched):
         return False
     counts: dict[str, int] = {}
     for pid in touched:
@@ -64,6 +60,18 @@ def safe_out_of_order(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
         if chunk.pid(ident) is None:
             counts[ident.type] = counts.get(ident.type, 0) + 1
     return all(counts.get(kind, 0) <= limit for kind, limit in chunk.rules.limits.items())
+
+
+def _marked(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
+    """Whether a rejection is in play: the edge or one of its profiles holds a rejected identifier.
+
+    Then the cheap in-place strategies are not taken: moving a join earlier may change not only
+    whether a later join is refused but why (`limit:…` is checked before `rejected`, and a group
+    that grew earlier can exceed a limit where it only held a rejected pair before). The canonical
+    recomputation decides instead; rejections are few, so this is rare."""
+    if not chunk.rejected:
+        return False
+    return any(i in chunk.rejected for i in edge.identifiers) or any(chunk.marks_of(p) for p in touched)
 
 
 def fix_anchor(chunk: Chunk, edge: Edge) -> None:
@@ -92,6 +100,8 @@ def relink_within_group(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
     """An older edge among identifiers that are already one group changes only which link
     explains the group (Kruskal: it replaces the newest link on the path it closes)."""
     if len(touched) != 1 or any(chunk.pid(i) is None for i in edge.identifiers):
+        return False
+    if _marked(chunk, edge, touched):
         return False
     pid = next(iter(touched))
     adjacent: dict[Identifier, list[tuple[Identifier, int, EdgeKey]]] = {}
@@ -126,8 +136,11 @@ def redate_in_place(chunk: Chunk, edge: Edge, old_event_id: int) -> bool:
     """An edge moved earlier keeps its joins when it already made every join it asks for (it
     still comes first for them): only its links' dates and maybe the anchor change."""
     if len(edge.identifiers) > 1:
-        if len({chunk.pid(i) for i in edge.identifiers}) != 1:
+        pids = {chunk.pid(i) for i in edge.identifiers}
+        if len(pids) != 1:
             return False  # some join of this edge was refused: recompute the conflict
+        if _marked(chunk, edge, {p for p in pids if p is not None}):
+            return False
         chunk.write_links()  # the links are counted and moved in the database
         made = chunk.conn.execute(
             sa.select(sa.func.count())
