@@ -102,9 +102,16 @@ class Group:
 class Resolution:
     """Union-find with merge protection. Use `apply(edge)` in canonical order."""
 
-    def __init__(self, limits: dict[str, int], rejections: Iterable[Rejection] = ()) -> None:
+    def __init__(
+        self,
+        limits: dict[str, int],
+        rejections: Iterable[Rejection] = (),
+        partners: dict[Identifier, frozenset[Identifier]] | None = None,
+    ) -> None:
+        """`partners` (from `partners_of`) instead of `rejections` when one set of rejections
+        serves many resolutions (the processor makes one per edge)."""
         self.limits = limits
-        self.partners = partners_of(rejections)
+        self.partners = partners if partners is not None else partners_of(rejections)
         self.group_of: dict[Identifier, Group] = {}
         self.links: list[Link] = []
         self.conflicts: list[Conflict] = []
@@ -162,10 +169,13 @@ class Resolution:
 
 
 def resolve(
-    edges: Iterable[Edge], limits: dict[str, int], rejections: Iterable[Rejection] = ()
+    edges: Iterable[Edge],
+    limits: dict[str, int],
+    rejections: Iterable[Rejection] = (),
+    partners: dict[Identifier, frozenset[Identifier]] | None = None,
 ) -> Resolution:
     """The canonical resolution of a set of edges (the oracle the processor must agree with)."""
-    resolution = Resolution(limits, rejections)
+    resolution = Resolution(limits, rejections, partners)
     for edge in sorted(edges, key=lambda e: (e.key, e.identifiers)):
         resolution.apply(edge)
     return resolution

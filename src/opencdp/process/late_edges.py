@@ -235,7 +235,7 @@ def recompute_around(chunk: Chunk, identifiers: Iterable[Identifier]) -> set[str
     if not edge_ids:
         return set()
     edges = _stored_edges(conn, edge_ids)
-    resolution = resolve(edges, chunk.rules.limits, chunk.rejections)
+    resolution = resolve(edges, chunk.rules.limits, partners=chunk.partners)
     ident_rows = conn.execute(
         sa.select(identities.c.id, identities.c.type, identities.c.value, identities.c.profile_id).where(
             identities.c.id.in_(list(members))
@@ -267,6 +267,7 @@ def recompute_around(chunk: Chunk, identifiers: Iterable[Identifier]) -> set[str
                 moves.append({"iid": by_ident[ident].id, "pid": pid})
             if ident in chunk.ident:
                 chunk.ident[ident][1] = pid
+                chunk.marks_changed()
         profile = WorkingProfile(pid, group.anchor_key, group.anchor, group.last_key, dict(group.counts))
         member_ids = [by_ident[i].id for i in group.members]
         profile.state = _refold(conn, member_ids)
