@@ -46,6 +46,7 @@ READ_SCOPE = {
     ("GET", "/api/profiles/{profile_id}"),
     ("GET", "/api/profiles/{profile_id}/events"),
     ("GET", "/api/profiles/{profile_id}/merges"),
+    ("GET", "/api/identity/rejections"),  # identifier pairs, like a profile's identifiers
     ("GET", "/api/segments"),
     ("GET", "/api/segments/{name}"),
     ("GET", "/api/segments/{name}/reach"),  # counts only, like a segment's member count

@@ -155,6 +155,38 @@ def _person_and_neighbour(cdp: OpenCDP) -> None:
     process(cdp.engine)
 
 
+def _rejection_and_candidate(cdp: OpenCDP) -> None:
+    """An operator's rejected pair and a matching job's candidate that name the person."""
+    from datetime import UTC, datetime
+
+    from opencdp.store.schema import identity_rejections, match_candidates
+
+    now = datetime.now(UTC)
+    pair = {
+        "left_type": "user_id",
+        "left_value": "neighbour",
+        "right_type": "user_id",
+        "right_value": "user-zq81",
+    }
+    with cdp.engine.begin() as conn:
+        conn.execute(identity_rejections.insert().values(**pair, reason="two people", created_at=now))
+        conn.execute(
+            match_candidates.insert().values(
+                model="people",
+                left_type="email",
+                left_value="neighbour@example.net",
+                right_type="email",
+                right_value="zebulon.quark@example.org",
+                probability=0.9,
+                match_weight=3.0,
+                comparisons=[],
+                explanation="name similar",
+                status="pending",
+                scored_at=now,
+            )
+        )
+
+
 def _whole_database(cdp: OpenCDP) -> str:
     with cdp.engine.connect() as conn:
         return "\n".join(
@@ -190,6 +222,7 @@ def test_erasure_leaves_no_trace_and_suppresses_new_events(
 ) -> None:
     _person_and_neighbour(cdp)
     store.save(cdp.engine, "buyers", {"event": "Order Completed"})
+    _rejection_and_candidate(cdp)
     before = _whole_database(cdp)
     secrets_of_person = [
         "zebulon.quark@example.org",

@@ -19,6 +19,7 @@ from opencdp.api import (
     admin,
     audit,
     collect,
+    identity,
     imports,
     journeys,
     matching,
@@ -64,6 +65,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(collect.router)
     app.include_router(admin.router)
     app.include_router(profiles.router)
+    app.include_router(identity.router)
     app.include_router(segments.router)
     app.include_router(activation.router)
     app.include_router(journeys.router)

@@ -53,6 +53,16 @@ class PredictedOut(BaseModel):
     predicted_at: str | None = Field(..., description="The time the profile was measured at")
 
 
+class RejectionOut(BaseModel):
+    id: int
+    left: IdentifierOut
+    right: IdentifierOut
+    reason: str | None
+    created_by: str | None
+    created_at: datetime
+    applied_at: datetime | None = Field(..., description="null: the processor has not applied it yet")
+
+
 class ProfileOut(BaseModel):
     id: str
     requested_id: str = Field(..., description="The id asked for; differs from `id` when it was merged")
@@ -73,6 +83,9 @@ class ProfileOut(BaseModel):
     last_seen: datetime | None
     event_counts: dict[str, int]
     updated_at: datetime
+    rejections: list[RejectionOut] = Field(
+        ..., description="Undone merges naming one of its identifiers (POST /api/profiles/{id}/unmerge)"
+    )
 
 
 class TimelineEvent(BaseModel):
@@ -92,20 +105,37 @@ class TimelinePage(BaseModel):
     next_before_id: int | None = Field(None, description="Pass as before_id for the next (older) page")
 
 
-class LinkOut(BaseModel):
+class ConflictOut(BaseModel):
     event_id: int
-    rule: str = Field(..., description="same_event, alias, or for conflicts the limit that refused it")
+    rule: str = Field(
+        ...,
+        description="The limit that refused the join (limit:TYPE<=N), or `rejected` (an operator's unmerge)",
+    )
     timestamp: str
     left: IdentifierOut
     right: IdentifierOut
     explanation: str
 
 
+class LinkOut(ConflictOut):
+    id: int = Field(
+        ..., description="The link's id: POST /api/profiles/{id}/unmerge with it undoes the merge"
+    )
+    rule: str = Field(..., description="same_event, alias or probabilistic (the matching job)")
+    explanation: str = Field(
+        ..., description="Why; for a probabilistic link the matching job's sentence with its reasons"
+    )
+    match_probability: float | None = Field(
+        None, description="For a probabilistic link: the match probability"
+    )
+
+
 class MergeHistory(BaseModel):
     id: str
     merged_ids: list[str]
     links: list[LinkOut]
-    conflicts: list[LinkOut]
+    conflicts: list[ConflictOut]
+    rejections: list[RejectionOut]
 
 
 def _cdp(request: Request) -> OpenCDP:

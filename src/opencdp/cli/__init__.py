@@ -348,7 +348,7 @@ def rebuild(yes: bool) -> None:
 
 @main.group("profiles")
 def profiles_group() -> None:
-    """Look at unified profiles."""
+    """Look at unified profiles; undo a merge (unmerge, rejections, allow)."""
 
 
 @profiles_group.command("get")
@@ -435,3 +435,9 @@ main.add_command(users_group)
 from opencdp.cli.status import status_command  # noqa: E402
 
 main.add_command(status_command)
+
+from opencdp.cli.unmerge import allow_command, rejections_command, unmerge_command  # noqa: E402
+
+profiles_group.add_command(unmerge_command)
+profiles_group.add_command(rejections_command)
+profiles_group.add_command(allow_command)

@@ -7,6 +7,12 @@ and reported as a conflict. Because the order is canonical, the result depends o
 events exist, never on the order in which they arrived. The processor applies an edge
 incrementally when it is the newest its groups have seen (the same as this algorithm would) and
 re-runs this algorithm on the connected component when a late event arrives.
+
+An operator's *rejections* (pairs of identifiers that must never be one person: an undone merge)
+are an input like the limits: a join that would put both identifiers of a rejected pair into one
+group is refused as a conflict with rule `rejected`. Only identifiers named by some rejection are
+tracked (a group's `marks`), and the check runs only when both groups hold some, so resolving
+without rejections costs what it did.
 """
 
 from __future__ import annotations
@@ -22,6 +28,25 @@ _NAMESPACE = uuid.UUID("6f0c8a4e-3b7d-5a1e-9c2f-0d4b8e6a1c37")
 
 #: (event timestamp as ISO text, message id, source id): the canonical order of edges.
 EdgeKey = tuple[str, str, int]
+#: A rejected pair: two identifiers that must never be in one group (in `Identifier` order).
+Rejection = tuple[Identifier, Identifier]
+#: The rule of a join refused because an operator rejected it.
+REJECTED = "rejected"
+
+
+def rejected_pair(a: Identifier, b: Identifier) -> Rejection:
+    """A pair as rejections store it: sorted in `Identifier` order (unordered in meaning)."""
+    return (a, b) if a <= b else (b, a)
+
+
+def partners_of(rejections: Iterable[Rejection]) -> dict[Identifier, frozenset[Identifier]]:
+    """Each identifier named by a rejection -> the identifiers it must never be joined with."""
+    partners: dict[Identifier, set[Identifier]] = {}
+    for a, b in rejections:
+        if a != b:
+            partners.setdefault(a, set()).add(b)
+            partners.setdefault(b, set()).add(a)
+    return {ident: frozenset(others) for ident, others in partners.items()}
 
 
 def profile_id_for(anchor: Identifier) -> str:
@@ -66,6 +91,8 @@ class Group:
     members: set[Identifier] = field(default_factory=set)
     counts: Counter[str] = field(default_factory=Counter)
     last_key: EdgeKey = ("", "", 0)
+    #: the members (all of them, also where `members` is partial) named by some rejection
+    marks: set[Identifier] = field(default_factory=set)
 
     @property
     def profile_id(self) -> str:
@@ -75,8 +102,16 @@ class Group:
 class Resolution:
     """Union-find with merge protection. Use `apply(edge)` in canonical order."""
 
-    def __init__(self, limits: dict[str, int]) -> None:
+    def __init__(
+        self,
+        limits: dict[str, int],
+        rejections: Iterable[Rejection] = (),
+        partners: dict[Identifier, frozenset[Identifier]] | None = None,
+    ) -> None:
+        """`partners` (from `partners_of`) instead of `rejections` when one set of rejections
+        serves many resolutions (the processor makes one per edge)."""
         self.limits = limits
+        self.partners = partners if partners is not None else partners_of(rejections)
         self.group_of: dict[Identifier, Group] = {}
         self.links: list[Link] = []
         self.conflicts: list[Conflict] = []
@@ -96,6 +131,8 @@ class Resolution:
                 group = Group(
                     (edge.key, ident.sort_key()), ident, {ident}, Counter({ident.type: 1}), edge.key
                 )
+                if ident in self.partners:
+                    group.marks.add(ident)
                 self.group_of[ident] = group
         head = edge.identifiers[0]
         for other in edge.identifiers[1:]:
@@ -113,18 +150,32 @@ class Resolution:
             if combined[kind] > limit:
                 self.conflicts.append(Conflict(edge.event_id, f"limit:{kind}<={limit}", a, b, edge.key))
                 return
+        if ga.marks and gb.marks and self.rejects(ga.marks, gb.marks):
+            self.conflicts.append(Conflict(edge.event_id, REJECTED, a, b, edge.key))
+            return
         keep, lose = (ga, gb) if ga.anchor_key <= gb.anchor_key else (gb, ga)
         keep.members |= lose.members
+        keep.marks |= lose.marks
         keep.counts = combined
         keep.last_key = max(keep.last_key, lose.last_key)
         for member in lose.members:
             self.group_of[member] = keep
         self.links.append(Link(edge.event_id, edge.rule, a, b, edge.key))
 
+    def rejects(self, marks: set[Identifier], others: set[Identifier]) -> bool:
+        """Whether some identifier of `marks` was rejected with some identifier of `others`."""
+        small, large = (marks, others) if len(marks) <= len(others) else (others, marks)
+        return any(not self.partners[m].isdisjoint(large) for m in small)
 
-def resolve(edges: Iterable[Edge], limits: dict[str, int]) -> Resolution:
+
+def resolve(
+    edges: Iterable[Edge],
+    limits: dict[str, int],
+    rejections: Iterable[Rejection] = (),
+    partners: dict[Identifier, frozenset[Identifier]] | None = None,
+) -> Resolution:
     """The canonical resolution of a set of edges (the oracle the processor must agree with)."""
-    resolution = Resolution(limits)
+    resolution = Resolution(limits, rejections, partners)
     for edge in sorted(edges, key=lambda e: (e.key, e.identifiers)):
         resolution.apply(edge)
     return resolution

@@ -42,8 +42,10 @@ from opencdp.store.schema import (
     identity_edge_members,
     identity_edges,
     identity_links,
+    identity_rejections,
     journey_history,
     journey_instances,
+    match_candidates,
     profile_events,
     profile_refresh_queue,
     profiles,
@@ -251,7 +253,8 @@ class _Erasure:
                 if edge_ids:
                     conn.execute(table.delete().where(column.in_(edge_ids)))
         pairs = [(i.type, i.value) for i in self.person]
-        for table in (identity_links, identity_conflicts):
+        # rejected pairs and match candidates name identifiers too (their edges go with them)
+        for table in (identity_links, identity_conflicts, identity_rejections, match_candidates):
             conn.execute(
                 table.delete().where(
                     sa.or_(

@@ -10,12 +10,13 @@ are handled by `late_edges`.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import sqlalchemy as sa
 
 from opencdp import logs
-from opencdp.identity.graph import Edge, EdgeKey, Resolution, edge_for, edge_rule
+from opencdp.identity.graph import Edge, EdgeKey, Rejection, Resolution, edge_for, edge_rule, partners_of
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.privacy.consent import extract_consent
 from opencdp.process import late_edges
@@ -30,11 +31,13 @@ from opencdp.store.schema import (
     identity_edge_members,
     identity_edges,
     identity_links,
+    identity_rejections,
     profile_events,
     profiles,
 )
 
 log = logs.get("opencdp.processor")
+_NO_MARKS: frozenset[Identifier] = frozenset()
 
 #: Rows that name a profile and must follow it when it is merged into another.
 _FOLLOW_MERGES = (
@@ -97,6 +100,51 @@ class Chunk:
         self._next_link = -1
         #: every profile this chunk changed (live or merged away): its derived state needs updating
         self.touched: set[str] = set()
+        #: the operator's rejected pairs (`load_rejections`; few), the identifiers they name, and
+        #: the ids of those not applied yet
+        self.rejections: list[Rejection] = []
+        self.partners: dict[Identifier, frozenset[Identifier]] = {}
+        self.rejected: frozenset[Identifier] = frozenset()
+        self.pending_rejections: list[int] = []
+        #: profile -> its rejected identifiers, built on first use and dropped when identifiers
+        #: move (`marks_changed`)
+        self._marks: dict[str, set[Identifier]] | None = None
+
+    # -- rejections (undone merges) --------------------------------------------------------------
+    def load_rejections(self) -> None:
+        """Every rejection, once per chunk (they are few): an input to the resolution like the
+        log. Their identifiers are preloaded with the chunk's so `pid()` follows merges and a
+        group built from some of a profile's members still knows all its rejected identifiers."""
+        rows = self.conn.execute(
+            sa.select(
+                identity_rejections.c.id,
+                identity_rejections.c.left_type,
+                identity_rejections.c.left_value,
+                identity_rejections.c.right_type,
+                identity_rejections.c.right_value,
+                identity_rejections.c.applied_at,
+            ).order_by(identity_rejections.c.id)
+        ).all()
+        self.rejections = [
+            (Identifier(r.left_type, r.left_value), Identifier(r.right_type, r.right_value)) for r in rows
+        ]
+        self.partners = partners_of(self.rejections)
+        self.rejected = frozenset(self.partners)
+        self.pending_rejections = [r.id for r in rows if r.applied_at is None]
+        self._marks = None
+
+    def marks_of(self, pid: str) -> AbstractSet[Identifier]:
+        """The identifiers of a profile that some rejection names (do not change the set)."""
+        if self._marks is None:
+            self._marks = {}
+            for ident in self.rejected:
+                if ident in self.ident and (owner := self.pid(ident)) is not None:
+                    self._marks.setdefault(owner, set()).add(ident)
+        return self._marks.get(pid, _NO_MARKS)
+
+    def marks_changed(self) -> None:
+        """Identifiers moved between profiles: `marks_of` is built again when next asked."""
+        self._marks = None
 
     # -- profile ids through pending merges ------------------------------------------------------
     def find(self, pid: str) -> str:
@@ -111,6 +159,11 @@ class Chunk:
 
     def redirect(self, old: str, new: str) -> None:
         """Everything that pointed at a merged profile now points at the survivor (written at flush)."""
+        if self._marks is not None:  # the merged profile's rejected identifiers are the survivor's
+            if new in self.redirects:
+                self._marks = None
+            elif moved := self._marks.pop(old, None):
+                self._marks.setdefault(new, set()).update(moved)
         self.redirects.pop(new, None)  # the survivor is live (again)
         for key, target in self.redirects.items():
             if target == old:
@@ -119,6 +172,7 @@ class Chunk:
 
     def revive(self, pid: str) -> None:
         """A profile id that is live again (a recomputed group) must no longer be redirected."""
+        self._marks = None
         self.redirects.pop(pid, None)
 
     def write_redirects(self) -> None:
@@ -312,10 +366,11 @@ class Chunk:
 
     def _apply_incrementally(self, edge: Edge, touched: set[str]) -> None:
         """The edge is the newest its groups have seen: exactly what the canonical order would do."""
-        resolution = Resolution(self.rules.limits)
+        resolution = Resolution(self.rules.limits, partners=self.partners)
         for pid in sorted(touched):
             members = {i for i in edge.identifiers if self.pid(i) == pid}
-            resolution.add_group(self.profiles[pid].as_group(members))
+            marks = self.marks_of(pid) if self.rejected else ()
+            resolution.add_group(self.profiles[pid].as_group(members, marks))
         resolution.apply(edge)
         self.record(resolution)
         for group in {id(g): g for g in (resolution.group_of[i] for i in edge.identifiers)}.values():
@@ -337,9 +392,13 @@ class Chunk:
             survivor.counts = dict(group.counts)
             survivor.last_key = group.last_key
             for ident in group.members:
-                if self.pid(ident) != pid:
+                if (before := self.pid(ident)) != pid:
                     self.pending_profile_ids[self.ident[ident][0]] = pid
                     self.ident[ident][1] = pid
+                    if self._marks is not None and ident in self.rejected:
+                        if before is not None:
+                            self._marks.get(before, set()).discard(ident)
+                        self._marks.setdefault(pid, set()).add(ident)
             self.dirty.add(pid)
 
     def record(self, resolution: Resolution) -> None:

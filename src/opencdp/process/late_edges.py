@@ -9,6 +9,7 @@ recomputes the connected component canonically from its stored edges (`recompute
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -49,6 +50,8 @@ def safe_out_of_order(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
         return False
     if not touched:
         return True
+    if _marked(chunk, edge, touched):
+        return False
     counts: dict[str, int] = {}
     for pid in touched:
         for kind, n in chunk.profiles[pid].counts.items():
@@ -57,6 +60,18 @@ def safe_out_of_order(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
         if chunk.pid(ident) is None:
             counts[ident.type] = counts.get(ident.type, 0) + 1
     return all(counts.get(kind, 0) <= limit for kind, limit in chunk.rules.limits.items())
+
+
+def _marked(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
+    """Whether a rejection is in play: the edge or one of its profiles holds a rejected identifier.
+
+    Then the cheap in-place strategies are not taken: moving a join earlier may change not only
+    whether a later join is refused but why (`limit:…` is checked before `rejected`, and a group
+    that grew earlier can exceed a limit where it only held a rejected pair before). The canonical
+    recomputation decides instead; rejections are few, so this is rare."""
+    if not chunk.rejected:
+        return False
+    return any(i in chunk.rejected for i in edge.identifiers) or any(chunk.marks_of(p) for p in touched)
 
 
 def fix_anchor(chunk: Chunk, edge: Edge) -> None:
@@ -85,6 +100,8 @@ def relink_within_group(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
     """An older edge among identifiers that are already one group changes only which link
     explains the group (Kruskal: it replaces the newest link on the path it closes)."""
     if len(touched) != 1 or any(chunk.pid(i) is None for i in edge.identifiers):
+        return False
+    if _marked(chunk, edge, touched):
         return False
     pid = next(iter(touched))
     adjacent: dict[Identifier, list[tuple[Identifier, int, EdgeKey]]] = {}
@@ -119,8 +136,11 @@ def redate_in_place(chunk: Chunk, edge: Edge, old_event_id: int) -> bool:
     """An edge moved earlier keeps its joins when it already made every join it asks for (it
     still comes first for them): only its links' dates and maybe the anchor change."""
     if len(edge.identifiers) > 1:
-        if len({chunk.pid(i) for i in edge.identifiers}) != 1:
+        pids = {chunk.pid(i) for i in edge.identifiers}
+        if len(pids) != 1:
             return False  # some join of this edge was refused: recompute the conflict
+        if _marked(chunk, edge, {p for p in pids if p is not None}):
+            return False
         chunk.write_links()  # the links are counted and moved in the database
         made = chunk.conn.execute(
             sa.select(sa.func.count())
@@ -203,11 +223,19 @@ def _stored_edges(conn: sa.Connection, edge_ids: set[int]) -> list[Edge]:
 
 def recompute_component(chunk: Chunk, edge: Edge) -> None:
     """Resolve the edge's connected component again, canonically, and rewrite its groups."""
+    recompute_around(chunk, edge.identifiers)
+
+
+def recompute_around(chunk: Chunk, identifiers: Iterable[Identifier]) -> set[str]:
+    """Resolve the connected component of these (cached) identifiers again, canonically, with the
+    chunk's rejections, and rewrite its groups; returns the component's live profile ids."""
     chunk.flush()
     conn = chunk.conn
-    members, edge_ids = _component(conn, {chunk.ident[i][0] for i in edge.identifiers})
+    members, edge_ids = _component(conn, {chunk.ident[i][0] for i in identifiers if i in chunk.ident})
+    if not edge_ids:
+        return set()
     edges = _stored_edges(conn, edge_ids)
-    resolution = resolve(edges, chunk.rules.limits)
+    resolution = resolve(edges, chunk.rules.limits, partners=chunk.partners)
     ident_rows = conn.execute(
         sa.select(identities.c.id, identities.c.type, identities.c.value, identities.c.profile_id).where(
             identities.c.id.in_(list(members))
@@ -239,6 +267,7 @@ def recompute_component(chunk: Chunk, edge: Edge) -> None:
                 moves.append({"iid": by_ident[ident].id, "pid": pid})
             if ident in chunk.ident:
                 chunk.ident[ident][1] = pid
+                chunk.marks_changed()
         profile = WorkingProfile(pid, group.anchor_key, group.anchor, group.last_key, dict(group.counts))
         member_ids = [by_ident[i].id for i in group.members]
         profile.state = _refold(conn, member_ids)
@@ -266,6 +295,7 @@ def recompute_component(chunk: Chunk, edge: Edge) -> None:
         chunk.redirect(old, target)
         chunk.dirty.add(old)
     log.debug("component recomputed", identities=len(members), edges=len(edges), profiles=len(groups))
+    return new_ids
 
 
 def _refold(conn: sa.Connection, identity_ids: list[int]) -> ProfileState:

@@ -23,9 +23,10 @@ from opencdp.journeys.triggers import on_events as journey_events
 from opencdp.log.lock import suppression_version
 from opencdp.process.chunk import Chunk
 from opencdp.process.derived import enqueue, queued, refresh_queued, update_derived_state
+from opencdp.process.rejections import apply_pending, has_pending, recompute_pairs
 from opencdp.process.working_set import signature
 from opencdp.store.dialect import insert_ignoring_duplicates, lock_for_processing
-from opencdp.store.schema import DERIVED_TABLES, events, processor_state, sources
+from opencdp.store.schema import DERIVED_TABLES, events, identity_rejections, processor_state, sources
 from opencdp.store.write_turns import WriteTurns
 
 PROCESSOR = "profiles"
@@ -148,18 +149,21 @@ class Processor:
 
     def _apply_next_chunk(self, wait: bool) -> int | None:
         """Apply the next chunk; None if another processor holds the lock and `wait` is false.
+        Returns the events applied, or when there were none the rejections applied.
 
         On SQLite the chunk is read and parsed before the lock (outside the write lock, while
         collection goes on) and read again under it only if the checkpoint moved meanwhile
         (another processor) or the suppression version did (an erasure deleted or scrubbed
-        events). Appends commit in id order (§12), so nothing below the newest id read is missed."""
+        events). Appends commit in id order (§12), so nothing below the newest id read is missed.
+        With no new events the step still applies a waiting rejection (an undone merge); finding
+        none costs one query on a tiny table."""
         clock = time.perf_counter()
         prepared: _Prepared | None = None
         if self.read_before_lock:
             with self.engine.connect() as conn:
                 prepared = self._prepare(conn, read_checkpoint(conn))
-            if not prepared.batch:
-                return 0
+                if not prepared.batch and not has_pending(conn):
+                    return 0
             clock = _stage("read", clock)
         with self.turns.turn(), self.engine.begin() as conn:
             if not lock_for_processing(conn, PROCESSOR, wait=wait):
@@ -177,19 +181,22 @@ class Processor:
             clock = _stage("wait", clock)
             if prepared is None or last != prepared.after or suppression_version(conn) != prepared.version:
                 prepared = self._prepare(conn, last)
-                if not prepared.batch:
+                if not prepared.batch and not has_pending(conn):
                     return 0
                 clock = _stage("read", clock)
             batch, extracted = prepared.batch, prepared.extracted
             chunk = Chunk(conn, self.rules)
+            chunk.load_rejections()
+            rejected = len(chunk.pending_rejections)
             chunk.preload(
-                {i for ids in extracted for i in ids},
+                {i for ids in extracted for i in ids} | chunk.rejected,
                 {
                     signature(ids, edge_rule(e.type, e.payload, e.source))
                     for e, ids in zip(batch, extracted, strict=True)
                     if ids
                 },
             )
+            apply_pending(chunk)  # before the events: they are resolved with every rejection
             first_seen: dict[Identifier, int] = {}
             for event, ids in zip(batch, extracted, strict=True):
                 for ident in ids:
@@ -203,20 +210,49 @@ class Processor:
             forward(conn, batch, chunk.event_profiles)
             journey_events(conn, batch, chunk.event_profiles)
             clock = _stage("write", clock)
-            if self.parallel_refresh:
-                enqueue(conn, chunk.touched)
-            else:
-                update_derived_state(conn, chunk.touched)
-                clock = _stage("derived", clock)
-            conn.execute(
-                processor_state.update()
-                .where(processor_state.c.name == PROCESSOR)
-                .values(last_event_id=batch[-1].id)
-            )
+            self._derived(conn, chunk.touched)
+            clock = _stage("derived", clock)
+            if batch:
+                conn.execute(
+                    processor_state.update()
+                    .where(processor_state.c.name == PROCESSOR)
+                    .values(last_event_id=batch[-1].id)
+                )
         _stage("commit", clock)
+        if not batch:
+            return rejected
         self._measured(len(batch), time.perf_counter() - locked)
         metrics.record_processed(len(batch))
         return len(batch)
+
+    def _derived(self, conn: sa.Connection, touched: set[str]) -> None:
+        """Computed traits and memberships of the profiles a step touched: queued for any worker
+        (PostgreSQL) or refreshed in this transaction (SQLite)."""
+        if self.parallel_refresh:
+            enqueue(conn, touched)
+        else:
+            update_derived_state(conn, touched)
+
+    def allow_again(self, rejection_id: int) -> set[str] | None:
+        """Withdraw a rejection: under the processing lock, delete it and resolve its identifiers'
+        component again without it (the same path as applying one). Returns the component's live
+        profiles, None if no such rejection."""
+        with self.turns.turn(), self.engine.begin() as conn:
+            lock_for_processing(conn, PROCESSOR, wait=True)
+            row = conn.execute(
+                sa.select(identity_rejections).where(identity_rejections.c.id == rejection_id)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(identity_rejections.delete().where(identity_rejections.c.id == rejection_id))
+            chunk = Chunk(conn, self.rules)
+            chunk.load_rejections()
+            chunk.preload(set(chunk.rejected), set())
+            pair = (Identifier(row.left_type, row.left_value), Identifier(row.right_type, row.right_value))
+            live = recompute_pairs(chunk, [pair])
+            apply_pending(chunk)
+            self._derived(conn, chunk.touched)
+        return live
 
     def run_until_caught_up(self) -> int:
         """Process every waiting event and refresh every queued profile; returns the events."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,8 +36,12 @@ class WorkingProfile:
     state: ProfileState = field(default_factory=ProfileState)
     merged_into: str | None = None
 
-    def as_group(self, members: set[Identifier]) -> Group:
-        return Group(self.anchor_key, self.anchor, set(members), Counter(self.counts), self.last_key)
+    def as_group(self, members: set[Identifier], marks: Iterable[Identifier] = ()) -> Group:
+        """The profile as a resolution group seeded with some of its members; `marks` must be
+        every identifier of the profile named by a rejection (not only those in `members`)."""
+        return Group(
+            self.anchor_key, self.anchor, set(members), Counter(self.counts), self.last_key, set(marks)
+        )
 
     def row(self) -> dict[str, Any]:
         return {

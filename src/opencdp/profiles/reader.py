@@ -71,6 +71,7 @@ def get_profile(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
             "last_seen": row.last_seen,
             "event_counts": row.event_counts,
             "updated_at": row.updated_at,
+            "rejections": profile_rejections(conn, survivor),
         }
 
 
@@ -147,8 +148,37 @@ def timeline(
         return survivor, timeline_rows(conn, survivor, order, before_id, limit)
 
 
+def profile_rejections(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
+    """The operator's rejected pairs (undone merges) naming an identifier of this profile."""
+    from opencdp.identity.identifiers import Identifier
+    from opencdp.profiles.unmerge import list_rejections
+
+    own = [Identifier(i["type"], i["value"]) for i in _identifiers(conn, profile_id)]
+    return list_rejections(conn, own)
+
+
+def _match_properties(conn: sa.Connection, event_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """`explanation` and `match_probability` of the `Identity Matched` events of probabilistic links."""
+    if not event_ids:
+        return {}
+    found = {}
+    for row in conn.execute(sa.select(events.c.id, events.c.payload).where(events.c.id.in_(event_ids))):
+        properties = row.payload.get("properties") if isinstance(row.payload, dict) else None
+        if isinstance(properties, dict):
+            probability = properties.get("match_probability")
+            explanation = properties.get("explanation")
+            found[row.id] = {
+                "explanation": explanation if isinstance(explanation, str) else None,
+                "match_probability": probability
+                if isinstance(probability, int | float) and not isinstance(probability, bool)
+                else None,
+            }
+    return found
+
+
 def merge_history(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
-    """Every accepted link (the event and the rule that joined two identifiers) and every refused one."""
+    """Every accepted link (the event and the rule that joined two identifiers), every refused
+    one, and the operator's rejections (undone merges) that name one of its identifiers."""
     with engine.connect() as conn:
         survivor = resolve_profile_id(conn, profile_id)
         links = conn.execute(
@@ -177,6 +207,16 @@ def merge_history(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
         merged = [
             r[0] for r in conn.execute(sa.select(profiles.c.id).where(profiles.c.merged_into == survivor))
         ]
+        matched = _match_properties(conn, sorted({r.event_id for r in links if r.rule == "probabilistic"}))
+        rejections = profile_rejections(conn, survivor)
+
+    def link(r: Any) -> dict[str, Any]:
+        match = matched.get(r.event_id, {})
+        return pair(r) | {
+            "id": r.id,
+            "explanation": _explain(r, match.get("explanation")),
+            "match_probability": match.get("match_probability"),
+        }
 
     def pair(r: Any) -> dict[str, Any]:
         return {
@@ -190,16 +230,25 @@ def merge_history(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
     return {
         "id": survivor,
         "merged_ids": merged,
-        "links": [pair(r) | {"explanation": _explain(r)} for r in links],
-        "conflicts": [
-            pair(r) | {"explanation": f"refused: {r.rule.removeprefix('limit:')} per profile"}
-            for r in conflicts
-        ],
+        "links": [link(r) for r in links],
+        "conflicts": [pair(r) | {"explanation": _refused(r.rule)} for r in conflicts],
+        "rejections": rejections,
     }
 
 
-def _explain(link: Any) -> str:
-    how = "alias call" if link.rule == "alias" else "arrived together in one event"
+def _refused(rule: str) -> str:
+    if rule == "rejected":
+        return "refused: an operator rejected this pair (unmerge)"
+    return f"refused: {rule.removeprefix('limit:')} per profile"
+
+
+def _explain(link: Any, match_explanation: str | None = None) -> str:
+    """Why two identifiers are one person; for a probabilistic match, the matching job's sentence."""
+    if link.rule == "probabilistic" and match_explanation:
+        return match_explanation
+    how = {"alias": "alias call", "probabilistic": "probabilistic match"}.get(
+        link.rule, "arrived together in one event"
+    )
     left = f"{link.left_type} {link.left_value!r}"
     right = f"{link.right_type} {link.right_value!r}"
     return f"{left} and {right}: {how} (event {link.event_id})"

@@ -14,6 +14,7 @@ from opencdp.ui import (
     views_profiles,
     views_reports,
     views_segments,
+    views_unmerge,
     views_users,
 )
 from opencdp.ui.web import UIRoute, static_response
@@ -37,6 +38,7 @@ for _views in (
     views_journeys,
     views_predictions,
     views_matching,
+    views_unmerge,
     views_users,
 ):
     router.include_router(_views.router)

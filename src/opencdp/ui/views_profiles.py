@@ -18,11 +18,17 @@ from opencdp.profiles.reader import ProfileNotFound, TimelineOrder, get_profile,
 from opencdp.system import OpenCDP
 from opencdp.ui import profile_view as view
 from opencdp.ui import profiles as data
+from opencdp.ui import views_unmerge
 from opencdp.ui.profiles import Filters
 from opencdp.ui.web import BadRequest, NotFound, SignedIn, UIRoute, engine_of, redirect, render
 
 router = APIRouter(route_class=UIRoute, include_in_schema=False)
 PAGE = 25
+UNMERGE_DONE = {
+    "unmerged": "Unmerged: the two identifiers are separate profiles now, and no event will join them again.",
+    "unmerge_waiting": "Unmerge recorded: the profile is split when processing runs next (reload to see it).",
+    "allowed": "Allowed again: the profiles were resolved without the rejection.",
+}
 LATE = timedelta(minutes=5)  # the timeline shows both times when arrival was this much later
 
 
@@ -154,6 +160,7 @@ def profile(
     profile_id: str,
     before: int | None = Query(None, ge=1),
     order: TimelineOrder = "time",
+    done: Annotated[str, Query(max_length=32)] = "",
 ) -> Response:
     engine = engine_of(request)
     try:
@@ -162,9 +169,11 @@ def profile(
         raise NotFound("There is no profile with this id.") from None
     if found["id"] != profile_id:  # merged into another profile: show the survivor
         return redirect(f"/profiles/{found['id']}")
+    history = merge_history(engine, profile_id)
     with engine.connect() as conn:
         events = timeline_rows(conn, profile_id, order, before, PAGE + 1)
         journeys = profile_journeys(conn, profile_id)
+        rejected_by = views_unmerge.rejected_by(conn, history["rejections"])
     more = len(events) > PAGE
     events = events[:PAGE]
     for event in events:
@@ -193,7 +202,10 @@ def profile(
             "events": events,
             "before": before,
             "next_before": events[-1]["id"] if more and events else None,
-            "history": merge_history(engine, profile_id),
+            "history": history,
+            "rejected_by": rejected_by,
+            "can_unmerge": session.user.role == "admin",
+            "done": UNMERGE_DONE.get(done, ""),
             "journeys": journeys,
         },
     )
