@@ -30,7 +30,11 @@ def _run_summary(cdp: OpenCDP) -> None:
         conn.execute(
             match_models.insert().values(
                 name="people", config={}, model=None, created_at=now, updated_at=now, last_run_at=now,
-                last_summary={"pairs_scored": 1234, "auto_merged": 7, "to_review": 3},
+                last_summary={
+                    "profiles": 1234, "auto_merges": 7, "queued_for_review": 3, "decided_before": 0,
+                    "merge_protection": 1, "blocking": [{"rule": "date_of_birth", "pairs": 99}],
+                    "seconds": {"read": 1.5},
+                },
             )
         )  # fmt: skip
 
@@ -60,7 +64,8 @@ def test_the_page_and_decisions_by_role(
     assert page.status_code == 200
     assert 'href="/matching" class="active"' in page.text
     assert re.search(r'data-count="pending">2<', page.text)
-    assert "Pairs scored: 1,234" in page.text and "Auto merged: 7" in page.text
+    assert "1,234 profiles compared · 7 merged · 3 queued for review" in page.text
+    assert "date_of_birth 99" in page.text and "1 refused by merge protection" in page.text
     assert f'data-candidate="{anna}"' in page.text  # the most probable first
     assert 'data-field="trait:first_name" data-state="differs"' in page.text
     assert 'data-field="trait:email" data-state="right_only"' in page.text
@@ -216,3 +221,27 @@ def test_review_with_the_keyboard(page: Any, dashboard: Dashboard) -> None:
         ).all())  # fmt: skip
     assert statuses == {ids[0]: "accepted", ids[1]: "rejected"}
     assert _pid(dashboard, second_anon) != _pid(dashboard, second_user)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_run_matching_from_the_page(
+    client: TestClient, cdp: OpenCDP, as_role: Callable[[str], TestClient]
+) -> None:
+    from opencdp.match import runner
+
+    analyst = as_role("analyst")
+    assert "Run matching now" not in analyst.get("/matching").text
+    refused = analyst.post("/matching/run", data={"csrf_token": csrf_token(analyst, "/matching")})
+    assert refused.status_code == 403
+    marketer = as_role("marketer")
+    page = marketer.get("/matching")
+    assert "Run matching now" in page.text and "No run yet" in page.text
+    token = csrf_token(marketer, "/matching")
+    started = marketer.post("/matching/run", data={"csrf_token": token}, follow_redirects=False)
+    assert (started.status_code, started.headers["location"]) == (303, "/matching?started=1")
+    deadline = time.monotonic() + 60
+    while runner.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shown = marketer.get("/matching?started=1").text
+    assert "Matching started" in shown
+    assert "at least 20 are needed" in shown  # an empty shop: the run says why it stopped

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from opencdp.api.audit import audit
 from opencdp.api.auth import AdminKey, ReadKey
 from opencdp.api.errors import ApiError
-from opencdp.match import review
+from opencdp.match import review, runner
 from opencdp.system import OpenCDP
 
 router = APIRouter(prefix="/api/match", tags=["matching"])
@@ -86,3 +86,27 @@ def decide(request: Request, key: AdminKey, candidate_id: CandidateId, body: Dec
     if decided["event_id"] is not None and cdp.loop is not None:
         cdp.loop.notify()
     return decided
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        runner.DEFAULT_MODEL, min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_-]*$",
+        description="The matching job (its stored configuration; the defaults for people if new)",
+    )  # fmt: skip
+    retrain: bool = Field(False, description="Estimate the model again even if one is stored")
+
+
+@router.post(
+    "/run",
+    status_code=202,
+    summary="Start a matching run in the background: merges above the auto-merge threshold, queues the rest",
+)
+def start_run(request: Request, key: AdminKey, body: RunIn) -> dict[str, Any]:
+    cdp: OpenCDP = request.app.state.cdp
+    started = runner.run_in_background(cdp.engine, body.model, body.retrain, cdp.processor.rules)
+    if not started:
+        raise ApiError(409, "conflict", f"a run of {body.model!r} is already in progress")
+    audit(request, key, "match.run", detail={"model": body.model, "retrain": body.retrain})
+    return {"model": body.model, "status": "started"}

@@ -9,6 +9,7 @@ rejected, skipped or pending review) is not proposed again, nor is a pair an ope
 from __future__ import annotations
 
 import resource
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from opencdp.log.append import LogAppender
 from opencdp.log.lock import lock_log
 from opencdp.match.config import MatchConfig
 from opencdp.match.merges import merge_event_row, merge_properties
-from opencdp.match.model import Plan, ScoredPair, predict, reuse, rule_pair_counts, train
+from opencdp.match.model import ModelError, Plan, ScoredPair, predict, reuse, rule_pair_counts, train
 from opencdp.match.records import Records, read_records
 from opencdp.privacy.consent_events import system_source_id
 from opencdp.store.dialect import insert_ignoring_duplicates
@@ -385,3 +386,49 @@ def _write(
                 ],
             )
         hooks.advance(len(part))
+
+
+_RUNNING: set[str] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def running(name: str = DEFAULT_MODEL) -> bool:
+    with _RUNNING_LOCK:
+        return name in _RUNNING
+
+
+def run_in_background(
+    engine: sa.Engine, name: str = DEFAULT_MODEL, retrain: bool = False, rules: IdentityRules | None = None
+) -> bool:
+    """A run (merging without asking: whoever starts it from the API or dashboard has decided) in
+    a thread, one per model at a time; False if one is running. A run that cannot go on leaves its
+    reason as the model's last summary (`{"error": …}`); processing applies the merges."""
+
+    def work() -> None:
+        try:
+            run(engine, name, retrain=retrain, rules=rules)
+        except (ModelError, MatchError) as exc:
+            _save_error(engine, name, str(exc))
+        except Exception as exc:
+            log.exception("match run failed", model=name)
+            _save_error(engine, name, f"the run failed: {type(exc).__name__}")
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(name)
+
+    with _RUNNING_LOCK:
+        if name in _RUNNING:
+            return False
+        _RUNNING.add(name)
+    threading.Thread(target=work, name=f"match-{name}", daemon=True).start()
+    return True
+
+
+def _save_error(engine: sa.Engine, name: str, message: str) -> None:
+    stored, _ = stored_config(engine, name)
+    _save(
+        engine,
+        name,
+        stored or MatchConfig(),
+        {"last_run_at": datetime.now(UTC), "last_summary": {"error": message}},
+    )

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, Query, Request, Response
 
 from opencdp.access import audit
-from opencdp.match import review
+from opencdp.match import review, runner
 from opencdp.store.schema import match_models
 from opencdp.system import OpenCDP
 from opencdp.ui.web import BadRequest, Editor, NotFound, SignedIn, UIRoute, engine_of, redirect, render
@@ -80,6 +80,7 @@ def _page(
             "done": done,
             "problem": problem,
             "can_decide": session.user.can_edit,
+            "running": runner.running(),
         },
         status,
     )
@@ -92,8 +93,11 @@ def matching(
     at: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     done: Annotated[str, Query(max_length=20)] = "",
     decided: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    started: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     message = f"Pair {decided} {DONE_WORDS[done]}." if done in DONE_WORDS and decided else ""
+    if started:
+        message = "Matching started: merges show as they are processed, new pairs appear in the queue."
     return _page(request, session, at, done=message)
 
 
@@ -122,3 +126,13 @@ def decide(
     if decided["next_id"]:
         params["at"] = decided["next_id"]
     return redirect("/matching?" + urlencode(params))
+
+
+@router.post("/matching/run")
+def run_matching(request: Request, session: Editor) -> Response:
+    """Start a run of the default job in the background (merging above the auto-merge threshold)."""
+    cdp: OpenCDP = request.app.state.cdp
+    if runner.run_in_background(cdp.engine, runner.DEFAULT_MODEL, rules=cdp.processor.rules):
+        actor = f"user:{session.user.id}"
+        audit.record(engine_of(request), actor, "match.run", "match_model", runner.DEFAULT_MODEL)
+    return redirect("/matching?started=1")
