@@ -212,3 +212,16 @@ def test_a_probabilistic_link_shows_its_reasons(client: TestClient, cdp: OpenCDP
     assert response.status_code == 202
     _until_applied(client, admin, response.json()["id"])
     assert profile_of(cdp.engine, "anonymous_id", "web-9") != profile_of(cdp.engine, "user_id", "dora")
+    # the matching job merging the pair again is refused like any join of a rejected pair
+    with cdp.engine.begin() as conn:
+        append_merge(
+            conn,
+            LogAppender.for_engine(cdp.engine, RULES),
+            Identifier("user_id", "dora"),
+            Identifier("anonymous_id", "web-9"),
+            {"explanation": sentence, "match_probability": 0.999},
+        )
+    process(cdp.engine)
+    assert profile_of(cdp.engine, "anonymous_id", "web-9") != profile_of(cdp.engine, "user_id", "dora")
+    conflicts = client.get(f"/api/profiles/{pid}/merges", headers=admin).json()["conflicts"]
+    assert [c["rule"] for c in conflicts] == ["rejected"]  # one edge, dated by its first event
