@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opencdp.config import Settings
-from opencdp.identity.graph import rejected_pair
+from opencdp.identity.graph import profile_id_for, rejected_pair
 from opencdp.identity.identifiers import Identifier
 from opencdp.process.processor import Processor, reset_derived_state
+from opencdp.profiles.reader import get_profile
 from opencdp.profiles.unmerge import UnmergeError, reject
 from opencdp.segments import store as segment_store
 from opencdp.store.database import create_engine
@@ -129,6 +130,34 @@ def test_a_rejected_link_is_as_if_the_joining_event_never_came(system: OpenCDP) 
     for key in ("identifiers", "traits", "identity_counts"):  # the alias still counts as u2's event
         assert after["profiles"][u2][key] == never["profiles"][u2][key]
     assert after["members"] == never["members"]
+
+
+def test_profiles_merged_away_earlier_follow_their_anchor(system: OpenCDP) -> None:
+    """x merged into u1, then u1 into a1; unmerging (u1, a1) makes x's old id resolve to u1 again."""
+    engine = system.engine
+    messages = [
+        {"type": "page", "anonymousId": "a1", "timestamp": ts(1)},
+        {"type": "identify", "userId": "u1", "timestamp": ts(2)},
+        {
+            "type": "identify",
+            "traits": {"email": "x@example.com"},
+            "anonymousId": "x-only",
+            "timestamp": ts(3),
+        },
+        {"type": "identify", "userId": "u1", "anonymousId": "x-only", "timestamp": ts(4)},
+        {"type": "identify", "userId": "u1", "anonymousId": "a1", "timestamp": ts(5)},
+    ]
+    log_messages(engine, [dict(m, messageId=f"r{i}") for i, m in enumerate(messages)])
+    process(engine)
+    old_x = profile_id_for(ident("email:x@example.com"))  # the anchor: e-mail sorts before anonymous ids
+    pid = profile_of(engine, "anonymous_id", "a1")
+    assert profile_of(engine, "user_id", "u1") == pid and get_profile(engine, old_x)["id"] == pid
+    reject(engine, pid, left=ident("user_id:u1"), right=ident("anonymous_id:a1"))
+    process(engine)
+    u1 = profile_of(engine, "user_id", "u1")
+    assert u1 != pid and get_profile(engine, old_x)["id"] == u1
+    assert old_x not in get_profile(engine, pid)["merged_ids"]
+    assert state(engine)["merged_resolve_to_live"]
 
 
 def test_bad_unmerge_input_names_the_field(system: OpenCDP) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from opencdp import logs
-from opencdp.identity.graph import Edge, EdgeKey, Link, profile_id_for, resolve
+from opencdp.identity.graph import Edge, EdgeKey, Link, Resolution, profile_id_for, resolve
 from opencdp.identity.identifiers import Identifier
 from opencdp.process.working_set import WorkingProfile, forest_path, iso_text, pair_row
 from opencdp.profiles.state import ProfileState
@@ -29,6 +29,7 @@ from opencdp.store.schema import (
     identity_edges,
     identity_links,
     profile_events,
+    profiles,
     sources,
 )
 
@@ -294,8 +295,28 @@ def recompute_around(chunk: Chunk, identifiers: Iterable[Identifier]) -> set[str
         loser.merged_into, loser.state = target, ProfileState()
         chunk.redirect(old, target)
         chunk.dirty.add(old)
+    _repoint_merged(chunk, resolution, old_ids | new_ids)
     log.debug("component recomputed", identities=len(members), edges=len(edges), profiles=len(groups))
     return new_ids
+
+
+def _repoint_merged(chunk: Chunk, resolution: Resolution, ids: set[str]) -> None:
+    """Profiles merged away earlier follow their anchor: after a split (an unmerge, a late edge
+    that refuses a join) an old id resolves to the profile that holds its anchor identifier now."""
+    rows = chunk.conn.execute(
+        sa.select(profiles.c.id, profiles.c.anchor, profiles.c.merged_into).where(
+            profiles.c.merged_into.in_(sorted(ids)), profiles.c.id.not_in(sorted(ids))
+        )
+    ).all()
+    for row in rows:
+        group = resolution.group_of.get(Identifier(row.anchor[2], row.anchor[3]))
+        if group is None or group.profile_id == row.merged_into:
+            continue
+        chunk.conn.execute(
+            profiles.update().where(profiles.c.id == row.id).values(merged_into=group.profile_id)
+        )
+        if (cached := chunk.profiles.get(row.id)) is not None:
+            cached.merged_into = group.profile_id
 
 
 def _refold(conn: sa.Connection, identity_ids: list[int]) -> ProfileState:

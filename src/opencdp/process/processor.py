@@ -149,7 +149,7 @@ class Processor:
 
     def _apply_next_chunk(self, wait: bool) -> int | None:
         """Apply the next chunk; None if another processor holds the lock and `wait` is false.
-        Returns the events applied, or when there were none the rejections applied.
+        Returns the events applied (0 for a step that only applied rejections: none is left).
 
         On SQLite the chunk is read and parsed before the lock (outside the write lock, while
         collection goes on) and read again under it only if the checkpoint moved meanwhile
@@ -187,7 +187,6 @@ class Processor:
             batch, extracted = prepared.batch, prepared.extracted
             chunk = Chunk(conn, self.rules)
             chunk.load_rejections()
-            rejected = len(chunk.pending_rejections)
             chunk.preload(
                 {i for ids in extracted for i in ids} | chunk.rejected,
                 {
@@ -220,7 +219,7 @@ class Processor:
                 )
         _stage("commit", clock)
         if not batch:
-            return rejected
+            return 0
         self._measured(len(batch), time.perf_counter() - locked)
         metrics.record_processed(len(batch))
         return len(batch)
