@@ -9,7 +9,6 @@ rejected, skipped or pending review) is not proposed again, nor is a pair an ope
 from __future__ import annotations
 
 import resource
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from opencdp import logs
+from opencdp.background import OnePerName
 from opencdp.identity.graph import MATCH_SOURCE
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.log.append import LogAppender
@@ -388,13 +388,11 @@ def _write(
         hooks.advance(len(part))
 
 
-_RUNNING: set[str] = set()
-_RUNNING_LOCK = threading.Lock()
+_RUNS = OnePerName("match")
 
 
 def running(name: str = DEFAULT_MODEL) -> bool:
-    with _RUNNING_LOCK:
-        return name in _RUNNING
+    return name in _RUNS.running()
 
 
 def run_in_background(
@@ -412,16 +410,8 @@ def run_in_background(
         except Exception as exc:
             log.exception("match run failed", model=name)
             _save_error(engine, name, f"the run failed: {type(exc).__name__}")
-        finally:
-            with _RUNNING_LOCK:
-                _RUNNING.discard(name)
 
-    with _RUNNING_LOCK:
-        if name in _RUNNING:
-            return False
-        _RUNNING.add(name)
-    threading.Thread(target=work, name=f"match-{name}", daemon=True).start()
-    return True
+    return _RUNS.start(name, work)
 
 
 def _save_error(engine: sa.Engine, name: str, message: str) -> None:

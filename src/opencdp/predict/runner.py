@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
+from opencdp.background import OnePerName
 from opencdp.predict import store
 from opencdp.predict.jobs import KINDS, job
 from opencdp.predict.model import TooThin
@@ -197,14 +197,12 @@ def rescore_after_rebuild(engine: sa.Engine) -> int:
     return len(records)
 
 
-_RUNNING: set[str] = set()
-_RUNNING_LOCK = threading.Lock()
+_RUNS = OnePerName("predict")
 
 
 def running() -> set[str]:
     """Models being fitted and scored in the background now (by the dashboard or the API)."""
-    with _RUNNING_LOCK:
-        return set(_RUNNING)
+    return _RUNS.running()
 
 
 def run_in_background(engine: sa.Engine, name: str) -> bool:
@@ -220,16 +218,8 @@ def run_in_background(engine: sa.Engine, name: str) -> bool:
             pass  # stored on the model as its reason
         except Exception:
             log.exception("prediction run failed", model=name)
-        finally:
-            with _RUNNING_LOCK:
-                _RUNNING.discard(name)
 
-    with _RUNNING_LOCK:
-        if name in _RUNNING:
-            return False
-        _RUNNING.add(name)
-    threading.Thread(target=work, name=f"predict-{name}", daemon=True).start()
-    return True
+    return _RUNS.start(name, work)
 
 
 __all__ = ["BUILTIN", "KINDS", "define_goal", "ensure_builtin", "fit", "run_due", "score"]
