@@ -155,7 +155,7 @@ def build_linker(records: Records, settings: Any) -> Linkage:
     conn = _connection(records)
     db_api = DuckDBAPI(conn)
     frame = db_api.register("records")
-    return Linkage(Linker(frame, settings, log_level=logging.WARNING), conn, frame)
+    return Linkage(Linker(frame, settings, log_level=logging.ERROR), conn, frame)
 
 
 def train(
@@ -224,7 +224,7 @@ def _expectation_maximisation(linkage: Linkage, rule: list[str]) -> bool:
         )
     except ValueError as exc:
         log.warning("EM session skipped", blocked_on=rule, reason=str(exc)[:120])
-        linkage.linker = Linker(linkage.frame, before, log_level=logging.WARNING)
+        linkage.linker = Linker(linkage.frame, before, log_level=logging.ERROR)
         return False
     return True
 
