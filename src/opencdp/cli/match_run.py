@@ -104,6 +104,12 @@ def _print_summary(out: Console, summary: Any, before: int, after: int | None) -
     if summary.fields_left_out:
         left = ", ".join(f"{k} ({v:.1%})" for k, v in summary.fields_left_out.items())
         out.print(f"fields left out (on too few profiles): {left}", highlight=False)
+    if summary.fields_with_defaults:
+        fields = ", ".join(summary.fields_with_defaults)
+        out.print(
+            f"fields with levels too rare here to estimate (scored with default parameters): {fields}",
+            highlight=False,
+        )
     out.print(_summary_table(summary, before, after))
     times = ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items())
     out.print(f"time: {times}; peak memory {summary.peak_memory_mb:,.0f} MB", highlight=False)

@@ -229,6 +229,19 @@ def _expectation_maximisation(linkage: Linkage, rule: list[str]) -> bool:
     return True
 
 
+def untrained(model: dict[str, Any]) -> list[str]:
+    """Fields with a comparison level whose m or u the data did not estimate (too few pairs of
+    that kind): Splink scores those levels with its defaults."""
+    return [
+        comparison["output_column_name"]
+        for comparison in model.get("comparisons", [])
+        if any(
+            not level.get("is_null_level") and ("m_probability" not in level or "u_probability" not in level)
+            for level in comparison.get("comparison_levels", [])
+        )
+    ]
+
+
 def reuse(records: Records, model: dict[str, Any]) -> Linkage:
     """A linker with a stored model's parameters (no training)."""
     return build_linker(records, model)

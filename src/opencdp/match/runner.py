@@ -25,7 +25,16 @@ from opencdp.log.append import LogAppender
 from opencdp.log.lock import lock_log
 from opencdp.match.config import MatchConfig
 from opencdp.match.merges import merge_event_row, merge_properties
-from opencdp.match.model import ModelError, Plan, ScoredPair, predict, reuse, rule_pair_counts, train
+from opencdp.match.model import (
+    ModelError,
+    Plan,
+    ScoredPair,
+    predict,
+    reuse,
+    rule_pair_counts,
+    train,
+    untrained,
+)
 from opencdp.match.records import Records, read_records
 from opencdp.privacy.consent_events import system_source_id
 from opencdp.store.dialect import insert_ignoring_duplicates
@@ -63,6 +72,8 @@ class Summary:
     profiles: int = 0
     fields: list[str] = field(default_factory=list)
     fields_left_out: dict[str, float] = field(default_factory=dict)
+    #: fields with a level the data did not estimate (scored with Splink's default parameters)
+    fields_with_defaults: list[str] = field(default_factory=list)
     #: [{"rule": "first_name + last_name", "pairs": n}] as the rules are listed
     blocking: list[dict[str, Any]] = field(default_factory=list)
     trained: bool = False
@@ -227,6 +238,7 @@ def run(
                 "run with --retrain"
             )
         linkage = reuse(records, model)
+    summary.fields_with_defaults = untrained(model)
     clock = _lap(summary, "train" if summary.trained else "load model", clock)
 
     counts = rule_pair_counts(linkage.conn, plan.blocking)
