@@ -79,6 +79,8 @@ class Settings:
     delivery_lease_seconds: float = 60.0
     #: delivered and skipped deliveries are kept this long (status pages, de-duplication), then deleted
     delivery_retention_days: int = 7
+    #: a visitor's session ends after this many minutes without an event (Google Analytics' default)
+    session_gap_minutes: int = 30
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -114,6 +116,7 @@ class Settings:
             metrics_public=os.environ.get("OPENCDP_METRICS_PUBLIC", "0").lower() in {"1", "true", "yes"},
             delivery_lease_seconds=_seconds("OPENCDP_DELIVERY_LEASE_SECONDS", 60.0),
             delivery_retention_days=_positive("OPENCDP_DELIVERY_RETENTION_DAYS", 7),
+            session_gap_minutes=_positive("OPENCDP_SESSION_GAP_MINUTES", 30),
         )
 
     @property

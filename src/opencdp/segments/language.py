@@ -314,25 +314,20 @@ class _Budget:
             raise too_many_conditions(path)
 
 
-def parse_criteria(document: Any, path: str = "") -> Any:
-    """Validate a criteria document, choosing the model by its key so errors point at one shape."""
-    return _parse(document, path, 0, _Budget())
+def parse_criteria(document: Any, path: str = "", shapes: dict[str, type[BaseModel]] | None = None) -> Any:
+    """Validate a criteria document, choosing the model by its key so errors point at one shape.
+    `shapes` adds condition kinds beyond a segment's (personalisation's session and context)."""
+    return _parse(document, path, 0, _Budget(), {**_SHAPES, **(shapes or {})})
 
 
-def _parse(document: Any, path: str, depth: int, budget: _Budget) -> Any:
+def _parse(document: Any, path: str, depth: int, budget: _Budget, shapes: dict[str, type[BaseModel]]) -> Any:
     if not isinstance(document, dict):
         raise CriteriaError([{"path": path, "problem": "must be a JSON object"}])
-    kinds = [k for k in _SHAPES if k in document]
+    kinds = [k for k in shapes if k in document]
     if not kinds:
-        raise CriteriaError(
-            [
-                {
-                    "path": path,
-                    "problem": "needs one of: and, or, not, trait, computed, predicted, event, segment",
-                }
-            ]
-        )
-    model = _SHAPES[kinds[0]]
+        names = ", ".join(dict.fromkeys(k for k in shapes if k != "type"))
+        raise CriteriaError([{"path": path, "problem": f"needs one of: {names}"}])
+    model = shapes[kinds[0]]
     if model in (And, Or, Not) and depth >= MAX_DEPTH:
         raise too_deep(path)
     if model not in (And, Or, Not, SegmentRef):
@@ -350,7 +345,7 @@ def _parse(document: Any, path: str, depth: int, budget: _Budget) -> Any:
         children = []
         for i, item in enumerate(items):
             try:
-                children.append(_parse(item, _join(path, f"{key}.{i}"), depth + 1, budget))
+                children.append(_parse(item, _join(path, f"{key}.{i}"), depth + 1, budget, shapes))
             except CriteriaLimitError:
                 raise
             except CriteriaError as exc:
@@ -361,7 +356,9 @@ def _parse(document: Any, path: str, depth: int, budget: _Budget) -> Any:
     if model is Not:
         if set(document) != {"not"}:
             raise CriteriaError([{"path": path, "problem": "'not' stands alone in its object"}])
-        return Not.model_construct(not_=_parse(document["not"], _join(path, "not"), depth + 1, budget))
+        return Not.model_construct(
+            not_=_parse(document["not"], _join(path, "not"), depth + 1, budget, shapes)
+        )
     try:
         return model.model_validate(document)
     except ValidationError as exc:

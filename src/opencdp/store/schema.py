@@ -597,6 +597,37 @@ match_candidates = sa.Table(
     ),
 )
 
+#: Personalisation (personalise/): an experience decides what a placement on the brand's site shows
+#: (variants with audiences, a strategy, a holdout share, default and fallback content). `definition`
+#: is the validated document (personalise/experiences.py); `version` grows with every change and is
+#: logged with each decision (`Experience Viewed`), so reports know which definition decided.
+experiences = sa.Table(
+    "experiences",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("placement", sa.String(100), nullable=False, index=True),
+    sa.Column("definition", Json, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Imported weather by region and day (external context for decisions; no network at run time).
+#: `region`: what the decide request's context names (a country code "DE" or a region "DE-BE");
+#: `day`: "YYYY-MM-DD" in the region's local calendar.
+weather = sa.Table(
+    "weather",
+    metadata,
+    sa.Column("region", sa.String(64), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("condition", sa.String(32), nullable=False),
+    sa.Column("temperature_c", sa.Float, nullable=True),
+    sa.Column("imported_at", UTCDateTime, nullable=False),
+)
+
 DERIVED_TABLES = (
     identities,
     identity_edges,

@@ -1,0 +1,1 @@
+"""Real-time personalisation: sessions, experiences, decisions, uplift and form analytics."""
