@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from opencdp.segments.language import (
     CountTest,
@@ -104,7 +104,7 @@ class ContextCondition(_ValueTest):
     context: ContextKey
 
 
-AUDIENCE_SHAPES: dict[str, type[_Strict]] = {
+AUDIENCE_SHAPES: dict[str, type[BaseModel]] = {
     "session": SessionCondition,
     "session_event": SessionEventCondition,
     "context": ContextCondition,

@@ -56,8 +56,8 @@ class Session:
         source = medium = campaign = referrer = landing_path = None
         for event in self.events:
             ctx = event.context
-            camp = ctx.get("campaign") if isinstance(ctx.get("campaign"), dict) else {}
-            page = ctx.get("page") if isinstance(ctx.get("page"), dict) else {}
+            camp = _object(ctx.get("campaign"))
+            page = _object(ctx.get("page"))
             props = event.properties
             if landing_path is None and event.type in ("page", "screen"):
                 landing_path = _text(page.get("path")) or _text(props.get("path")) or _path(props.get("url"))
@@ -88,6 +88,10 @@ class Session:
             "page_views": self.page_views,
             **self.entry(),
         }
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _text(value: Any) -> str | None:
