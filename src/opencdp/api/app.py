@@ -19,6 +19,8 @@ from opencdp.api import (
     admin,
     audit,
     collect,
+    decide,
+    experiences,
     identity,
     imports,
     journeys,
@@ -63,12 +65,14 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.state.rate_limits = TokenBuckets(limit) if limit else None
     app.state.sign_in_throttle = SignInThrottle()
     app.include_router(collect.router)
+    app.include_router(decide.router)
     app.include_router(admin.router)
     app.include_router(profiles.router)
     app.include_router(identity.router)
     app.include_router(segments.router)
     app.include_router(activation.router)
     app.include_router(journeys.router)
+    app.include_router(experiences.router)
     app.include_router(predictions.router)
     app.include_router(matching.router)
     app.include_router(imports.router)
