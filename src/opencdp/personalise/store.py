@@ -95,20 +95,24 @@ def _brief(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row(conn: sa.Connection, experience_id: int) -> sa.Row[Any]:
-    row = conn.execute(sa.select(experiences).where(experiences.c.id == experience_id)).first()
+    row = None
+    if 0 < experience_id < 2**31:  # beyond the column's range: no such experience (not a DataError)
+        row = conn.execute(sa.select(experiences).where(experiences.c.id == experience_id)).first()
     if row is None:
         raise ExperienceNotSaved("experience", f"no experience with id {experience_id}", 404)
     return row
 
 
 def find_id(conn: sa.Connection, name_or_id: str | int) -> int:
-    """The id of the experience with this name, or this id (a name wins over an id: a name may be
-    all digits)."""
-    text = str(name_or_id).strip()
+    """The id of the experience: an int is an id; text is a name, or an id when no experience has
+    that name (a name may be all digits)."""
+    if isinstance(name_or_id, int):
+        return int(_row(conn, name_or_id).id)
+    text = name_or_id.strip()
     found = conn.execute(sa.select(experiences.c.id).where(experiences.c.name == text)).scalar()
     if found is not None:
         return int(found)
-    if text.isdigit() and len(text) < 19:
+    if text.isdigit() and len(text) < 10:
         if conn.execute(sa.select(experiences.c.id).where(experiences.c.id == int(text))).first():
             return int(text)
     raise ExperienceNotSaved("experience", f"no experience named {text!r}", 404)
@@ -195,6 +199,9 @@ def delete(conn: sa.Connection, name_or_id: str | int, *, actor: str) -> dict[st
 
 
 def get(conn: sa.Connection, name_or_id: str | int) -> dict[str, Any]:
+    """One experience by name or id (see `find_id`)."""
+    if isinstance(name_or_id, int):
+        return _out(_row(conn, name_or_id))
     return _out(_row(conn, find_id(conn, name_or_id)))
 
 
