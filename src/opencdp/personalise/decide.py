@@ -544,24 +544,13 @@ class Decider:
         first_seen = None
         recent: list[SessionEvent] = []
         if profile_id is not None:
-            row = conn.execute(
-                sa.select(
-                    profiles.c.traits, profiles.c.computed, profiles.c.predicted, profiles.c.first_seen
-                ).where(profiles.c.id == profile_id)
-            ).first()
+            row = conn.execute(_PROFILE, {"pid": profile_id}).first()
             if row is not None:
                 traits, computed, predicted = row.traits or {}, row.computed or {}, row.predicted or {}
                 first_seen = row.first_seen
             names = self._segment_names
             member_of = frozenset(
-                names[sid]
-                for (sid,) in conn.execute(
-                    sa.select(segment_memberships.c.segment_id).where(
-                        segment_memberships.c.profile_id == profile_id,
-                        segment_memberships.c.exited_at.is_(None),
-                    )
-                )
-                if sid in names
+                names[sid] for (sid,) in conn.execute(_MEMBERSHIPS, {"pid": profile_id}) if sid in names
             )
             recent = _profile_session_events(conn, profile_id, now - SESSION_LOOKBACK)
         recent += _unprocessed_events(conn, request, now - SESSION_LOOKBACK)
@@ -588,20 +577,46 @@ class Decider:
         )
 
 
+_PROFILE_OF = sa.select(identities.c.profile_id).where(
+    identities.c.type == sa.bindparam("type"), identities.c.value == sa.bindparam("value")
+)
+
+
+_PROFILE = sa.select(
+    profiles.c.traits, profiles.c.computed, profiles.c.predicted, profiles.c.first_seen
+).where(profiles.c.id == sa.bindparam("pid"))
+_MEMBERSHIPS = sa.select(segment_memberships.c.segment_id).where(
+    segment_memberships.c.profile_id == sa.bindparam("pid"), segment_memberships.c.exited_at.is_(None)
+)
+_SESSION_EVENTS = (
+    sa.select(profile_events.c.type, profile_events.c.ts, events.c.payload)
+    .join(events, events.c.id == profile_events.c.event_id)
+    .where(profile_events.c.profile_id == sa.bindparam("pid"), profile_events.c.ts >= sa.bindparam("since"))
+    .order_by(profile_events.c.ts.desc())
+    .limit(SESSION_EVENTS)
+)
+_LOG_POSITION = sa.select(
+    sa.select(processor_state.c.last_event_id).where(processor_state.c.name == "profiles").scalar_subquery(),
+    sa.select(sa.func.max(events.c.id)).scalar_subquery(),
+)
+#: A NULL identifier compares as unknown, so the OR holds only for the identifiers given.
+_TAIL = sa.select(events.c.type, events.c.timestamp, events.c.payload).where(
+    events.c.id > sa.bindparam("after"),
+    events.c.timestamp >= sa.bindparam("since"),
+    sa.or_(
+        events.c.anonymous_id == sa.bindparam("anonymous_id", type_=sa.String),
+        events.c.user_id == sa.bindparam("user_id", type_=sa.String),
+    ),
+)
+
+
 def _profile_of(conn: sa.Connection, idents: Iterable[Identifier]) -> str | None:
-    """The profile of the strongest identifier that has one (user id before anonymous id)."""
-    idents = list(idents)
-    if not idents:
-        return None
-    rows = conn.execute(
-        sa.select(identities.c.type, identities.c.value, identities.c.profile_id).where(
-            sa.tuple_(identities.c.type, identities.c.value).in_([(i.type, i.value) for i in idents])
-        )
-    ).all()
-    owners = {(r.type, r.value): r.profile_id for r in rows}
+    """The profile of the strongest identifier that has one (user id before anonymous id): one
+    indexed lookup each, stopping at the first found."""
     for ident in idents:
-        if owners.get((ident.type, ident.value)):
-            return str(owners[(ident.type, ident.value)])
+        found = conn.execute(_PROFILE_OF, {"type": ident.type, "value": ident.value}).scalar()
+        if found:
+            return str(found)
     return None
 
 
@@ -629,35 +644,20 @@ def _session_event(
 def _profile_session_events(conn: sa.Connection, profile_id: str, since: datetime) -> list[SessionEvent]:
     """The profile's processed events since `since` (newest `SESSION_EVENTS`), with their context
     from the log (profile_events keeps properties only)."""
-    rows = conn.execute(
-        sa.select(profile_events.c.type, profile_events.c.ts, events.c.payload)
-        .join(events, events.c.id == profile_events.c.event_id)
-        .where(profile_events.c.profile_id == profile_id, profile_events.c.ts >= since)
-        .order_by(profile_events.c.ts.desc())
-        .limit(SESSION_EVENTS)
-    ).all()
+    rows = conn.execute(_SESSION_EVENTS, {"pid": profile_id, "since": since}).all()
     return [_session_event(r.type, r.ts, _payload(r.payload)) for r in rows]
 
 
 def _unprocessed_events(conn: sa.Connection, request: DecideRequest, since: datetime) -> list[SessionEvent]:
     """The visitor's events in the log that the processor has not reached yet (the live edge of the
     session: a page view sent a moment before the decision)."""
-    checkpoint = conn.execute(
-        sa.select(processor_state.c.last_event_id).where(processor_state.c.name == "profiles")
-    ).scalar()
-    newest = conn.execute(sa.select(sa.func.max(events.c.id))).scalar()
+    checkpoint, newest = conn.execute(_LOG_POSITION).one()
     if newest is None or (checkpoint is not None and checkpoint >= newest):
         return []
     after = max(checkpoint or 0, newest - TAIL_WINDOW)
-    who = []
-    if request.anonymous_id is not None:
-        who.append(events.c.anonymous_id == request.anonymous_id)
-    if request.user_id is not None:
-        who.append(events.c.user_id == request.user_id)
     rows = conn.execute(
-        sa.select(events.c.type, events.c.timestamp, events.c.payload).where(
-            events.c.id > after, events.c.timestamp >= since, sa.or_(*who)
-        )
+        _TAIL,
+        {"after": after, "since": since, "anonymous_id": request.anonymous_id, "user_id": request.user_id},
     ).all()
     return [_session_event(r.type, r.timestamp, _payload(r.payload)) for r in rows]
 
