@@ -28,7 +28,7 @@ import binascii
 import threading
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
@@ -41,11 +41,10 @@ from opencdp.api.errors import ApiError
 from opencdp.api.http_body import parse_json_object, read_body
 from opencdp.api.responses import FastJSONResponse
 from opencdp.collect.writer import WriterClosed
+from opencdp.personalise.decide import Decider, DecideRequest, DecideRequestError, parse_decide_request
 from opencdp.personalise.experiences import DECIDE_SOURCE
+from opencdp.privacy.consent_events import system_source_id
 from opencdp.system import OpenCDP
-
-if TYPE_CHECKING:
-    from opencdp.personalise.decide import Decider
 
 router = APIRouter(prefix="/v1", tags=["decide"])
 log = logs.get("opencdp.decide")
@@ -118,8 +117,6 @@ def decide_key(request: Request) -> tuple[ApiKey, bool]:
 
 def decider_of(request: Request) -> Decider:
     """The app's one `Decider` (it caches experiences between decisions), made on first use."""
-    from opencdp.personalise.decide import Decider
-
     state = request.app.state
     found: Decider | None = getattr(state, "decider", None)
     if found is None:
@@ -141,8 +138,6 @@ def invalidate_decisions(request: Request) -> None:
 
 def decide_source_id(request: Request) -> int:
     """The id of the built-in source `opencdp-decide` (created on first use, then cached)."""
-    from opencdp.privacy.consent_events import system_source_id
-
     state = request.app.state
     found: int | None = getattr(state, "decide_source_id", None)
     if found is None:
@@ -266,8 +261,6 @@ RESPONSE_EXAMPLE: dict[str, Any] = {
     },
 )
 async def decide(request: Request) -> Response:
-    from opencdp.personalise.decide import DecideRequestError, parse_decide_request
-
     received_at = datetime.now(UTC)
     _key, secret = decide_key(request)  # before reading a byte of the body
     try:
@@ -293,7 +286,7 @@ async def decide(request: Request) -> Response:
     return FastJSONResponse(out, headers=CORS)
 
 
-def _decide(request: Request, parsed: Any, secret: bool, received_at: datetime) -> dict[str, Any]:
+def _decide(request: Request, parsed: DecideRequest, secret: bool, received_at: datetime) -> dict[str, Any]:
     """The decision and its exposure rows handed to the writer (in a worker thread: it reads the
     database)."""
     decision = decider_of(request).decide(parsed, reveal_traits=secret)
