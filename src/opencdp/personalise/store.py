@@ -112,10 +112,14 @@ def find_id(conn: sa.Connection, name_or_id: str | int) -> int:
     found = conn.execute(sa.select(experiences.c.id).where(experiences.c.name == text)).scalar()
     if found is not None:
         return int(found)
-    if text.isdigit() and len(text) < 10:
-        if conn.execute(sa.select(experiences.c.id).where(experiences.c.id == int(text))).first():
-            return int(text)
+    if text.isdigit() and 0 < int(text) < 2**31 and _row_exists(conn, int(text)):
+        return int(text)
     raise ExperienceNotSaved("experience", f"no experience named {text!r}", 404)
+
+
+def _row_exists(conn: sa.Connection, experience_id: int) -> bool:
+    found = conn.execute(sa.select(experiences.c.id).where(experiences.c.id == experience_id)).first()
+    return found is not None
 
 
 def _name_taken(conn: sa.Connection, name: str, other_than: int | None = None) -> None:
@@ -144,11 +148,13 @@ def create(conn: sa.Connection, document: Any, *, actor: str, enabled: bool = Fa
                 created_at=now,
                 updated_at=now,
             )
-            ).inserted_primary_key[0]  # type: ignore[index]
+        ).inserted_primary_key[0]  # type: ignore[index]
     except sa.exc.IntegrityError:
         raise ExperienceNotSaved("name", f"an experience named {experience.name!r} exists", 409) from None
     out = get(conn, int(new_id))
-    record(conn, actor, "experience.create", "experience", str(out["id"]), {**_brief(out), "enabled": enabled})
+    record(
+        conn, actor, "experience.create", "experience", str(out["id"]), {**_brief(out), "enabled": enabled}
+    )
     return out
 
 
