@@ -10,6 +10,7 @@ and polls `stamp` to know when to read again.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "ExperienceError",
     "ExperienceNotSaved",
     "LiveExperience",
+    "checked",
     "create",
     "delete",
     "find_id",
@@ -63,6 +65,29 @@ class LiveExperience:
     @property
     def placement(self) -> str:
         return self.experience.placement
+
+
+#: What a JSON column (and orjson) can hold exactly.
+INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def checked(document: Any) -> Experience:
+    """`parse_experience`, after refusing numbers no store can hold (integers beyond 64 bits, NaN,
+    infinity) with their path."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((child, f"{path}.{key}" if path else str(key)) for key, child in value.items())
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}.{i}" if path else str(i)) for i, child in enumerate(value))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ExperienceError([{"path": path, "problem": "integers must fit in 64 bits"}])
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ExperienceError([{"path": path, "problem": "numbers must be finite (no NaN or Infinity)"}])
+    return parse_experience(document)
 
 
 def stored_definition(experience: Experience) -> dict[str, Any]:
@@ -133,7 +158,7 @@ def _name_taken(conn: sa.Connection, name: str, other_than: int | None = None) -
 def create(conn: sa.Connection, document: Any, *, actor: str, enabled: bool = False) -> dict[str, Any]:
     """Validate (`ExperienceError` with exact paths) and store a new experience, disabled unless
     `enabled` (an experience starts deciding only once someone switched it on)."""
-    experience = parse_experience(document)
+    experience = checked(document)
     _name_taken(conn, experience.name)
     now = datetime.now(UTC)
     try:  # a concurrent create of the same name: 409, not a 500 (the transaction is rolled back)
@@ -162,7 +187,7 @@ def update(conn: sa.Connection, name_or_id: str | int, document: Any, *, actor: 
     """Replace the definition (a new version; the name and placement may change too, the name to
     one no other experience has). Enabled stays as it was."""
     experience_id = find_id(conn, name_or_id)
-    experience = parse_experience(document)
+    experience = checked(document)
     _name_taken(conn, experience.name, other_than=experience_id)
     row = _row(conn, experience_id)
     conn.execute(
