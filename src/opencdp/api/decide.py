@@ -57,7 +57,6 @@ CORS = {
     "Access-Control-Allow-Methods": "POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "86400",
-    "Vary": "Origin",
 }
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="opencdp"', **CORS}
 _lock = threading.Lock()

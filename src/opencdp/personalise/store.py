@@ -22,9 +22,9 @@ from opencdp.personalise.experiences import Experience, ExperienceError, parse_e
 from opencdp.store.schema import experiences
 
 __all__ = [
+    "EnabledExperience",
     "ExperienceError",
     "ExperienceNotSaved",
-    "LiveExperience",
     "checked",
     "create",
     "delete",
@@ -50,7 +50,7 @@ class ExperienceNotSaved(ValueError):
 
 
 @dataclass(frozen=True)
-class LiveExperience:
+class EnabledExperience:
     """An enabled experience as the decide engine uses it: the parsed definition with the row's
     id and version (both logged with each decision)."""
 
@@ -244,7 +244,7 @@ def list_all(conn: sa.Connection, placement: str | None = None) -> list[dict[str
     return [_out(r) for r in conn.execute(query)]
 
 
-def list_enabled(conn: sa.Connection) -> list[LiveExperience]:
+def list_enabled(conn: sa.Connection) -> list[EnabledExperience]:
     """Every enabled experience, parsed, by placement then highest priority first. A stored
     definition that no longer parses (the language changed under it) is left out rather than
     failing every decision."""
@@ -255,7 +255,7 @@ def list_enabled(conn: sa.Connection) -> list[LiveExperience]:
         .order_by(experiences.c.id)
     ):
         try:
-            out.append(LiveExperience(row.id, row.version, parse_experience(row.definition)))
+            out.append(EnabledExperience(row.id, row.version, parse_experience(row.definition)))
         except ExperienceError:
             continue
     out.sort(key=lambda e: (e.placement, -e.experience.priority, e.id))
