@@ -18,6 +18,12 @@ from opencdp.traits.store import refresh_computed
 from tests.identity_helpers import log_messages, process, profile_of
 
 NOW = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
+SESSION_TRAITS = (
+    "sessions_30_days",
+    "avg_session_seconds_30_days",
+    "last_session_started_at",
+    "first_session_source",
+)
 _n = 0
 
 
@@ -37,10 +43,10 @@ NEWSLETTER = {"source": "newsletter", "medium": "email", "name": "spring"}
 
 def _visitor() -> list[dict[str, Any]]:
     """v-1's history (hand-worked sessions with a 30-minute gap):
-    S1 2026-05-01 10:00–10:25 (1500 s, 2 pages, 3 events), from the newsletter, landed on /home;
-    S2 2026-06-10 09:00–09:59 (3540 s; gaps 29:59 and 29:01), the identify at 10:20 counts for none;
+    S1 2026-05-01 10:00-10:25 (1500 s, 2 pages, 3 events), from the newsletter, landed on /home;
+    S2 2026-06-10 09:00-09:59 (3540 s; gaps 29:59 and 29:01), the identify at 10:20 counts for none;
     S3 2026-06-10 10:29:01 (0 s: 30:01 after S2's last event), from ads;
-    S4 2026-06-29 08:00–08:30 (1800 s: a gap of exactly 30 minutes stays in the session);
+    S4 2026-06-29 08:00-08:30 (1800 s: a gap of exactly 30 minutes stays in the session);
     and one event after NOW (ignored by the traits computed at NOW)."""
     u = "v-1"
     return [
@@ -74,7 +80,13 @@ def _visitor() -> list[dict[str, Any]]:
 def _others() -> list[dict[str, Any]]:
     return [
         # w-1: one visit without a campaign; its single event makes a 0-second session
-        _msg("page", "w-1", "2026-06-20T10:00:00Z", "Home", context={"page": {"referrer": "https://g.example/"}}),
+        _msg(
+            "page",
+            "w-1",
+            "2026-06-20T10:00:00Z",
+            "Home",
+            context={"page": {"referrer": "https://g.example/"}},
+        ),
         # i-1: only identify calls: no sessions at all
         {"type": "identify", "userId": "i-1", "timestamp": "2026-06-20T10:00:00Z", "traits": {"plan": "x"}},
     ]
@@ -157,7 +169,7 @@ def test_session_traits_follow_the_gap_setting(system: OpenCDP, monkeypatch: pyt
     with system.engine.begin() as conn:
         refresh_computed(conn, [ids["v-1"]], NOW)
     v = _computed(system, ids["v-1"])
-    assert v["sessions_30_days"] == 2  # S2+S3 (09:00–10:29:01, 5341 s) and S4 (1800 s)
+    assert v["sessions_30_days"] == 2  # S2+S3 (09:00-10:29:01, 5341 s) and S4 (1800 s)
     assert v["avg_session_seconds_30_days"] == round((5341 + 1800) / 2, 1)
 
 
@@ -177,7 +189,7 @@ def test_session_traits_in_segments_and_the_trait_list(system: OpenCDP) -> None:
     }
     listed = CliRunner().invoke(main, ["traits", "list"], env=env)
     assert listed.exit_code == 0, listed.output
-    for name in ("sessions_30_days", "avg_session_seconds_30_days", "last_session_started_at", "first_session_source"):
+    for name in SESSION_TRAITS:
         assert f"\n{name}\t" in listed.output
 
 

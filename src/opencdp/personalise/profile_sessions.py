@@ -146,10 +146,8 @@ def session_traits(
 ) -> tuple[dict[str, Any], datetime | None]:
     """The session computed traits of one profile except `first_session_source`, and when its
     first session ended (None: no events) for `first_session_sources`."""
-    sessions = split_sessions(
-        (SessionEvent(e.ts, e.type, e.name, e.properties) for e in events_of if e.ts <= now and e.type in SESSION_TYPES),
-        gap,
-    )
+    visits = (e for e in events_of if e.ts <= now and e.type in SESSION_TYPES)
+    sessions = split_sessions((SessionEvent(e.ts, e.type, e.name, e.properties) for e in visits), gap)
     if not sessions:
         return {"sessions_30_days": 0}, None
     recent = [s for s in sessions if s.started_at >= now - SESSION_WINDOW]
