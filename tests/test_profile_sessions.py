@@ -222,3 +222,29 @@ def test_sessions_api(system: OpenCDP) -> None:
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert bad.status_code in (400, 422)
     assert anonymous.status_code == 401
+
+
+def test_entry_is_read_from_the_visits_start() -> None:
+    from opencdp.personalise.sessions import SessionEvent, split_sessions
+
+    t = datetime(2026, 6, 1, 10, tzinfo=UTC)
+    direct = split_sessions(
+        [
+            SessionEvent(t, "page", "Home", {"path": "/"}, {"page": {"path": "/"}}),
+            SessionEvent(
+                t + timedelta(minutes=1),
+                "page",
+                "Shoes",
+                {},
+                {"page": {"path": "/shoes", "referrer": "https://shop.example/"}},  # the site itself
+            ),
+        ]
+    )[0].entry()
+    assert direct["referrer"] is None and direct["landing_path"] == "/"
+    named = split_sessions(
+        [
+            SessionEvent(t, "track", "Email Link Clicked", {}, {"campaign": {"name": "spring"}}),
+            SessionEvent(t + timedelta(minutes=1), "page", "Home", {}, {"campaign": {"source": "ads"}}),
+        ]
+    )[0].entry()
+    assert (named["source"], named["campaign"]) == (None, "spring")
