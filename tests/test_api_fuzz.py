@@ -67,6 +67,8 @@ READ_SCOPE = {
     ("GET", "/api/journeys/{journey_id}"),
     ("GET", "/api/journeys/{journey_id}/versions"),
     ("GET", "/api/profiles/{profile_id}/journeys"),
+    ("GET", "/api/profiles/{profile_id}/sessions"),
+    ("GET", "/api/weather"),  # imported weather by region and day: no personal data
     ("GET", "/metrics"),
 }
 

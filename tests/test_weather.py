@@ -137,6 +137,8 @@ def test_parse_row_names_the_field() -> None:
         ({"region": 7, "day": "2026-01-02", "condition": "rain"}, "region"),
         ({"region": "AT", "day": "2026-01-02", "condition": "rain", "temperature_c": True}, "temperature_c"),
         ({"region": "AT", "day": "2026-01-02", "condition": "x" * 33}, "condition"),
+        ({"region": "A\x00T", "day": "2026-01-02", "condition": "rain"}, "region"),
+        ({"region": "AT", "day": "2026-01-02", "condition": "r\ud800"}, "condition"),
     ):
         with pytest.raises(WeatherRowError) as caught:
             parse_row(raw)
@@ -171,6 +173,12 @@ def test_weather_api(client: TestClient, cdp: OpenCDP, admin_key: str) -> None:
         {"field": "rows.1.day", "problem": "must be a date as YYYY-MM-DD, got '07.12.2026'"}
     ]
     assert client.post("/api/weather", json={"rows": []}, headers=admin).status_code == 400
+    nul = client.post(
+        "/api/weather",
+        json={"rows": [{"region": "D\u0000E", "day": "2026-12-07", "condition": "rain"}]},
+        headers=admin,
+    )
+    assert nul.status_code == 400 and nul.json()["errors"][0]["field"] == "rows.0.region"
 
     by_region = client.get("/api/weather", params={"region": "de"}, headers=read)
     assert by_region.status_code == 200, by_region.text

@@ -66,6 +66,12 @@ def _text(raw: Mapping[str, Any], name: str, longest: int) -> str:
     if not isinstance(value, str):
         raise WeatherRowError(name, "must be text")
     value = value.strip()
+    if "\x00" in value or not value.isprintable():
+        raise WeatherRowError(name, "may not contain control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise WeatherRowError(name, "may not contain unpaired surrogates") from None
     if len(value) > longest:
         raise WeatherRowError(name, f"is longer than {longest} characters")
     return value
