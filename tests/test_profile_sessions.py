@@ -115,6 +115,7 @@ def test_sessions_of_splits_by_inactivity_and_reads_the_entry_from_the_log(syste
         newest = sessions_of(conn, ids["v-1"], limit=2)
         longer = sessions_of(conn, ids["v-1"], gap=timedelta(minutes=60))
         none = sessions_of(conn, ids["i-1"])
+        full = sessions_of(conn, ids["v-1"], all_properties=True)
     assert [(s.started_at.isoformat(), s.duration_seconds, len(s.events)) for s in found] == [
         ("2026-05-01T10:00:00+00:00", 1500.0, 3),
         ("2026-06-10T09:00:00+00:00", 3540.0, 3),
@@ -144,6 +145,10 @@ def test_sessions_of_splits_by_inactivity_and_reads_the_entry_from_the_log(syste
     assert [len(s.events) for s in newest] == [1, 1]  # the newest 2 events: S4 cut, and the later one
     assert [len(s.events) for s in longer] == [3, 4, 2, 1]  # S2 and S3 join under a 60-minute gap
     assert none == []
+    assert found[0].events[1].properties == {}  # only what the entry reads: path, url, referrer
+    assert found[0].events[0].properties == {"path": "/home"}
+    assert full[0].events[1].properties == {"sku": "s-1"}
+    assert [s.summary() for s in full] == [s.summary() for s in found]
 
 
 def test_session_computed_traits(system: OpenCDP) -> None:

@@ -2,7 +2,8 @@
 event's context a session's entry needs (campaign and page, from the log's payload).
 
 One query per profile: `profile_events` by (profile_id, ts) — the `ix_profile_events_profile_ts`
-index — joined by primary key to the log for only `context.campaign` and `context.page`. The
+index — joined by primary key to the log for only `context.campaign` and `context.page`, and of
+the properties only those the entry reads. The
 session computed traits (`session_traits`) are worked out from the events the trait refresh has
 already read; only the first session's campaign is read from the log (`first_session_sources`).
 """
@@ -22,6 +23,8 @@ from opencdp.store.schema import events, profile_events
 #: at most this many of a profile's newest events are read for its sessions
 MAX_EVENTS = 5000
 SESSION_WINDOW = timedelta(days=30)
+#: the event properties a session's entry reads (`Session.entry`)
+ENTRY_PROPERTIES = ("path", "url", "referrer")
 #: what a visitor does; identify, group and alias calls (often a CRM or a server) neither start
 #: nor extend a session
 SESSION_TYPES = ("track", "page", "screen")
@@ -46,18 +49,27 @@ def sessions_of(
     since: datetime | None = None,
     limit: int = MAX_EVENTS,
     gap: timedelta = DEFAULT_GAP,
+    all_properties: bool = False,
 ) -> list[Session]:
     """The profile's sessions in time order (oldest first), from its newest `limit` events at or
     after `since`. A session that began before `since` (or before the oldest event read) is cut
-    there: its first events, and so its entry, are not known."""
+    there: its first events, and so its entry, are not known.
+
+    Events carry only the properties a session's entry reads (`path`, `url`, `referrer`) unless
+    `all_properties`."""
     campaign = events.c.payload[("context", "campaign")]
     page = events.c.payload[("context", "page")]
+    props = (
+        [profile_events.c.properties]
+        if all_properties
+        else [profile_events.c.properties[key].label(f"p_{key}") for key in ENTRY_PROPERTIES]
+    )
     query = (
         sa.select(
             profile_events.c.ts,
             profile_events.c.type,
             profile_events.c.name,
-            profile_events.c.properties,
+            *props,
             campaign.label("campaign"),
             page.label("page"),
         )
@@ -70,10 +82,16 @@ def sessions_of(
         query = query.where(profile_events.c.ts >= since)
     rows = conn.execute(query).all()
     found = [
-        SessionEvent(r.ts, r.type, r.name, _object(r.properties), _context(r.campaign, r.page))
+        SessionEvent(r.ts, r.type, r.name, _properties(r, all_properties), _context(r.campaign, r.page))
         for r in reversed(rows)
     ]
     return split_sessions(found, gap)
+
+
+def _properties(row: Any, everything: bool) -> dict[str, Any]:
+    if everything:
+        return _object(row.properties)
+    return {key: value for key in ENTRY_PROPERTIES if (value := getattr(row, f"p_{key}")) is not None}
 
 
 def session_json(session: Session) -> dict[str, Any]:
