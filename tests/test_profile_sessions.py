@@ -253,3 +253,37 @@ def test_entry_is_read_from_the_visits_start() -> None:
         ]
     )[0].entry()
     assert (named["source"], named["campaign"]) == (None, "spring")
+
+
+def test_session_traits_agree_with_a_plain_computation() -> None:
+    """session_traits on random events against gaps between sorted times, worked out separately."""
+    import random
+
+    from opencdp.personalise.profile_sessions import session_traits
+    from opencdp.segments.oracle import OracleEvent
+
+    rng = random.Random(10)
+    for _ in range(300):
+        gap = timedelta(minutes=rng.choice([5, 30, 60]))
+        events = [
+            OracleEvent(
+                None,
+                rng.choice(["track", "page", "screen", "identify"]),
+                NOW - timedelta(minutes=rng.randrange(-600, 60 * 24 * 45)),
+                {},
+            )
+            for _ in range(rng.randrange(0, 40))
+        ]
+        values, first_end = session_traits(events, NOW, gap)
+        times = sorted(e.ts for e in events if e.type != "identify" and e.ts <= NOW)
+        starts = [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > gap]
+        ends = [t for i, t in enumerate(times) if i == len(times) - 1 or times[i + 1] - t > gap]
+        recent = [(s, e) for s, e in zip(starts, ends, strict=True) if s >= NOW - timedelta(days=30)]
+        expected: dict[str, Any] = {"sessions_30_days": len(recent)}
+        if starts:
+            expected["last_session_started_at"] = starts[-1].isoformat().replace("+00:00", "Z")
+        if recent:
+            average = sum((e - s).total_seconds() for s, e in recent) / len(recent)
+            expected["avg_session_seconds_30_days"] = round(average, 1)
+        assert values == expected
+        assert first_end == (ends[0] if ends else None)
