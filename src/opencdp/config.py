@@ -43,6 +43,12 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
+def session_gap_from_env() -> int:
+    """`OPENCDP_SESSION_GAP_MINUTES` on its own, for code that is not handed the settings (the
+    session computed traits, refreshed by the processor): the same variable, so they agree."""
+    return _positive("OPENCDP_SESSION_GAP_MINUTES", 30)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob opencdp has. Documented in the README's configuration table."""
@@ -116,7 +122,7 @@ class Settings:
             metrics_public=os.environ.get("OPENCDP_METRICS_PUBLIC", "0").lower() in {"1", "true", "yes"},
             delivery_lease_seconds=_seconds("OPENCDP_DELIVERY_LEASE_SECONDS", 60.0),
             delivery_retention_days=_positive("OPENCDP_DELIVERY_RETENTION_DAYS", 7),
-            session_gap_minutes=_positive("OPENCDP_SESSION_GAP_MINUTES", 30),
+            session_gap_minutes=session_gap_from_env(),
         )
 
     @property

@@ -30,6 +30,7 @@ from opencdp.api import (
     privacy,
     profiles,
     segments,
+    weather,
 )
 from opencdp.api.body_guard import BodyGuard
 from opencdp.api.docs import add_docs
@@ -76,6 +77,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(predictions.router)
     app.include_router(matching.router)
     app.include_router(imports.router)
+    app.include_router(weather.router)
     app.include_router(ui_router)
     app.include_router(privacy.router)
     app.include_router(audit.router)

@@ -444,3 +444,7 @@ from opencdp.cli.unmerge import allow_command, rejections_command, unmerge_comma
 profiles_group.add_command(unmerge_command)
 profiles_group.add_command(rejections_command)
 profiles_group.add_command(allow_command)
+
+from opencdp.cli.weather import weather_group  # noqa: E402
+
+main.add_command(weather_group)
