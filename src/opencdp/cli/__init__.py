@@ -445,3 +445,15 @@ from opencdp.cli.unmerge import allow_command, rejections_command, unmerge_comma
 profiles_group.add_command(unmerge_command)
 profiles_group.add_command(rejections_command)
 profiles_group.add_command(allow_command)
+
+# --- issue 10: the uplift report and segment performance (cli/uplift.py) ---------------------
+from opencdp.cli.uplift import reports_group, uplift_command  # noqa: E402
+
+try:  # the `experiences` group, if it exists (cli/experiences.py)
+    from opencdp.cli.experiences import experiences_group  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+except ImportError:
+    from opencdp.cli.uplift import fallback_experiences_group as experiences_group  # noqa: E402
+
+    main.add_command(experiences_group)
+experiences_group.add_command(uplift_command)
+main.add_command(reports_group)
