@@ -21,7 +21,11 @@ def fill(engine: sa.Engine, now: datetime | None = None) -> datetime:
     messages: list[dict[str, Any]] = []
 
     def add(user: str, at: datetime, event: str | None, **fields: Any) -> None:
-        body: dict[str, Any] = {"userId": user, "messageId": f"{user}-{len(messages)}", "timestamp": at.isoformat()}
+        body: dict[str, Any] = {
+            "userId": user,
+            "messageId": f"{user}-{len(messages)}",
+            "timestamp": at.isoformat(),
+        }
         body |= {"type": "track", "event": event} if event else {"type": "identify"}
         messages.append(body | fields)
 
@@ -32,11 +36,26 @@ def fill(engine: sa.Engine, now: datetime | None = None) -> datetime:
         add(user, t0, "Product Viewed", properties={"product_id": "sho-1", "category": "shoes"})
         shoes = i % 10 < 4 if gold else i % 20 == 0
         if shoes:
-            add(user, t0 + timedelta(hours=1), "Order Completed", properties={"revenue": 100.0, "category": "shoes"})
+            add(
+                user,
+                t0 + timedelta(hours=1),
+                "Order Completed",
+                properties={"revenue": 100.0, "category": "shoes"},
+            )
         if not gold and i % 20 == 1:
-            add(user, t0 - timedelta(hours=1), "Order Completed", properties={"revenue": 100.0, "category": "shoes"})
+            add(
+                user,
+                t0 - timedelta(hours=1),
+                "Order Completed",
+                properties={"revenue": 100.0, "category": "shoes"},
+            )
         if gold and i < 50:
-            add(user, t0 + timedelta(minutes=5), "Product Viewed", properties={"product_id": "bag-1", "category": "bags"})
+            add(
+                user,
+                t0 + timedelta(minutes=5),
+                "Product Viewed",
+                properties={"product_id": "bag-1", "category": "bags"},
+            )
             if i % 5 == 0:
                 props = {"revenue": 30.0, "products": [{"product_id": "bag-1", "category": "bags"}]}
                 add(user, t0 + timedelta(hours=2), "Order Completed", properties=props)

@@ -129,7 +129,9 @@ def test_first_exposure_decides_and_only_goals_in_the_window_count(system: OpenC
 def test_interval_methods_against_published_values() -> None:
     # Newcombe (1998), table II, example (a): 56/70 vs 48/80 → 0.0524 to 0.3339 (method 10)
     interval = newcombe(56, 70, 48, 80)
-    assert interval.low == pytest.approx(0.0524, abs=1e-4) and interval.high == pytest.approx(0.3339, abs=1e-4)
+    assert interval.low == pytest.approx(0.0524, abs=1e-4) and interval.high == pytest.approx(
+        0.3339, abs=1e-4
+    )
     # Wilson 95 % of 81/263 (Wilson, 1927 as in Newcombe 1998 table I): 0.2553 to 0.3662
     w = wilson(81, 263)
     assert w.low == pytest.approx(0.2553, abs=1e-4) and w.high == pytest.approx(0.3662, abs=1e-4)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
@@ -30,7 +29,10 @@ def test_segment_performance_counts_and_flags_the_low_cell(system: OpenCDP) -> N
     gold, silver = rows["gold"]["cells"], rows["silver"]["cells"]
     assert (gold["shoes"]["visitors"], gold["shoes"]["converters"]) == (100, 40)
     assert (gold["bags"]["visitors"], gold["bags"]["converters"], gold["bags"]["revenue"]) == (50, 10, 300.0)
-    assert (silver["shoes"]["visitors"], silver["shoes"]["converters"]) == (100, 5)  # orders before the view: no
+    assert (silver["shoes"]["visitors"], silver["shoes"]["converters"]) == (
+        100,
+        5,
+    )  # orders before the view: no
     assert silver["bags"] is None
     assert silver["shoes"]["low"] and silver["shoes"]["conversion_high"] < shoes["conversion_rate"]
     assert not gold["shoes"]["low"] and not gold["bags"]["low"]
@@ -53,7 +55,9 @@ def test_uplift_and_segment_performance_over_the_api(cdp: OpenCDP, client: TestC
     assert got.status_code == 200, got.text
     row = next(r for r in got.json()["variants"] if r["variant"] == "A")
     assert row["treated"]["visitors"] == 2 and "small_sample" in row["flags"]
-    longer = _get(client, read, f"/api/experiences/{EXPERIENCE}/uplift", attribution_days=8, goal="Order Completed")
+    longer = _get(
+        client, read, f"/api/experiences/{EXPERIENCE}/uplift", attribution_days=8, goal="Order Completed"
+    )
     assert next(r for r in longer.json()["variants"] if r["variant"] == "A")["treated"]["converters"] == 2
     assert _get(client, read, "/api/experiences/nope/uplift").status_code == 404
     assert _get(client, read, f"/api/experiences/{EXPERIENCE}/uplift", segment="nope").status_code == 404
@@ -93,5 +97,3 @@ def test_uplift_and_segment_performance_on_the_command_line(system: OpenCDP) -> 
     assert "LOW" in perf.output and "silver" in perf.output
     data = orjson.loads(_cli(system, "reports", "segment-performance", "--json").output)
     assert data["categories"] == ["bags", "shoes"]
-
-

@@ -30,9 +30,13 @@ MEAN_ORDER = 50.0  # orders are uniform in [20, 80]
 class Scenario:
     messages: list[dict[str, Any]] = field(default_factory=list)
     #: (variant, held out) → [visitors, converters, revenue] as the report must count them
-    expected: dict[tuple[str, bool], list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0.0]))
+    expected: dict[tuple[str, bool], list[float]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0, 0.0])
+    )
     #: the same for members of the segment "gold" (trait tier = gold)
-    gold: dict[tuple[str, bool], list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0.0]))
+    gold: dict[tuple[str, bool], list[float]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0, 0.0])
+    )
     arms: dict[str, bool] = field(default_factory=dict)
 
 
@@ -52,7 +56,12 @@ def build(profiles: int, seed: int, holdout_percent: float = 20.0) -> Scenario:
         nonlocal n
         n += 1
         kind = "identify" if event is None else "track"
-        body: dict[str, Any] = {"type": kind, "userId": user, "messageId": f"s{seed}-{n}", "timestamp": at.isoformat()}
+        body: dict[str, Any] = {
+            "type": kind,
+            "userId": user,
+            "messageId": f"s{seed}-{n}",
+            "timestamp": at.isoformat(),
+        }
         if event is not None:
             body["event"] = event
         s.messages.append(body | fields)
@@ -138,7 +147,9 @@ def store(engine: sa.Engine, scenario: Scenario, holdout_percent: float = 20.0) 
     appender = LogAppender.for_engine(engine, RULES)
     batch = 2000
     for start in range(0, len(scenario.messages), batch):
-        rows = [normalise(dict(m), Envelope(NOW), sid, Limits()) for m in scenario.messages[start : start + batch]]
+        rows = [
+            normalise(dict(m), Envelope(NOW), sid, Limits()) for m in scenario.messages[start : start + batch]
+        ]
         appender.append_committed(engine, rows)
     save(engine, "gold", {"trait": "tier", "op": "eq", "value": "gold"})
     save(engine, "silver", {"trait": "tier", "op": "eq", "value": "silver"})

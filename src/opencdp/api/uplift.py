@@ -1,7 +1,7 @@
 """The uplift report of an experience and the segment-performance view over the admin API (read).
 
-    GET /api/experiences/{name}/uplift?goal=&days=&attribution_days=&segment=
-    GET /api/reports/segment-performance?days=&min_visitors=
+GET /api/experiences/{name}/uplift?goal=&days=&attribution_days=&segment=
+GET /api/reports/segment-performance?days=&min_visitors=
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def get_uplift(
     _key: ReadKey,
     name: Annotated[str, Path(min_length=1, max_length=200, description="The experience's name")],
     goal: Annotated[
-        str | None, Query(min_length=1, max_length=500, description="Goal event [default: the experience's goal]")
+        str | None,
+        Query(min_length=1, max_length=500, description="Goal event [default: the experience's goal]"),
     ] = None,
     days: Annotated[
         float | None, Query(gt=0, le=3650, description="Only exposures of the last N days [default: all]")
@@ -51,7 +52,7 @@ def get_uplift(
 
 @router.get(
     "/reports/segment-performance",
-    summary="Conversion by segment × product category, low-converting cells flagged",
+    summary="Conversion by segment x product category, low-converting cells flagged",
 )
 def get_segment_performance(
     request: Request,

@@ -450,9 +450,9 @@ profiles_group.add_command(allow_command)
 from opencdp.cli.uplift import reports_group, uplift_command  # noqa: E402
 
 try:  # the `experiences` group, if it exists (cli/experiences.py)
-    from opencdp.cli.experiences import experiences_group  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+    from opencdp.cli.experiences import experiences_group  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
-    from opencdp.cli.uplift import fallback_experiences_group as experiences_group  # noqa: E402
+    from opencdp.cli.uplift import fallback_experiences_group as experiences_group
 
     main.add_command(experiences_group)
 experiences_group.add_command(uplift_command)

@@ -14,7 +14,9 @@ from opencdp.cli.common import _engine
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def _json(value: object) -> None:
@@ -24,7 +26,12 @@ def _json(value: object) -> None:
 @click.command("uplift")
 @click.argument("name")
 @click.option("--goal", default=None, help="Goal event [default: the experience's goal]")
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=None, help="Only exposures of the last N days")
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Only exposures of the last N days",
+)
 @click.option(
     "--attribution-days",
     type=click.FloatRange(min=0, min_open=True),
@@ -35,7 +42,12 @@ def _json(value: object) -> None:
 @click.option("--segment", default=None, help="Only this segment in the breakdown")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON")
 def uplift_command(
-    name: str, goal: str | None, days: float | None, attribution_days: float, segment: str | None, as_json: bool
+    name: str,
+    goal: str | None,
+    days: float | None,
+    attribution_days: float,
+    segment: str | None,
+    as_json: bool,
 ) -> None:
     """Did the experience NAME work? Per variant: visitors who saw it (treated) against those held
     out, conversion to the goal with 95 % intervals, uplift, revenue per visitor; by segment."""
@@ -50,9 +62,11 @@ def uplift_command(
     if as_json:
         _json(report)
         return
+    since = report["since"] or "-"
     click.echo(
-        f"experience {report['experience']!r}: goal {report['goal']!r} within {report['attribution_days']:g} days "
-        f"of the first exposure; {report['visitors']} profiles exposed since {report['since'] or '-'}"
+        f"experience {report['experience']!r}: goal {report['goal']!r} within "
+        f"{report['attribution_days']:g} days of the first exposure; {report['visitors']} profiles "
+        f"exposed since {since}"
     )
     click.echo(_table(uplift_table(report)))
     for seg in report["segments"]:
@@ -76,7 +90,7 @@ def uplift_command(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the whole view as JSON")
 def segment_performance_command(days: float, min_visitors: int, as_json: bool) -> None:
-    """Conversion by segment × product category: visitors who viewed a category's products, how many
+    """Conversion by segment x product category: visitors who viewed a category's products, how many
     ordered it; cells converting significantly below the category (flagged LOW)."""
     from opencdp.personalise.segment_performance import segment_performance
 
@@ -96,9 +110,12 @@ def segment_performance_command(days: float, min_visitors: int, as_json: bool) -
     rows = [["segment", *categories]]
     rows.append(["(all viewers)", *[text(view["overall"].get(c)) for c in categories]])
     rows += [[s["segment"], *[text(s["cells"][c]) for c in categories]] for s in view["segments"]]
-    click.echo(f"conversion by segment × category, {view['since'][:10]} to {view['until'][:10]}")
+    click.echo(f"conversion by segment x category, {view['since'][:10]} to {view['until'][:10]}")
     click.echo(_table(rows))
-    click.echo(f"{view['low_cells']} low cells (at least {min_visitors} visitors, 95 % upper bound below the category)")
+    click.echo(
+        f"{view['low_cells']} low cells (at least {min_visitors} visitors, 95 % upper bound below the "
+        "category's rate)"
+    )
 
 
 @click.group("experiences")

@@ -97,7 +97,7 @@ def ensure_demo_experience(engine: sa.Engine, now: datetime | None = None) -> in
                     created_at=at,
                     updated_at=at,
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key[0]  # type: ignore[index]
         )
 
 
@@ -157,7 +157,9 @@ class PlantedExperiment:
                 "anonymousId": visit.message["anonymousId"],
                 "event": EXPERIENCE_VIEWED,
                 "properties": properties,
-                "context": {"userAgent": visit.message.get("context", {}).get("userAgent", USER_AGENTS["laptop"])},
+                "context": {
+                    "userAgent": visit.message.get("context", {}).get("userAgent", USER_AGENTS["laptop"])
+                },
             }
             out.append(DemoEvent("web", message, at))
         self.stats["exposed"] += 1

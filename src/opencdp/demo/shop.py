@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opencdp.demo.experiment import PlantedExperiment
 from opencdp.demo.catalogue import CATEGORIES, COUNTRIES, FIRST, LAST, PLACEHOLDER_EMAILS, USER_AGENTS
+from opencdp.demo.experiment import PlantedExperiment
 from opencdp.demo.reviews import follow_ups
 from opencdp.demo.situations import (
     CONSENT_EVENT,

@@ -82,7 +82,7 @@ def segment_performance(
     min_visitors: int = DEFAULT_MIN_VISITORS,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Conversion by segment × product category (see the module's docstring)."""
+    """Conversion by segment x product category (see the module's docstring)."""
     if days <= 0:
         raise ValueError("days must be above 0")
     until = (now or datetime.now(UTC)).astimezone(UTC)
@@ -118,8 +118,7 @@ def segment_performance(
                 if seen is not None and ts >= seen:
                     bought[(profile_id, cat)] = bought.get((profile_id, cat), 0.0) + share
         memberships = conn.execute(
-            sa.select(segment_memberships.c.segment_id, segment_memberships.c.profile_id)
-            .where(
+            sa.select(segment_memberships.c.segment_id, segment_memberships.c.profile_id).where(
                 segment_memberships.c.exited_at.is_(None),
                 segment_memberships.c.profile_id.in_(sa.select(viewers.c.profile_id).distinct()),
             )
@@ -156,14 +155,14 @@ def segment_performance(
                 cells[cat] = None
                 continue
             v, c, r = counts[(sid, cat)]
-            cell = _cell(int(v), int(c), r)
+            shown = _cell(int(v), int(c), r)
             category_rate = overall[cat]["conversion_rate"] or 0.0
-            cell["low"] = bool(
-                cell["visitors"] >= min_visitors and cell["conversion_high"] < category_rate
+            shown["low"] = bool(
+                shown["visitors"] >= min_visitors and shown["conversion_high"] < category_rate
             )
-            cell["difference"] = _r(cell["conversion_rate"] - category_rate)
-            low_cells += cell["low"]
-            cells[cat] = cell
+            shown["difference"] = _r(shown["conversion_rate"] - category_rate)
+            low_cells += shown["low"]
+            cells[cat] = shown
         rows.append(
             {
                 "segment": names[sid],

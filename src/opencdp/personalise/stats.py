@@ -6,7 +6,7 @@
   from the two Wilson intervals; it keeps its coverage close to 95 % for small samples and rare
   conversions, where the normal (Wald) interval of the difference is too narrow.
 - A difference of two means (revenue per visitor): Welch's t interval on the per-visitor values,
-  with the Welch–Satterthwaite degrees of freedom (for the sample sizes these reports flag as
+  with the Welch-Satterthwaite degrees of freedom (for the sample sizes these reports flag as
   large enough, the same as a normal approximation).
 """
 

@@ -19,8 +19,8 @@ revenue per visitor with Welch's 95 % interval (personalise/stats.py). Flags:
 - `no_holdout`: nobody was held out (holdout_percent 0), so there is nothing to compare with.
 
 The same is broken down by segment: the exposed profiles' current memberships (largest segments
-first, or one named segment). Counting is done by SQL aggregates (one row per variant × arm, or per
-segment × variant × arm); the intervals are computed from those in Python. The numbers are the same
+first, or one named segment). Counting is done by SQL aggregates (one row per variant x arm, or per
+segment x variant x arm); the intervals are computed from those in Python. The numbers are the same
 on SQLite and PostgreSQL.
 """
 
@@ -107,7 +107,10 @@ def _first_exposures(
             json_text(props, "variant").label("variant"),
             sa.func.coalesce(json_bool(props, "holdout"), sa.false()).label("holdout"),
             sa.func.row_number()
-            .over(partition_by=profile_events.c.profile_id, order_by=(profile_events.c.ts, profile_events.c.event_id))
+            .over(
+                partition_by=profile_events.c.profile_id,
+                order_by=(profile_events.c.ts, profile_events.c.event_id),
+            )
             .label("rank"),
         )
         .where(*conditions)
@@ -278,12 +281,16 @@ def uplift_report(
         first = _first_exposures(name, stored["id"] if stored else None, since, until)
         span = conn.execute(sa.select(sa.func.min(first.c.ts), sa.func.count()).select_from(first)).one()
         if stored is None and not span[1] and not _ever_exposed(conn, name):
-            raise UpliftError(f"there is no experience named {name!r} and no {EXPERIENCE_VIEWED!r} event names it")
+            raise UpliftError(
+                f"there is no experience named {name!r} and no {EXPERIENCE_VIEWED!r} event names it"
+            )
         per = _per_profile(first, goal, attribution_days, until)
         cells = {
             (row.variant, bool(row.holdout)): _cell(row)
             for row in conn.execute(
-                sa.select(per.c.variant, per.c.holdout, *_aggregates(per)).group_by(per.c.variant, per.c.holdout)
+                sa.select(per.c.variant, per.c.holdout, *_aggregates(per)).group_by(
+                    per.c.variant, per.c.holdout
+                )
             )
         }
         member = segment_memberships

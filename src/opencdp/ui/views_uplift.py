@@ -1,6 +1,6 @@
 """Dashboard pages of issue 10's reports: an experience's uplift (per variant the two arms, the
 uplift with its 95 % interval drawn as a bar with whiskers, flags, the segment breakdown) and
-segment performance (segment × product category, low cells highlighted). Server-rendered SVG, no
+segment performance (segment x product category, low cells highlighted). Server-rendered SVG, no
 script."""
 
 from __future__ import annotations
