@@ -20,8 +20,8 @@ from opencdp.demo.experiment import (
 from opencdp.demo.shop import DemoEvent, ShopGenerator
 from opencdp.personalise.uplift import uplift_report
 from opencdp.system import OpenCDP
-from tests.ui.demo_data import _write
 from tests.identity_helpers import process
+from tests.ui.demo_data import _write
 
 NOW = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
 NAME = DEMO_EXPERIENCE["name"]
