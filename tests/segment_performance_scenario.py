@@ -60,7 +60,7 @@ def fill(engine: sa.Engine, now: datetime | None = None) -> datetime:
                 props = {"revenue": 30.0, "products": [{"product_id": "bag-1", "category": "bags"}]}
                 add(user, t0 + timedelta(hours=2), "Order Completed", properties=props)
     log_messages(engine, messages)
-    save(engine, "gold", {"trait": "tier", "op": "eq", "value": "gold"})
-    save(engine, "silver", {"trait": "tier", "op": "eq", "value": "silver"})
+    for tier in ("gold", "silver"):
+        save(engine, tier, {"trait": "tier", "op": "eq", "value": tier}, replace=True)
     process(engine)
     return now
