@@ -5,6 +5,7 @@ decides, attribution window, no-match decisions left out) hold."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,33 @@ def test_interval_methods_against_published_values() -> None:
     got = welch(*(Moments(len(x), float(x.sum()), float((x * x).sum())) for x in (a, b)))
     assert got is not None
     assert got.low == pytest.approx(result.low, rel=1e-9) and got.high == pytest.approx(result.high, rel=1e-9)
+
+
+def test_sqlite_and_postgresql_give_identical_reports(tmp_path: Path, postgres_url: str) -> None:
+    from opencdp.config import Settings
+    from opencdp.personalise.segment_performance import segment_performance
+    from tests import segment_performance_scenario
+    from tests.conftest import _truncate_all
+
+    _truncate_all(postgres_url)
+    scenario = build(1500, 21)
+    out = []
+    for url in (f"sqlite:///{tmp_path / 'same.db'}", postgres_url):
+        settings = Settings(data_dir=tmp_path, database_url=url, key_cache_seconds=0)
+        system = OpenCDP(settings, process=False, deliver=False)
+        try:
+            store(system.engine, scenario)
+            segment_performance_scenario.fill(system.engine, now=NOW)
+            out.append(
+                (
+                    uplift_report(system.engine, EXPERIENCE, now=NOW),
+                    uplift_report(
+                        system.engine, EXPERIENCE, now=NOW, days=25, attribution_days=3, segment="gold"
+                    ),
+                    segment_performance(system.engine, now=NOW, min_visitors=30),
+                )
+            )
+        finally:
+            system.engine.dispose()
+    assert out[0] == out[1]
+    assert out[0][0]["visitors"] == 1500 and out[0][2]["low_cells"] == 1
