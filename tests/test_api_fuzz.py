@@ -67,6 +67,8 @@ READ_SCOPE = {
     ("GET", "/api/journeys/{journey_id}"),
     ("GET", "/api/journeys/{journey_id}/versions"),
     ("GET", "/api/profiles/{profile_id}/journeys"),
+    ("GET", "/api/experiences/{name}/uplift"),  # issue 10: reports of counts, read scope
+    ("GET", "/api/reports/segment-performance"),
     ("GET", "/metrics"),
 }
 

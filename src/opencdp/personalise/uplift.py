@@ -16,7 +16,8 @@ revenue per visitor with Welch's 95 % interval (personalise/stats.py). Flags:
 - `small_sample`: an arm has fewer than `MIN_VISITORS` (100) visitors — the interval is wide and
   the normal approximations behind it are rough; wait for more traffic;
 - `inconclusive`: the uplift interval includes 0 — the data are consistent with no effect;
-- `no_holdout`: nobody was held out (holdout_percent 0), so there is nothing to compare with.
+- `no_holdout`: nobody in the row was held out (holdout_percent 0, or a segment without a held-out
+  member), so there is nothing to compare with.
 
 The same is broken down by segment: the exposed profiles' current memberships (largest segments
 first, or one named segment). Counting is done by SQL aggregates (one row per variant x arm, or per
