@@ -32,6 +32,7 @@ from opencdp.api import (
     segments,
     weather,
 )
+from opencdp.api import uplift as uplift_api
 from opencdp.api.body_guard import BodyGuard
 from opencdp.api.docs import add_docs
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
@@ -82,6 +83,8 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(privacy.router)
     app.include_router(audit.router)
     app.include_router(metrics.router)
+    # issue 10: uplift report and segment performance (api/uplift.py)
+    app.include_router(uplift_api.router)
     add_docs(app)
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
     app.add_middleware(metrics.RequestTimer)  # outermost: times everything, BodyGuard's 408s too
