@@ -235,3 +235,27 @@ def test_holdout_is_stable_and_close_to_its_share() -> None:
         held = [u for u in units if in_holdout(7, u, percent)]
         assert abs(len(held) / len(units) - percent / 100) < 0.01
         assert held == [u for u in units if in_holdout(7, u, percent)]
+
+
+def test_an_exposure_is_logged_once_per_visit_and_arm() -> None:
+    from opencdp.personalise.exposures import ExposureMemory
+
+    def row(variant: str, holdout: bool = False, user: str = "u1") -> dict[str, Any]:
+        props = {
+            "experience_id": 1,
+            "version": 1,
+            "variant": variant,
+            "holdout": holdout,
+            "reason": "matched",
+        }
+        return {"user_id": user, "anonymous_id": None, "payload": {"properties": props}}
+
+    memory = ExposureMemory(seconds=1800, capacity=3)
+    assert len(memory.fresh([row("a")], now=0)) == 1
+    assert memory.fresh([row("a")], now=600) == []  # the same visit, the same arm
+    assert memory.fresh([row("a")], now=2300) == []  # still the same visit: the last view was at 600
+    assert len(memory.fresh([row("a", holdout=True)], now=2400)) == 1  # another arm
+    assert len(memory.fresh([row("a")], now=4200)) == 1  # after the gap: a new visit
+    # bounded: the oldest is forgotten first
+    memory.fresh([row("b", user=f"u{n}") for n in range(5)], now=4300)
+    assert len(memory.fresh([row("a")], now=4301)) == 1

@@ -43,6 +43,7 @@ from opencdp.api.responses import FastJSONResponse
 from opencdp.collect.writer import WriterClosed
 from opencdp.personalise.decide import Decider, DecideRequest, DecideRequestError, parse_decide_request
 from opencdp.personalise.experiences import DECIDE_SOURCE
+from opencdp.personalise.exposures import ExposureMemory
 from opencdp.privacy.consent_events import system_source_id
 from opencdp.system import OpenCDP
 
@@ -162,10 +163,28 @@ def _logged(future: Future[None]) -> None:
         log.warning("exposure events not logged", error=str(exc))
 
 
+def exposure_memory(request: Request) -> ExposureMemory:
+    """The app's memory of logged exposures (one per server process), made on first use."""
+    state = request.app.state
+    found: ExposureMemory | None = getattr(state, "exposures", None)
+    if found is None:
+        with _lock:
+            found = getattr(state, "exposures", None)
+            if found is None:
+                cdp: OpenCDP = state.cdp
+                found = ExposureMemory(cdp.settings.session_gap_minutes * 60.0)
+                state.exposures = found
+    return found
+
+
 def log_exposures(request: Request, rows: list[dict[str, Any]]) -> int:
-    """Hand the `Experience Viewed` rows to the log writer without waiting for the commit; rows of
-    visitors on the suppression list are dropped. Returns how many rows were handed over."""
+    """Hand the `Experience Viewed` rows to the log writer without waiting for the commit: the first
+    exposure of a visitor to an arm within a visit (`personalise/exposures.py`); rows of visitors
+    on the suppression list are dropped. Returns how many rows were handed over."""
     cdp: OpenCDP = request.app.state.cdp
+    rows = exposure_memory(request).fresh(rows)
+    if not rows:
+        return 0
     suppressed = cdp.suppressor.current()
     if suppressed:
         rows = [
@@ -285,13 +304,17 @@ async def decide(request: Request) -> Response:
             [{"field": "traits", "problem": "not allowed with a public key"}],
             headers=CORS,
         )
-    out: dict[str, Any] = await run_in_threadpool(_decide, request, parsed, secret, received_at)
+    if decider_of(request).is_quick(parsed.placements):
+        # a few indexed reads: cheaper in the event loop than a hop to a worker thread and back
+        out: dict[str, Any] = _decide(request, parsed, secret, received_at)
+    else:
+        out = await run_in_threadpool(_decide, request, parsed, secret, received_at)
     return FastJSONResponse(out, headers=_ANSWER)
 
 
 def _decide(request: Request, parsed: DecideRequest, secret: bool, received_at: datetime) -> dict[str, Any]:
-    """The decision and its exposure rows handed to the writer (in a worker thread: it reads the
-    database)."""
+    """The decision and its exposure rows handed to the writer (in a worker thread when it may
+    read a profile's whole history)."""
     decision = decider_of(request).decide(parsed, reveal_traits=secret)
     log_exposures(request, decision.exposure_rows(decide_source_id(request), received_at))
     body: dict[str, Any] = decision.as_json()

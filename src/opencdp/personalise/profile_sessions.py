@@ -16,7 +16,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from opencdp.personalise.sessions import DEFAULT_GAP, SESSION_TYPES, Session, SessionEvent, split_sessions
+from opencdp.personalise.sessions import (
+    DEFAULT_GAP,
+    Session,
+    SessionEvent,
+    activity,
+    is_activity,
+    split_sessions,
+)
 from opencdp.segments.oracle import OracleEvent
 from opencdp.store.schema import events, profile_events
 
@@ -73,7 +80,9 @@ def sessions_of(
             page.label("page"),
         )
         .select_from(profile_events.outerjoin(events, events.c.id == profile_events.c.event_id))
-        .where(profile_events.c.profile_id == profile_id, profile_events.c.type.in_(SESSION_TYPES))
+        .where(
+            profile_events.c.profile_id == profile_id, activity(profile_events.c.type, profile_events.c.name)
+        )
         .order_by(profile_events.c.ts.desc(), profile_events.c.event_id.desc())
         .limit(limit)
     )
@@ -143,7 +152,7 @@ def first_session_sources(
                         for pid, end in part
                     )
                 ),
-                profile_events.c.type.in_(SESSION_TYPES),
+                activity(profile_events.c.type, profile_events.c.name),
             )
             .order_by(profile_events.c.profile_id, profile_events.c.ts, profile_events.c.event_id)
         ).all()
@@ -163,7 +172,7 @@ def session_traits(
 ) -> tuple[dict[str, Any], datetime | None]:
     """The session computed traits of one profile except `first_session_source`, and when its
     first session ended (None: no events) for `first_session_sources`."""
-    visits = (e for e in events_of if e.ts <= now and e.type in SESSION_TYPES)
+    visits = (e for e in events_of if e.ts <= now and is_activity(e.type, e.name))
     sessions = split_sessions((SessionEvent(e.ts, e.type, e.name, e.properties) for e in visits), gap)
     if not sessions:
         return {"sessions_30_days": 0}, None

@@ -14,10 +14,29 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
+
 DEFAULT_GAP = timedelta(minutes=30)
 #: What a visitor does makes or extends a session; identify, group and alias (often a CRM import or
 #: a server) do not.
 SESSION_TYPES = ("track", "page", "screen")
+#: Events opencdp writes about a visitor, not something they did: a decision's exposure, a merge.
+NOT_ACTIVITY = ("Experience Viewed", "Identity Matched")
+
+
+def is_activity(call_type: str, name: str | None) -> bool:
+    """Whether an event makes or extends a session."""
+    return call_type in SESSION_TYPES and name not in NOT_ACTIVITY
+
+
+def activity(
+    type_column: sa.ColumnElement[Any], name_column: sa.ColumnElement[Any]
+) -> sa.ColumnElement[bool]:
+    """`is_activity` in SQL, with plain parameters (an expanding IN is re-rendered per execution)."""
+    return sa.and_(
+        sa.or_(*(type_column == t for t in SESSION_TYPES)),
+        sa.or_(name_column.is_(None), sa.and_(*(name_column != n for n in NOT_ACTIVITY))),
+    )
 
 
 @dataclass(frozen=True)
