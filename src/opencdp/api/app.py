@@ -18,6 +18,7 @@ from opencdp.api import (
     activation,
     admin,
     audit,
+    browser,
     collect,
     identity,
     imports,
@@ -30,6 +31,7 @@ from opencdp.api import (
     segments,
 )
 from opencdp.api.body_guard import BodyGuard
+from opencdp.api.cors import Cors
 from opencdp.api.docs import add_docs
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from opencdp.api.responses import FastJSONResponse
@@ -63,6 +65,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.state.rate_limits = TokenBuckets(limit) if limit else None
     app.state.sign_in_throttle = SignInThrottle()
     app.include_router(collect.router)
+    app.include_router(browser.router)
     app.include_router(admin.router)
     app.include_router(profiles.router)
     app.include_router(identity.router)
@@ -78,6 +81,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(metrics.router)
     add_docs(app)
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
+    app.add_middleware(Cors, origins=cdp.settings.cors_origins)  # /v1/* only
     app.add_middleware(metrics.RequestTimer)  # outermost: times everything, BodyGuard's 408s too
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, page_errors(http_error_handler))
