@@ -7,6 +7,7 @@ import base64
 import dataclasses
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -68,8 +69,6 @@ def test_short_paths_with_text_plain_bodies(
 ) -> None:
     """What analytics-next sends: Basic auth with the write key, writeKey in the body too, the JSON
     as text/plain, _metadata and sentAt."""
-    import orjson
-
     message = {
         **body,
         "writeKey": write_key,
@@ -89,8 +88,6 @@ def test_short_paths_with_text_plain_bodies(
 
 
 def test_short_batch_path(client: TestClient, cdp: OpenCDP, write_key: str) -> None:
-    import orjson
-
     body = {"writeKey": write_key, "batch": [{"type": "track", "event": "E", "anonymousId": "a"}] * 2}
     response = client.post("/v1/b", content=orjson.dumps(body), headers={"Content-Type": "text/plain"})
     assert response.status_code == 200, response.text
