@@ -20,6 +20,7 @@ from opencdp.api import (
     audit,
     browser,
     collect,
+    forms,
     identity,
     imports,
     journeys,
@@ -73,6 +74,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(activation.router)
     app.include_router(journeys.router)
     app.include_router(predictions.router)
+    app.include_router(forms.router)
     app.include_router(matching.router)
     app.include_router(imports.router)
     app.include_router(ui_router)

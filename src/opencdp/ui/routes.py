@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from opencdp.ui import (
     views_auth,
     views_destinations,
+    views_forms,
     views_journeys,
     views_matching,
     views_overview,
@@ -37,6 +38,7 @@ for _views in (
     views_destinations,
     views_journeys,
     views_predictions,
+    views_forms,
     views_matching,
     views_unmerge,
     views_users,
