@@ -26,7 +26,8 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,7 +73,7 @@ class FieldStats:
     errors: int = 0
     abandoned: int = 0
     median_seconds: float | None = None
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = dc_field(default_factory=list)
 
     @property
     def error_rate(self) -> float:
@@ -284,7 +285,7 @@ def list_forms(
     by_form: dict[str, list[FormEvent]] = defaultdict(list)
     for e in events:
         by_form[e.form_id].append(e)
-    out = []
+    out: list[dict[str, Any]] = []
     for form_id, evs in by_form.items():
         visitors, submitted, _submits, abandoned, fields, _errors = compute(form_id, evs)
         out.append(
