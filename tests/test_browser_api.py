@@ -163,3 +163,23 @@ def test_first_party_script(client: TestClient) -> None:
     assert len(response.content) < 20_000
     again = client.get("/opencdp.js", headers={"If-None-Match": response.headers["etag"]})
     assert again.status_code == 304
+
+
+def test_a_routes_own_cors_headers_give_way() -> None:
+    """One Access-Control-Allow-Origin, the configured one, even when a route sets its own."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from opencdp.api.cors import Cors
+
+    def own(_request: object) -> JSONResponse:
+        return JSONResponse({}, headers={"Access-Control-Allow-Origin": "*", "Access-Control-Max-Age": "1"})
+
+    app = Cors(Starlette(routes=[Route("/v1/x", own, methods=["POST"])]), origins=(ORIGIN,))
+    with TestClient(app) as c:  # type: ignore[arg-type]
+        response = c.post("/v1/x", headers={"Origin": ORIGIN})
+        assert response.headers.get_list("access-control-allow-origin") == [ORIGIN]
+        assert "access-control-max-age" not in response.headers
+        other = c.post("/v1/x", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers

@@ -8,7 +8,8 @@ is sent with cookies) or a comma-separated list of origins such as `https://shop
 
 A preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered here with 204 and never
 reaches a route; every other response of /v1 gets `Access-Control-Allow-Origin`, errors too, so the
-browser lets analytics.js see a 429's status and `Retry-After` and retry.
+browser lets analytics.js see a 429's status and `Retry-After` and retry. CORS headers a route sets
+itself are replaced by these, so that `OPENCDP_CORS_ORIGINS` holds for every /v1 route.
 """
 
 from __future__ import annotations
@@ -68,8 +69,15 @@ class Cors:
             common.append((b"access-control-expose-headers", EXPOSE_HEADERS.encode()))
 
         async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start" and common:
-                message = {**message, "headers": [*message.get("headers", []), *common]}
+            if message["type"] == "http.response.start":
+                # one policy for all of /v1: a route's own CORS headers give way to this one's
+                # (two Access-Control-Allow-Origin headers make a browser refuse the response)
+                kept = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if not k.lower().startswith(b"access-control-")
+                ]
+                message = {**message, "headers": [*kept, *common]}
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
