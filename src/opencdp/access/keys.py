@@ -23,9 +23,14 @@ from opencdp.store.schema import api_keys, sources
 SCOPES = ("admin", "export", "read", "metrics")
 #: A key's role is the widest scope it holds. Write keys belong to sources and only collect.
 #: A `metrics` key may only scrape /metrics (counts and source names, never personal data).
-ROLES = SCOPES
+#: A `decide` key is public (it is put into web pages): it holds none of the scopes, so `grants`
+#: refuses it everywhere, and only `POST /v1/decide` accepts it, for decisions without trait values.
+DECIDE_ROLE = "decide"
+ROLES = (*SCOPES, DECIDE_ROLE)
 WRITE_KEY_PREFIX = "wk_"
 ADMIN_KEY_PREFIX = "ak_"
+#: Public decide-only keys: recognisable at a glance as safe to put into a page.
+PUBLIC_KEY_PREFIX = "pk_"
 
 
 def grants(role: str, scope: str) -> bool:
@@ -121,7 +126,7 @@ def create_api_key(
 ) -> tuple[ApiKey, str]:
     if role not in ROLES:
         raise AccessError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
-    secret = new_secret(ADMIN_KEY_PREFIX)
+    secret = new_secret(PUBLIC_KEY_PREFIX if role == DECIDE_ROLE else ADMIN_KEY_PREFIX)
     now = datetime.now(UTC)
     name = name or f"{role} key"
     with engine.begin() as conn:

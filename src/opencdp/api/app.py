@@ -20,6 +20,8 @@ from opencdp.api import (
     audit,
     browser,
     collect,
+    decide,
+    experiences,
     forms,
     identity,
     imports,
@@ -67,12 +69,14 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.state.sign_in_throttle = SignInThrottle()
     app.include_router(collect.router)
     app.include_router(browser.router)
+    app.include_router(decide.router)
     app.include_router(admin.router)
     app.include_router(profiles.router)
     app.include_router(identity.router)
     app.include_router(segments.router)
     app.include_router(activation.router)
     app.include_router(journeys.router)
+    app.include_router(experiences.router)
     app.include_router(predictions.router)
     app.include_router(forms.router)
     app.include_router(matching.router)

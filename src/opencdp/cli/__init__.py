@@ -115,7 +115,8 @@ def sources_enable(name: str) -> None:
 def keys_group() -> None:
     """API keys for /api. Roles: admin (everything), export (read + segment member lists, CSV
     exports, personal data export), read (profiles, events, segments, traits, previews), metrics
-    (only GET /metrics, for Prometheus)."""
+    (only GET /metrics, for Prometheus), decide (a public pk_ key for web pages: only POST
+    /v1/decide, decisions without trait values)."""
 
 
 @keys_group.command("create")
@@ -401,6 +402,7 @@ from opencdp.cli.activation import (  # noqa: E402
     destinations_group,
     forwarding_group,
 )
+from opencdp.cli.experiences import experiences_group  # noqa: E402
 from opencdp.cli.journeys import journeys_group  # noqa: E402
 from opencdp.cli.match_run import run_command as match_run_command  # noqa: E402
 from opencdp.cli.matching import match_group  # noqa: E402
@@ -417,6 +419,7 @@ main.add_command(forwarding_group)
 main.add_command(audiences_group)
 main.add_command(deliveries_group)
 main.add_command(journeys_group)
+main.add_command(experiences_group)
 main.add_command(traits_group)
 main.add_command(import_command, "import")
 

@@ -35,8 +35,7 @@ SessionField = Literal[
     "events",  # events so far in this session
     "page_views",
     "duration_seconds",
-    "number",  # 1 for the visitor's first session
-    "is_first",  # bool
+    "is_first",  # bool: the visitor was first seen in this session
     "source",  # utm_source of the session's entry (or null)
     "medium",
     "campaign",

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from opencdp.ui import (
     views_auth,
     views_destinations,
+    views_experiences,
     views_forms,
     views_journeys,
     views_matching,
@@ -37,6 +38,7 @@ for _views in (
     views_reports,
     views_destinations,
     views_journeys,
+    views_experiences,
     views_predictions,
     views_forms,
     views_matching,
