@@ -47,7 +47,9 @@ def _actions(engine: sa.Engine) -> list[tuple[str, str, dict[str, Any]]]:
         return [
             (r.action, r.actor, r.detail)
             for r in conn.execute(
-                sa.select(audit_log).where(audit_log.c.action.startswith("experience.")).order_by(audit_log.c.id)
+                sa.select(audit_log)
+                .where(audit_log.c.action.startswith("experience."))
+                .order_by(audit_log.c.id)
             )
         ]
 

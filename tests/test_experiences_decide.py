@@ -56,7 +56,10 @@ def _wait(check: Callable[[], Any], seconds: float = 20.0) -> Any:
 
 def _viewed(cdp: OpenCDP) -> list[dict[str, Any]]:
     with cdp.engine.connect() as conn:
-        return [r.payload for r in conn.execute(sa.select(events.c.payload).where(events.c.event == EXPERIENCE_VIEWED))]
+        return [
+            r.payload
+            for r in conn.execute(sa.select(events.c.payload).where(events.c.event == EXPERIENCE_VIEWED))
+        ]
 
 
 def _setup(client: TestClient, cdp: OpenCDP, write_key: str, admin_key: str) -> None:
@@ -139,7 +142,9 @@ def test_keys_and_refusals(client: TestClient, cdp: OpenCDP, write_key: str, adm
     body = {"userId": "u1", "placements": ["home-hero"]}
 
     # a secret key with read may ask for trait values; a public key may not
-    revealed = client.post("/v1/decide", json={**body, "traits": ["plan", "secret_note"]}, headers=_bearer(reader))
+    revealed = client.post(
+        "/v1/decide", json={**body, "traits": ["plan", "secret_note"]}, headers=_bearer(reader)
+    )
     assert revealed.status_code == 200, revealed.text
     assert revealed.json()["traits"] == {"plan": "gold", "secret_note": SECRET_TRAIT}
     refused = client.post("/v1/decide", json={**body, "traits": ["plan"]}, headers=_bearer(public))
@@ -178,15 +183,21 @@ def test_keys_and_refusals(client: TestClient, cdp: OpenCDP, write_key: str, adm
     assert after.json()["decisions"]["home-hero"]["reason"] == "no_experience"
 
 
-def test_erased_visitors_are_not_logged(client: TestClient, cdp: OpenCDP, write_key: str, admin_key: str) -> None:
+def test_erased_visitors_are_not_logged(
+    client: TestClient, cdp: OpenCDP, write_key: str, admin_key: str
+) -> None:
     _setup(client, cdp, write_key, admin_key)
     public = create_api_key(cdp.engine, "decide")[1]
     with cdp.engine.begin() as conn:
         suppress(conn, [Identifier("anonymous_id", "gone")])
     cdp.suppressor.invalidate()
-    erased = client.post("/v1/decide", json={"anonymousId": "gone", "placements": ["home-hero"]}, headers=_bearer(public))
+    erased = client.post(
+        "/v1/decide", json={"anonymousId": "gone", "placements": ["home-hero"]}, headers=_bearer(public)
+    )
     assert erased.status_code == 200
-    other = client.post("/v1/decide", json={"anonymousId": "here", "placements": ["home-hero"]}, headers=_bearer(public))
+    other = client.post(
+        "/v1/decide", json={"anonymousId": "here", "placements": ["home-hero"]}, headers=_bearer(public)
+    )
     assert other.status_code == 200
     logged = _wait(lambda: _viewed(cdp))
     time.sleep(0.3)  # the erased visitor's row, had it been handed over, would be written with the other

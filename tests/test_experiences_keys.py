@@ -85,9 +85,7 @@ def test_public_key_opens_nothing_but_decide(client: TestClient, cdp: OpenCDP) -
             response = client.request(method, url, **kwargs)
             refused = response.status_code in (401, 403) or (
                 # dashboard pages: a key is no session, they send the browser to sign in
-                not api
-                and response.status_code == 303
-                and response.headers["location"].startswith("/login")
+                not api and response.status_code == 303 and response.headers["location"].startswith("/login")
             )
             if not refused:
                 opened.append((method, path, response.status_code, response.text[:200]))
@@ -102,7 +100,9 @@ def runner_env(env_for: dict[str, str], system: OpenCDP) -> dict[str, str]:
 
 
 def test_keys_cli_creates_a_public_key(runner_env: dict[str, str], system: OpenCDP) -> None:
-    result = CliRunner().invoke(main, ["keys", "create", "--role", "decide", "--name", "site"], env=runner_env)
+    result = CliRunner().invoke(
+        main, ["keys", "create", "--role", "decide", "--name", "site"], env=runner_env
+    )
     assert result.exit_code == 0, result.output
     secret = result.output.strip().splitlines()[0]
     assert secret.startswith("pk_")

@@ -48,7 +48,9 @@ def test_an_experience_created_through_the_form_and_enabled(page: Any, dashboard
     expect(row.locator(".status-disabled")).to_have_text("disabled")
     row.get_by_role("button", name="Enable").click()
     expect(page.get_by_role("status")).to_contain_text("Experience enabled")
-    expect(page.locator('#experiences tr[data-experience="Browser hero"] .status-enabled')).to_have_text("enabled")
+    expect(page.locator('#experiences tr[data-experience="Browser hero"] .status-enabled')).to_have_text(
+        "enabled"
+    )
     page.locator('#experiences tr[data-experience="Browser hero"]').get_by_role("link", name="Edit").click()
     expect(page.locator("#experience-status")).to_have_text("enabled")
     expect(page.locator("#experience-definition")).to_have_value(re.compile('"holdout_percent": 25'))

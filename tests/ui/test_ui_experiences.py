@@ -108,12 +108,14 @@ def test_create_edit_enable_counts_and_delete(
     assert "Experience saved, disabled" in page
     row = re.search(rf'<tr id="experience-{created["id"]}".*?</tr>', page, re.S)
     assert row and "home-hero" in row.group(0) and "15.0 %" in row.group(0) and "disabled" in row.group(0)
-    assert "first match" in row.group(0) and "<span class=\"muted\">none</span>" in row.group(0)
+    assert "first match" in row.group(0) and '<span class="muted">none</span>' in row.group(0)
     duplicate = client.post("/experiences", data=_form(client, HERO))
     assert duplicate.status_code == 409 and 'data-path="name"' in duplicate.text
 
     eid = created["id"]
-    on = client.post(f"/experiences/{eid}/enable", data={"csrf_token": csrf_token(client)}, follow_redirects=False)
+    on = client.post(
+        f"/experiences/{eid}/enable", data={"csrf_token": csrf_token(client)}, follow_redirects=False
+    )
     assert on.status_code == 303
     page = client.get(on.headers["location"]).text
     assert "Experience enabled" in page and "disable-experience" in page
@@ -178,10 +180,14 @@ def test_create_edit_enable_counts_and_delete(
 
     as_role("admin")
     assert client.post(f"/experiences/{eid}/disable", data={"csrf_token": "forged"}).status_code == 403
-    off = client.post(f"/experiences/{eid}/disable", data={"csrf_token": csrf_token(client)}, follow_redirects=False)
+    off = client.post(
+        f"/experiences/{eid}/disable", data={"csrf_token": csrf_token(client)}, follow_redirects=False
+    )
     assert off.status_code == 303
     assert 'data-confirm="Delete the experience Hero?' in client.get("/experiences").text
-    gone = client.post(f"/experiences/{eid}/delete", data={"csrf_token": csrf_token(client)}, follow_redirects=False)
+    gone = client.post(
+        f"/experiences/{eid}/delete", data={"csrf_token": csrf_token(client)}, follow_redirects=False
+    )
     assert gone.status_code == 303 and "Experience deleted" in client.get(gone.headers["location"]).text
     assert client.get(f"/experiences/{eid}/edit").status_code == 404
     assert client.get("/experiences/99999999999/edit").status_code == 404

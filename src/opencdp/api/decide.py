@@ -170,7 +170,9 @@ def log_exposures(request: Request, rows: list[dict[str, Any]]) -> int:
         rows = [
             r
             for r in rows
-            if not suppressed.is_suppressed({"userId": r.get("user_id"), "anonymousId": r.get("anonymous_id")})
+            if not suppressed.is_suppressed(
+                {"userId": r.get("user_id"), "anonymousId": r.get("anonymous_id")}
+            )
         ]
     if not rows:
         return 0

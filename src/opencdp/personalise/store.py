@@ -144,11 +144,13 @@ def create(conn: sa.Connection, document: Any, *, actor: str, enabled: bool = Fa
                 created_at=now,
                 updated_at=now,
             )
-            ).inserted_primary_key[0]  # type: ignore[index]
+        ).inserted_primary_key[0]  # type: ignore[index]
     except sa.exc.IntegrityError:
         raise ExperienceNotSaved("name", f"an experience named {experience.name!r} exists", 409) from None
     out = get(conn, int(new_id))
-    record(conn, actor, "experience.create", "experience", str(out["id"]), {**_brief(out), "enabled": enabled})
+    record(
+        conn, actor, "experience.create", "experience", str(out["id"]), {**_brief(out), "enabled": enabled}
+    )
     return out
 
 

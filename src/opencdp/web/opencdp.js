@@ -22,7 +22,7 @@
   var config = { key: null, writeKey: null, host: "", placements: "auto", forms: "marked" };
   var started = false;
   var formState = {}; // form_id -> {touched, last, submitted, abandoned, lastError}
-  var recentErrors = {}; // "form|field|message" -> time, to count one error once
+  var lastErrors = {}; // "form|field" -> the last error counted, see errored()
 
   // ---- identity: analytics.js's ids when present, else our own anonymous id ----
   function readStored(name) {
@@ -109,7 +109,9 @@
     var content = decision.content;
     if (content && typeof content.html === "string") el.innerHTML = content.html;
     else if (content && typeof content.text === "string") el.textContent = content.text;
-    if (decision.variant != null) el.setAttribute("data-opencdp-variant", String(decision.variant));
+    // a held-out visitor sees the default: the element says so rather than naming the variant
+    if (decision.holdout) el.setAttribute("data-opencdp-variant", "holdout");
+    else if (decision.variant != null) el.setAttribute("data-opencdp-variant", String(decision.variant));
     if (decision.experience != null) el.setAttribute("data-opencdp-experience", String(decision.experience));
     el.dispatchEvent(new CustomEvent("opencdp:decision", {
       bubbles: true, detail: { placement: placement, decision: decision }
@@ -203,11 +205,16 @@
     s.last = name;
     return track(event, { form_id: f.id, field: name });
   }
-  function errored(formId, field, message) {
-    var key = formId + "|" + field + "|" + message;
+  // One error is counted once: a field the browser flags (`invalid`) and the page marks too
+  // (aria-invalid, a data-opencdp-error text) within half a second is one error, and a message the
+  // page keeps showing counts again only after the visitor changed the field.
+  function errored(formId, field, message, source) {
+    var key = formId + "|" + field;
     var now = Date.now();
-    if (recentErrors[key] && now - recentErrors[key] < 1000) return; // one error shown two ways
-    recentErrors[key] = now;
+    var prev = lastErrors[key];
+    if (prev && prev.source !== source && now - prev.at < 500) return;
+    if (prev && source === "page" && prev.source === "page" && !prev.changed && prev.message === message) return;
+    lastErrors[key] = { at: now, source: source, message: message, changed: false };
     var s = state(formId);
     s.touched = true;
     s.last = field;
@@ -242,12 +249,12 @@
         if (!f) return;
         if (m.type === "attributes" && m.attributeName === "aria-invalid") {
           var name = fieldName(target);
-          if (name && target.getAttribute("aria-invalid") === "true") errored(f.id, name, messageFor(target));
+          if (name && target.getAttribute("aria-invalid") === "true") errored(f.id, name, messageFor(target), "page");
           return;
         }
         var shown = target.closest && target.closest("[data-opencdp-error]");
         if (shown && shown.textContent.trim()) {
-          errored(f.id, shown.getAttribute("data-opencdp-error"), shown.textContent.trim());
+          errored(f.id, shown.getAttribute("data-opencdp-error"), shown.textContent.trim(), "page");
         }
       });
     }).observe(form, { attributes: true, attributeFilter: ["aria-invalid"], subtree: true, childList: true, characterData: true });
@@ -267,11 +274,16 @@
   }
   function listen() {
     d.addEventListener("focusin", function (e) { fieldEvent("Form Field Focused", e.target); }, true);
-    d.addEventListener("change", function (e) { fieldEvent("Form Field Changed", e.target); }, true);
+    d.addEventListener("change", function (e) {
+      var f = formOf(e.target);
+      var prev = f && lastErrors[f.id + "|" + fieldName(e.target)];
+      if (prev) prev.changed = true;
+      fieldEvent("Form Field Changed", e.target);
+    }, true);
     d.addEventListener("invalid", function (e) {
       var f = formOf(e.target);
       var name = fieldName(e.target);
-      if (f && name) errored(f.id, name, e.target.validationMessage || messageFor(e.target));
+      if (f && name) errored(f.id, name, e.target.validationMessage || messageFor(e.target), "browser");
     }, true);
     d.addEventListener("submit", function (e) {
       var f = formOf(e.target);
