@@ -285,18 +285,20 @@
       var name = fieldName(e.target);
       if (f && name) errored(f.id, name, e.target.validationMessage || messageFor(e.target), "browser");
     }, true);
+    // capture: before the page's own submit handlers, whose validation may show an error (then
+    // this attempt is no submit); the check runs after them all
     d.addEventListener("submit", function (e) {
       var f = formOf(e.target);
       if (!f) return;
+      var s = state(f.id);
       var at = Date.now();
-      // after the page's own submit handlers: a submit its validation stopped with an error is none
+      s.submitAt = at;
       setTimeout(function () {
-        var s = state(f.id);
         if (s.lastError >= at) return;
         s.submitted = true;
         track("Form Submitted", { form_id: f.id });
       }, 0);
-    });
+    }, true);
     w.addEventListener("pagehide", abandon);
     d.addEventListener("visibilitychange", function () { if (d.visibilityState === "hidden") abandon(); });
   }
