@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from tests.ui.browser_env import chromium
+from tests.ui.browser_env import CHROMIUM, chromium
+
+pytestmark = [
+    pytest.mark.xdist_group("opencdp-js-browser"),  # one server and one Chromium for the module
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)",
+    ),
+]
 
 SITE = "https://shop.example"
 CDP = "https://cdp.example"

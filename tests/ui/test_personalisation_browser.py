@@ -40,7 +40,16 @@ from opencdp.log.reader import EventQuery, read_events
 from opencdp.personalise import store as experience_store
 from opencdp.store.database import create_engine, open_database
 from tests.serverproc import Server, free_port
-from tests.ui.browser_env import chromium
+from tests.ui.browser_env import CHROMIUM, chromium
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.xdist_group("personalisation-browser"),  # one server and one Chromium for the module
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)",
+    ),
+]
 
 NPM_DIR = Path(os.environ.get("OPENCDP_TEST_NPM_DIR") or Path.home() / ".cache" / "opencdp-tests" / "npm")
 PACKAGES = ("@segment/analytics-next", "esbuild")
