@@ -96,8 +96,9 @@ def _script() -> tuple[bytes, str]:
     return body, '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
 
 
-@router.get("/opencdp.js", summary="The first-party script: decisions for marked elements, form analytics")
+@router.get("/opencdp.js", include_in_schema=False)  # a static file, like the dashboard's
 def script(request: Request) -> Response:
+    """The first-party script: decisions for marked elements, form analytics (cached for an hour)."""
     body, etag = _script()
     headers = {
         "Cache-Control": f"public, max-age={SCRIPT_MAX_AGE}",
