@@ -69,6 +69,8 @@ READ_SCOPE = {
     ("GET", "/api/journeys/{journey_id}"),
     ("GET", "/api/journeys/{journey_id}/versions"),
     ("GET", "/api/profiles/{profile_id}/journeys"),
+    ("GET", "/api/experiences"),
+    ("GET", "/api/experiences/{name_or_id}"),
     ("GET", "/metrics"),
 }
 

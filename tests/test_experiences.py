@@ -160,6 +160,12 @@ def test_api(client: TestClient, cdp: OpenCDP, admin_key: str) -> None:
     problem = client.post("/api/experiences", json={**bad_audience, "name": "x"}, headers=admin).json()
     assert problem["problems"][0]["path"].startswith("variants.0.audience.and.0")
 
+    huge = b'{"name": "huge", "placement": "p", "variants": [{"name": "a", "content": {"n": %d}}]}' % 2**70
+    refused = client.post(
+        "/api/experiences", content=huge, headers={**admin, "Content-Type": "application/json"}
+    )
+    assert refused.status_code == 400 and refused.json()["problems"][0]["path"] == "variants.0.content.n"
+
     changed = client.put("/api/experiences/winter hero", json={**HERO, "holdout_percent": 0}, headers=admin)
     assert changed.status_code == 200 and changed.json()["version"] == 2 and changed.json()["enabled"]
     assert client.delete("/api/experiences/winter hero", headers=reader).status_code == 403

@@ -89,6 +89,7 @@ def test_public_key_decides_without_traits_and_exposures_are_logged(
     answer = client.post("/v1/decide", json=body, headers=_bearer(public))
     assert answer.status_code == 200, answer.text
     assert answer.headers["access-control-allow-origin"] == "*"
+    assert answer.headers["cache-control"] == "no-store"
     decisions = answer.json()["decisions"]
     assert decisions["home-hero"] == {
         "experience": "hero",

@@ -163,7 +163,8 @@ def test_create_edit_enable_counts_and_delete(
     row = re.search(rf'<tr id="experience-{eid}".*?</tr>', page, re.S)
     assert row
     decided = re.findall(
-        r'<li data-variant="([^"]*)">.*?<span class="shown">(\d+)</span>(?:.*?<span class="held-out">(\d+))?',
+        r'<span data-variant="([^"]*)">.*?<span class="shown">(\d+)</span>'
+        r'(?:.*?<span class="held-out">(\d+))?',
         row.group(0),
     )
     assert decided == [("shoes", "2", "1"), ("all", "1", "")]

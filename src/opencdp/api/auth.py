@@ -99,7 +99,7 @@ _bearer = HTTPBearer(
     "admin may do everything; export may also list and export segment members and export personal "
     "data; read may read profiles, events, segments and traits, preview segments and list destinations "
     "(never their secrets), forwarding rules, audience syncs and deliveries; metrics may "
-    "only scrape /metrics.",
+    "only scrape /metrics. A public decide key (`--role decide`, pk_…) opens only POST /v1/decide.",
 )
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="opencdp"'}
 #: The bearer credentials, if any, for a route that checks them itself (GET /metrics).

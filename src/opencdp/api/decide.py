@@ -57,9 +57,10 @@ CORS = {
     "Access-Control-Allow-Methods": "POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "86400",
-    "Vary": "Origin",
 }
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="opencdp"', **CORS}
+#: A decision is for this visitor now: no cache (browser or shared) may keep it.
+_ANSWER = {**CORS, "Cache-Control": "no-store"}
 _lock = threading.Lock()
 
 
@@ -285,7 +286,7 @@ async def decide(request: Request) -> Response:
             headers=CORS,
         )
     out: dict[str, Any] = await run_in_threadpool(_decide, request, parsed, secret, received_at)
-    return FastJSONResponse(out, headers=CORS)
+    return FastJSONResponse(out, headers=_ANSWER)
 
 
 def _decide(request: Request, parsed: DecideRequest, secret: bool, received_at: datetime) -> dict[str, Any]:

@@ -4,6 +4,7 @@ the audit log as done by "cli"."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _read(file: str) -> Any:
     """The definition from a file, or - for standard input."""
     try:
-        text = click.get_text_stream("stdin").read() if file == "-" else Path(file).read_text("utf-8")
+        text = sys.stdin.read() if file == "-" else Path(file).read_text("utf-8")
     except OSError as exc:
         raise click.BadParameter(f"cannot read {file!r}: {exc.strerror}", param_hint="--file") from None
     try:

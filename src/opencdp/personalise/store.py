@@ -10,6 +10,7 @@ and polls `stamp` to know when to read again.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +22,10 @@ from opencdp.personalise.experiences import Experience, ExperienceError, parse_e
 from opencdp.store.schema import experiences
 
 __all__ = [
+    "EnabledExperience",
     "ExperienceError",
     "ExperienceNotSaved",
-    "LiveExperience",
+    "checked",
     "create",
     "delete",
     "find_id",
@@ -48,7 +50,7 @@ class ExperienceNotSaved(ValueError):
 
 
 @dataclass(frozen=True)
-class LiveExperience:
+class EnabledExperience:
     """An enabled experience as the decide engine uses it: the parsed definition with the row's
     id and version (both logged with each decision)."""
 
@@ -63,6 +65,29 @@ class LiveExperience:
     @property
     def placement(self) -> str:
         return self.experience.placement
+
+
+#: What a JSON column (and orjson) can hold exactly.
+INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def checked(document: Any) -> Experience:
+    """`parse_experience`, after refusing numbers no store can hold (integers beyond 64 bits, NaN,
+    infinity) with their path."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((child, f"{path}.{key}" if path else str(key)) for key, child in value.items())
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}.{i}" if path else str(i)) for i, child in enumerate(value))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ExperienceError([{"path": path, "problem": "integers must fit in 64 bits"}])
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ExperienceError([{"path": path, "problem": "numbers must be finite (no NaN or Infinity)"}])
+    return parse_experience(document)
 
 
 def stored_definition(experience: Experience) -> dict[str, Any]:
@@ -112,10 +137,14 @@ def find_id(conn: sa.Connection, name_or_id: str | int) -> int:
     found = conn.execute(sa.select(experiences.c.id).where(experiences.c.name == text)).scalar()
     if found is not None:
         return int(found)
-    if text.isdigit() and len(text) < 10:
-        if conn.execute(sa.select(experiences.c.id).where(experiences.c.id == int(text))).first():
-            return int(text)
+    if text.isdigit() and 0 < int(text) < 2**31 and _row_exists(conn, int(text)):
+        return int(text)
     raise ExperienceNotSaved("experience", f"no experience named {text!r}", 404)
+
+
+def _row_exists(conn: sa.Connection, experience_id: int) -> bool:
+    found = conn.execute(sa.select(experiences.c.id).where(experiences.c.id == experience_id)).first()
+    return found is not None
 
 
 def _name_taken(conn: sa.Connection, name: str, other_than: int | None = None) -> None:
@@ -129,7 +158,7 @@ def _name_taken(conn: sa.Connection, name: str, other_than: int | None = None) -
 def create(conn: sa.Connection, document: Any, *, actor: str, enabled: bool = False) -> dict[str, Any]:
     """Validate (`ExperienceError` with exact paths) and store a new experience, disabled unless
     `enabled` (an experience starts deciding only once someone switched it on)."""
-    experience = parse_experience(document)
+    experience = checked(document)
     _name_taken(conn, experience.name)
     now = datetime.now(UTC)
     try:  # a concurrent create of the same name: 409, not a 500 (the transaction is rolled back)
@@ -158,7 +187,7 @@ def update(conn: sa.Connection, name_or_id: str | int, document: Any, *, actor: 
     """Replace the definition (a new version; the name and placement may change too, the name to
     one no other experience has). Enabled stays as it was."""
     experience_id = find_id(conn, name_or_id)
-    experience = parse_experience(document)
+    experience = checked(document)
     _name_taken(conn, experience.name, other_than=experience_id)
     row = _row(conn, experience_id)
     conn.execute(
@@ -215,7 +244,7 @@ def list_all(conn: sa.Connection, placement: str | None = None) -> list[dict[str
     return [_out(r) for r in conn.execute(query)]
 
 
-def list_enabled(conn: sa.Connection) -> list[LiveExperience]:
+def list_enabled(conn: sa.Connection) -> list[EnabledExperience]:
     """Every enabled experience, parsed, by placement then highest priority first. A stored
     definition that no longer parses (the language changed under it) is left out rather than
     failing every decision."""
@@ -226,7 +255,7 @@ def list_enabled(conn: sa.Connection) -> list[LiveExperience]:
         .order_by(experiences.c.id)
     ):
         try:
-            out.append(LiveExperience(row.id, row.version, parse_experience(row.definition)))
+            out.append(EnabledExperience(row.id, row.version, parse_experience(row.definition)))
         except ExperienceError:
             continue
     out.sort(key=lambda e: (e.placement, -e.experience.priority, e.id))
