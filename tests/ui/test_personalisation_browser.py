@@ -212,6 +212,27 @@ def _analytics_page(cdp: Cdp) -> str:
 </body></html>"""
 
 
+BATCHING = json.dumps({"strategy": "batching", "config": {"size": 3, "timeout": 300}})
+
+
+def _batched_page(cdp: Cdp) -> str:
+    """analytics.js with its batching delivery strategy: the calls go to /v1/b together."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Batched · Shop</title></head>
+<body><h1>Shop</h1>
+<script src="/analytics-next.js"></script>
+<script>
+  const analytics = AnalyticsBrowser.load(
+    {{writeKey: {json.dumps(cdp.write_key)}, cdnURL: {json.dumps(cdp.url)}}},
+    {{integrations: {{"Segment.io": {{deliveryStrategy: {BATCHING}}}}}}}
+  );
+  analytics.track("Batched One", {{n: 1}});
+  analytics.track("Batched Two", {{n: 2}});
+  analytics.track("Batched Three", {{n: 3}});
+</script>
+</body></html>"""
+
+
 @dataclass
 class Site:
     url: str
@@ -223,6 +244,7 @@ def site(analytics_bundle: bytes, cdp_server: Cdp) -> Iterator[Site]:
         "/analytics-next.js": ("text/javascript", analytics_bundle),
         "/site.js": ("text/javascript", SITE_JS.encode()),
         "/analytics.html": ("text/html", _analytics_page(cdp_server).encode()),
+        "/batched.html": ("text/html", _batched_page(cdp_server).encode()),
         "/signup.html": ("text/html", _form_page(cdp_server, with_analytics=True).encode()),
         "/signup-plain.html": ("text/html", _form_page(cdp_server, with_analytics=False).encode()),
         "/elsewhere.html": ("text/html", b"<!doctype html><title>Elsewhere</title><p>Elsewhere</p>"),
@@ -323,6 +345,7 @@ def test_analytics_next_sends_page_identify_and_track_to_opencdp(
         return rows if {"page", "identify", "track"} <= set(rows) else {}
 
     rows = _until("page, identify and track in the log", landed)
+    v.page.wait_for_timeout(200)  # Playwright's sync API delivers the request events it holds
     track, page, identify = rows["track"]["payload"], rows["page"]["payload"], rows["identify"]["payload"]
     assert track["event"] == "Boots Viewed" and track["properties"] == {"size": 42}
     assert track["userId"] == "user-42" and identify["userId"] == "user-42"
@@ -333,6 +356,28 @@ def test_analytics_next_sends_page_identify_and_track_to_opencdp(
     assert track["context"]["library"]["name"] == "analytics.js"
     assert "writeKey" not in track
     assert v.hosts <= _hosts(site, cdp_server), v.hosts  # no CDN, no metrics elsewhere
+    assert v.problems == []
+
+
+def test_analytics_next_batching_posts_to_the_batch_path(
+    visit: Callable[[], Visit], site: Site, cdp_server: Cdp
+) -> None:
+    v = visit()
+    posted: list[str] = []
+    v.page.on("request", lambda r: posted.append(r.method + " " + urlsplit(r.url).path))
+    v.page.goto(site.url + "/batched.html")
+
+    def landed() -> list[str]:
+        names = [r["event"] for r in _log(cdp_server) if str(r["event"] or "").startswith("Batched ")]
+        return names if len(names) == 3 else []
+
+    assert sorted(_until("the batched calls in the log", landed)) == [
+        "Batched One",
+        "Batched Three",
+        "Batched Two",
+    ]
+    v.page.wait_for_timeout(200)  # Playwright's sync API delivers the request events it holds
+    assert "POST /v1/b" in posted and "POST /v1/t" not in posted
     assert v.problems == []
 
 
@@ -414,6 +459,7 @@ def test_opencdp_js_personalises_and_measures_a_struggling_form(
     assert numbers["errors"][0]["field"] == "password" and numbers["errors"][0]["count"] == 2
     assert numbers["submits"] == 1
 
+    two.page.wait_for_timeout(200)  # Playwright's sync API delivers the request events it holds
     for v in (one, two):
         assert v.hosts <= _hosts(site, cdp_server), v.hosts
         assert v.problems == []
