@@ -428,6 +428,23 @@ def test_opencdp_js_personalises_and_measures_a_struggling_form(
     assert all(e["message"] for e in errors)
     by_library = {r["payload"]["context"]["library"]["name"] for r in rows}
     assert by_library == {"analytics.js", "opencdp.js"}  # visitor 1 through analytics.js, 2 directly
+    # the decisions were made for the visitor analytics.js knows (it waited for its id): exposures
+    # and form events are one visitor, as the uplift report needs
+    visitor_one = {
+        r["payload"]["anonymousId"]
+        for r in rows
+        if r["payload"]["context"]["library"]["name"] == "analytics.js"
+    }
+
+    def exposed(placement: str) -> set[str]:
+        return {
+            r["payload"]["anonymousId"]
+            for r in _log(cdp_server)
+            if r["event"] == "Experience Viewed" and r["payload"]["properties"]["placement"] == placement
+        }
+
+    assert len(visitor_one) == 1
+    assert visitor_one <= exposed("home-hero") and visitor_one <= exposed("help")
     [abandoned] = [r["payload"] for r in rows if r["event"] == "Form Abandoned"]
     assert abandoned["properties"] == {"form_id": "signup", "field": "email"}
 

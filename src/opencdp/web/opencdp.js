@@ -57,6 +57,19 @@
       userId: readStored("ajs_user_id")
     };
   }
+  // With analytics.js on the page but its id not stored yet (it is still loading), wait for it
+  // (at most 2 s): a decision and the visitor's page views must be one visitor.
+  function identified() {
+    var a = w.analytics;
+    if (readStored("ajs_anonymous_id") || !a || typeof a.ready !== "function") {
+      return Promise.resolve(identifiers());
+    }
+    return new Promise(function (resolve) {
+      var done = function () { resolve(identifiers()); };
+      try { a.ready(done); } catch (e) { done(); }
+      setTimeout(done, 2000);
+    });
+  }
 
   // ---- live context ----
   function campaign() {
@@ -127,12 +140,13 @@
       if (p && names.indexOf(p) < 0) names.push(p);
     });
     if (!names.length || !config.key) return Promise.resolve({});
-    var ids = identifiers();
-    var body = { anonymousId: ids.anonymousId, userId: ids.userId, placements: names, context: context() };
-    return fetch(config.host + "/v1/decide", {
-      method: "POST",
-      headers: { "Authorization": "Bearer " + config.key, "Content-Type": "application/json" },
-      body: JSON.stringify(body)
+    return identified().then(function (ids) {
+      var body = { anonymousId: ids.anonymousId, userId: ids.userId, placements: names, context: context() };
+      return fetch(config.host + "/v1/decide", {
+        method: "POST",
+        headers: { "Authorization": "Bearer " + config.key, "Content-Type": "application/json" },
+        body: JSON.stringify(body)
+      });
     }).then(function (r) { return r.ok ? r.json() : { decisions: {} }; })
       .then(function (res) {
         var decisions = (res && res.decisions) || {};
