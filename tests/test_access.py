@@ -93,6 +93,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/profiles/{profile_id}/events", "read", {}),
     ("GET", "/api/profiles/{profile_id}/merges", "read", {}),
     ("GET", "/api/profiles/{profile_id}/journeys", "read", {}),
+    ("GET", "/api/profiles/{profile_id}/sessions", "read", {}),
+    ("GET", "/api/weather", "read", {}),
     ("GET", "/api/segments", "read", {}),
     ("GET", "/api/segments/{name}", "read", {}),
     ("GET", "/api/segments/{name}/reach", "read", {"params": {"purpose": "email_marketing"}}),
@@ -109,6 +111,12 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("POST", "/api/traits/computed", "admin", {"json": {"name": "orders", "kind": "count"}}),
     ("DELETE", "/api/traits/computed/{trait}", "admin", {}),
     ("POST", "/api/imports", "admin", {"json": IMPORT}),
+    (
+        "POST",
+        "/api/weather",
+        "admin",
+        {"json": {"rows": [{"region": "DE", "day": "2026-12-07", "condition": "rain"}]}},
+    ),
     ("DELETE", "/api/segments/{name}", "admin", {}),
 ]
 
@@ -142,7 +150,7 @@ def test_every_route_needs_its_scope(
 def test_the_table_covers_every_route_of_these_routers(client: TestClient) -> None:
     """A new route on these routers must be added to ROUTES with its scope."""
     schema = client.get("/openapi.json").json()
-    ours = {"admin", "profiles", "segments", "imports", "audit"}
+    ours = {"admin", "profiles", "segments", "imports", "audit", "weather"}
     documented = {
         (method.upper(), path)
         for path, operations in schema["paths"].items()
@@ -276,7 +284,7 @@ def test_reads_are_audited_without_personal_data(
     assert client.get("/api/profiles/lookup", params=nobody, headers=read).status_code == 404
     misused = {"type": EMAIL, "value": "x"}
     assert client.get("/api/profiles/lookup", params=misused, headers=read).status_code == 404
-    for suffix in ("", "/events", "/merges"):
+    for suffix in ("", "/events", "/merges", "/sessions"):
         assert client.get(f"/api/profiles/{ann}{suffix}", headers=read).is_success
     assert client.get("/api/events", params={"user_id": "ann-1"}, headers=read).is_success
     preview = client.post("/api/segments/preview", json={"criteria": BY_EMAIL}, headers=read)
@@ -300,6 +308,7 @@ def test_reads_are_audited_without_personal_data(
         ("profile.get", ann, {}),
         ("profile.events", ann, {"count": 2}),
         ("profile.merges", ann, {}),
+        ("profile.sessions", ann, {"count": 0}),
         ("events.read", None, {"filters": ["user_id"], "count": 2}),
         ("segment.preview", None, {"count": 1, "sample": 1}),
         ("segment.members", "buyers", {"purpose": "email_marketing", "count": 1}),

@@ -71,6 +71,10 @@ READ_SCOPE = {
     ("GET", "/api/profiles/{profile_id}/journeys"),
     ("GET", "/api/experiences"),
     ("GET", "/api/experiences/{name_or_id}"),
+    ("GET", "/api/profiles/{profile_id}/sessions"),
+    ("GET", "/api/weather"),  # imported weather by region and day: no personal data
+    ("GET", "/api/experiences/{name}/uplift"),  # issue 10: reports of counts, read scope
+    ("GET", "/api/reports/segment-performance"),
     ("GET", "/metrics"),
 }
 

@@ -227,6 +227,7 @@ def test_demo_command_with_now(cdp: OpenCDP, env_for: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr
     assert "(2026-07-17 to 2026-10-15 12:00 UTC)" in done.stdout
     assert "answered the consent banner" in done.stdout and "planted:" in done.stdout
+    assert "planted experiment 'demo home banner'" in done.stdout
     bad = _cli(env_for, "--now", "15.10.2026")
     assert bad.returncode == 2 and "Invalid value for --now" in bad.stderr and "not an ISO date" in bad.stderr
     future = _cli(env_for, "--now", (datetime.now(UTC) + timedelta(days=2)).date().isoformat())

@@ -43,6 +43,12 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
+def session_gap_from_env() -> int:
+    """`OPENCDP_SESSION_GAP_MINUTES` on its own, for code that is not handed the settings (the
+    session computed traits, refreshed by the processor): the same variable, so they agree."""
+    return _positive("OPENCDP_SESSION_GAP_MINUTES", 30)
+
+
 def _origins(name: str) -> tuple[str, ...]:
     """`*` (the default) or a comma-separated list of origins, without trailing slashes."""
     raw = os.environ.get(name)
@@ -131,7 +137,7 @@ class Settings:
             metrics_public=os.environ.get("OPENCDP_METRICS_PUBLIC", "0").lower() in {"1", "true", "yes"},
             delivery_lease_seconds=_seconds("OPENCDP_DELIVERY_LEASE_SECONDS", 60.0),
             delivery_retention_days=_positive("OPENCDP_DELIVERY_RETENTION_DAYS", 7),
-            session_gap_minutes=_positive("OPENCDP_SESSION_GAP_MINUTES", 30),
+            session_gap_minutes=session_gap_from_env(),
             cors_origins=_origins("OPENCDP_CORS_ORIGINS"),
         )
 

@@ -287,3 +287,23 @@ def test_every_calendar_form_reopens_in_the_builder_and_saves_unchanged(
     page.get_by_role("button", name="Save changes").click()
     expect(page.get_by_role("status")).to_have_text("Segment saved.")
     assert store.get(dashboard.engine, "Every calendar form").criteria == saved.criteria  # as stored
+
+
+def test_sessions_panel_expands_to_a_visits_events(page: Any, dashboard: Dashboard) -> None:
+    since = datetime.now(UTC) - timedelta(days=80)
+    with dashboard.engine.connect() as conn:
+        profile_id = conn.execute(
+            sa.select(profile_events.c.profile_id)
+            .join(profiles, profiles.c.id == profile_events.c.profile_id)
+            .where(profile_events.c.type == "page", profile_events.c.ts >= since)
+            .where(profiles.c.merged_into.is_(None))
+            .order_by(profile_events.c.ts.desc())
+            .limit(1)
+        ).scalar_one()
+    sign_in(page, dashboard.url)
+    page.goto(f"{dashboard.url}/profiles/{profile_id}")
+    first = page.locator("#sessions .session").first
+    expect(first.locator("[data-fact=session-start]")).to_be_visible()
+    expect(first.locator(".session-events")).to_be_hidden()
+    first.locator("summary").click()  # <details>: no script needed
+    expect(first.locator(".session-events li").first).to_be_visible()

@@ -32,7 +32,9 @@ from opencdp.api import (
     privacy,
     profiles,
     segments,
+    weather,
 )
+from opencdp.api import uplift as uplift_api
 from opencdp.api.body_guard import BodyGuard
 from opencdp.api.cors import Cors
 from opencdp.api.docs import add_docs
@@ -81,10 +83,13 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(forms.router)
     app.include_router(matching.router)
     app.include_router(imports.router)
+    app.include_router(weather.router)
     app.include_router(ui_router)
     app.include_router(privacy.router)
     app.include_router(audit.router)
     app.include_router(metrics.router)
+    # issue 10: uplift report and segment performance (api/uplift.py)
+    app.include_router(uplift_api.router)
     add_docs(app)
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
     app.add_middleware(Cors, origins=cdp.settings.cors_origins)  # /v1/* only

@@ -3,7 +3,7 @@ by profile id (a lookup records the profile found, never the identifier searched
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -12,12 +12,14 @@ from pydantic import BaseModel, Field
 from opencdp.api.audit import audit, safe_token
 from opencdp.api.auth import ReadKey
 from opencdp.api.errors import ApiError
+from opencdp.personalise.profile_sessions import session_json, sessions_of
 from opencdp.profiles.reader import (
     ProfileNotFound,
     TimelineOrder,
     find_profile_id,
     get_profile,
     merge_history,
+    resolve_profile_id,
     timeline,
 )
 from opencdp.system import OpenCDP
@@ -138,6 +140,34 @@ class MergeHistory(BaseModel):
     rejections: list[RejectionOut]
 
 
+class SessionEventOut(BaseModel):
+    ts: datetime
+    type: str
+    name: str | None = Field(..., description="The track event's name or the page's name")
+    path: str | None = Field(..., description="For a page or screen: its path")
+
+
+class SessionOut(BaseModel):
+    number: int = Field(..., description="1 for the oldest session of the period")
+    started_at: datetime
+    ended_at: datetime
+    duration_seconds: float = Field(..., description="From the first to the last event")
+    events: int
+    page_views: int
+    source: str | None = Field(..., description="Entry: utm_source of the first event that has a campaign")
+    medium: str | None
+    campaign: str | None
+    referrer: str | None
+    landing_path: str | None = Field(..., description="Path of the session's first page")
+    items: list[SessionEventOut] = Field(..., description="The session's events in time order")
+
+
+class SessionList(BaseModel):
+    profile_id: str
+    gap_minutes: int = Field(..., description="Inactivity that ends a session (OPENCDP_SESSION_GAP_MINUTES)")
+    sessions: list[SessionOut] = Field(..., description="Newest first")
+
+
 def _cdp(request: Request) -> OpenCDP:
     return request.app.state.cdp
 
@@ -212,3 +242,32 @@ def merges(request: Request, key: ReadKey, profile_id: str) -> dict[str, Any]:
         raise _not_found(exc) from None
     audit(request, key, "profile.merges", "profile", out["id"])
     return out
+
+
+@router.get(
+    "/{profile_id}/sessions",
+    response_model=SessionList,
+    summary="The profile's sessions (visits split by inactivity), newest first",
+)
+def sessions(
+    request: Request,
+    key: ReadKey,
+    profile_id: str,
+    days: Annotated[int, Query(ge=1, le=3650, description="Sessions of the last N days")] = 90,
+) -> dict[str, Any]:
+    cdp = _cdp(request)
+    gap = cdp.settings.session_gap_minutes
+    try:
+        with cdp.engine.connect() as conn:
+            survivor = resolve_profile_id(conn, profile_id)
+            found = sessions_of(
+                conn, survivor, since=datetime.now(UTC) - timedelta(days=days), gap=timedelta(minutes=gap)
+            )
+    except ProfileNotFound as exc:
+        raise _not_found(exc) from None
+    audit(request, key, "profile.sessions", "profile", survivor, {"count": len(found)})
+    return {
+        "profile_id": survivor,
+        "gap_minutes": gap,
+        "sessions": [session_json(s) for s in reversed(found)],
+    }

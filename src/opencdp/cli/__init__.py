@@ -203,7 +203,10 @@ def demo(customers: int, seed: int, now_text: str | None, url: str | None) -> No
     from opencdp.demo.activation import setup_demo_activation
 
     outbox = setup_demo_activation(cdp.engine, cdp.settings)
-    generator = ShopGenerator(customers=customers, seed=seed, now=now)
+    from opencdp.demo.experiment import ensure_demo_experience
+
+    experience_id = ensure_demo_experience(cdp.engine)
+    generator = ShopGenerator(customers=customers, seed=seed, now=now, experience_id=experience_id)
     if url:
         sent = send_shop(url, keys_by_source, generator)
     else:
@@ -215,6 +218,7 @@ def demo(customers: int, seed: int, now_text: str | None, url: str | None) -> No
         f"{generator.now:%Y-%m-%d %H:%M} UTC); the event log holds {count_events(cdp.engine)}"
     )
     click.echo(planted_summary(generator.stats))
+    click.echo(generator.experiment.summary())
     if url:
         return
     summary = demo_summary(cdp.engine)
@@ -444,3 +448,12 @@ from opencdp.cli.unmerge import allow_command, rejections_command, unmerge_comma
 profiles_group.add_command(unmerge_command)
 profiles_group.add_command(rejections_command)
 profiles_group.add_command(allow_command)
+
+from opencdp.cli.weather import weather_group  # noqa: E402
+
+main.add_command(weather_group)
+
+from opencdp.cli.uplift import reports_group, uplift_command  # noqa: E402
+
+experiences_group.add_command(uplift_command)
+main.add_command(reports_group)

@@ -18,7 +18,8 @@ Who is who (drawn per customer):
 - anonymous visitors (about a quarter of the regulars): browse, never identify;
 - sharers (~6 % of buyers): share products they bought; later visitors arrive through the link;
 - e-mail ignorers: a quarter of the signed-up receive the weekly campaign and never open it;
-- abandoned checkouts: a quarter leave a cart at the checkout, many on the postcode field.
+- abandoned checkouts: a quarter leave a cart at the checkout, many on the postcode field;
+- a planted experiment on the home page with a known effect (demo/experiment.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opencdp.demo.catalogue import CATEGORIES, COUNTRIES, FIRST, LAST, PLACEHOLDER_EMAILS, USER_AGENTS
+from opencdp.demo.experiment import PlantedExperiment
 from opencdp.demo.reviews import follow_ups
 from opencdp.demo.situations import (
     CONSENT_EVENT,
@@ -94,7 +96,12 @@ class _Customer:
 
 class ShopGenerator:
     def __init__(
-        self, customers: int = 2000, seed: int = 42, days: int = 90, now: datetime | None = None
+        self,
+        customers: int = 2000,
+        seed: int = 42,
+        days: int = 90,
+        now: datetime | None = None,
+        experience_id: int | None = None,
     ) -> None:
         if days < 7:
             raise ValueError("the demo shop needs at least 7 days of history")
@@ -110,6 +117,8 @@ class ShopGenerator:
         self.stats: Counter[str] = Counter()  # what was planted, for the demo's summary
         self._ids = random.Random(seed + 1)
         self._shares: list[Share] = []
+        #: The planted experiment (demo/experiment.py), from its own random streams.
+        self.experiment = PlantedExperiment(seed, self.now, experience_id)
 
     def _id(self) -> str:
         return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
@@ -173,6 +182,7 @@ class ShopGenerator:
             if n % 150 == 6:
                 shared_device = customer.devices[0]
             story = self._story(customer)
+            story += self.experiment.plant(customer.user_id, customer.persona, story)
             story.sort(key=lambda e: e.at)
             self._count(customer, story)
             yield from story

@@ -51,23 +51,28 @@ class Session:
         return self.events[0]
 
     def entry(self) -> dict[str, str | None]:
-        """Where the visit came from: campaign (utm_*) and referrer of its first event that has them,
-        and the landing page's path."""
+        """Where the visit came from: the campaign (utm_*) of its first event that has one, the
+        referrer of its first event that carries page information (later events' referrers are the
+        site's own pages), and the landing page's path (its first page or screen)."""
         source = medium = campaign = referrer = landing_path = None
+        have_campaign = have_referrer = False
         for event in self.events:
             ctx = event.context
             camp = _object(ctx.get("campaign"))
             page = _object(ctx.get("page"))
             props = event.properties
-            if landing_path is None and event.type in ("page", "screen"):
+            is_page = event.type in ("page", "screen")
+            if landing_path is None and is_page:
                 landing_path = _text(page.get("path")) or _text(props.get("path")) or _path(props.get("url"))
-            if source is None and (camp.get("source") or camp.get("name")):
+            if not have_campaign and (camp.get("source") or camp.get("name")):
+                have_campaign = True
                 source = _text(camp.get("source"))
                 medium = _text(camp.get("medium"))
                 campaign = _text(camp.get("name"))
-            if referrer is None:
+            if not have_referrer and (page or is_page):
+                have_referrer = True
                 referrer = _text(page.get("referrer")) or _text(props.get("referrer"))
-            if source and referrer and landing_path:
+            if have_campaign and have_referrer and landing_path:
                 break
         return {
             "source": source,

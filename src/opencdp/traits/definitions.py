@@ -3,7 +3,8 @@
 A definition aggregates one property (or counts) over the profile's events that pass a filter,
 optionally only within the last N days. Custom definitions are stored in the database
 (`opencdp traits define`); built-ins are below. RFM and engagement are derived from other traits
-by the rules documented in docs/segments.md.
+by the rules documented in docs/segments.md; the session traits from the profile's sessions
+(docs/personalisation.md).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ BUILT_IN: tuple[ComputedTrait, ...] = (
     ),
 )
 
-#: Derived from the traits above (see `traits.compute.derive`).
+#: Derived from the traits above (see `traits.compute.derive`), and from the profile's sessions.
 DERIVED = {
     "rfm_recency_days": "Days since the latest order",
     "rfm_r": "Recency score 1-5 (5: ordered in the last 30 days)",
@@ -117,4 +118,9 @@ DERIVED = {
     "rfm_segment": "Named RFM segment: Champions, Loyal, Potential loyalist, New, Needs attention, At risk, "
     "Hibernating",
     "engagement_score": "0-100 from recent activity across web, e-mail, SMS and call centre",
+    # From the profile's sessions (see `personalise.profile_sessions.session_traits`).
+    "sessions_30_days": "Sessions (visits split by inactivity) started in the last 30 days",
+    "avg_session_seconds_30_days": "Average length in seconds of the sessions started in the last 30 days",
+    "last_session_started_at": "When the latest session started",
+    "first_session_source": "Campaign source (utm_source) the first session ever came from",
 }

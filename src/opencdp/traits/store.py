@@ -7,12 +7,14 @@ validates) is marked failed and skipped, its previous values stay, the other tra
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from opencdp.config import session_gap_from_env
+from opencdp.personalise.profile_sessions import first_session_sources, session_traits
 from opencdp.segments.oracle import OracleEvent
 from opencdp.store import failures
 from opencdp.store.schema import computed_trait_definitions, profile_events, profiles
@@ -94,6 +96,23 @@ def load_events(conn: sa.Connection, profile_ids: list[str]) -> dict[str, list[O
     return out
 
 
+def _session_values(
+    conn: sa.Connection, events: dict[str, list[OracleEvent]], now: datetime
+) -> dict[str, dict[str, Any]]:
+    """The session computed traits (the gap is `OPENCDP_SESSION_GAP_MINUTES`, like the live view)."""
+    gap = timedelta(minutes=session_gap_from_env())
+    out: dict[str, dict[str, Any]] = {}
+    first_ends: dict[str, datetime] = {}
+    for pid, own in events.items():
+        out[pid], first_end = session_traits(own, now, gap)
+        if first_end is not None:
+            first_ends[pid] = first_end
+    for pid, source in first_session_sources(conn, first_ends, gap).items():
+        if source is not None:
+            out[pid]["first_session_source"] = source
+    return out
+
+
 def refresh_computed(
     conn: sa.Connection,
     profile_ids: Iterable[str],
@@ -139,6 +158,8 @@ def refresh_computed(
         if failures.attempt(conn, "trait", name, work, now, previous, savepoint=False):
             for pid, value in out.items():
                 values[pid][name] = value
+    for pid, found in _session_values(conn, events, now).items():
+        values[pid].update(found)
     rows = [{"pid": pid, "computed": values[pid] | derive(values[pid], now), "at": now} for pid in ids]
     conn.execute(
         profiles.update()

@@ -32,6 +32,10 @@ _cache: weakref.WeakKeyDictionary[sa.Engine, tuple[float, dict[str, Any]]] = wea
 _lock = threading.Lock()
 
 
+#: derived traits whose values are text (the others are numbers)
+_TEXT_DERIVED = frozenset({"rfm_score", "rfm_segment", "last_session_started_at", "first_session_source"})
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -97,7 +101,8 @@ def build(engine: sa.Engine) -> dict[str, Any]:
     for definition in definitions:
         computed.setdefault(definition.name, {"name": definition.name, "kind": "number", "examples": []})
     for name in DERIVED:
-        computed.setdefault(name, {"name": name, "kind": "number", "examples": []})
+        kind = "text" if name in _TEXT_DERIVED else "number"
+        computed.setdefault(name, {"name": name, "kind": kind, "examples": []})
     by_event: dict[str, list[dict[str, Any]]] = {}
     for r in recent:
         if r.name is not None:

@@ -62,6 +62,10 @@ TRAIT_LABELS: dict[str, str] = {
     "rfm_score": "RFM score",
     "rfm_segment": "RFM segment",
     "engagement_score": "Engagement score",
+    "sessions_30_days": "Sessions (30 days)",
+    "avg_session_seconds_30_days": "Average session, seconds (30 days)",
+    "last_session_started_at": "Last session",
+    "first_session_source": "First session's source",
 }
 #: What people call the identifier types (custom types read as words, like trait names).
 IDENTIFIER_LABELS: dict[str, str] = {
@@ -83,7 +87,9 @@ MONEY_TRAITS = frozenset(
     }
 )
 #: Built-in traits that are moments.
-MOMENT_TRAITS = frozenset(d.name for d in BUILT_IN if d.kind in ("first", "last"))
+MOMENT_TRAITS = frozenset(
+    [*(d.name for d in BUILT_IN if d.kind in ("first", "last")), "last_session_started_at"]
+)
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,20 @@ def format_when(value: Any, viewer: Viewer) -> str:
     local = moment.astimezone(viewer.tz)
     day = format_skeleton("yMMMd", local, locale=viewer.locale)
     return f"{day} {format_time(local, 'short', locale=viewer.locale)}"
+
+
+def format_duration(seconds: Any) -> str:
+    """A length of time in seconds as "45 s", "12 min 5 s", "1 h 3 min"."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return NO_VALUE
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
 
 
 def format_day(value: Any, viewer: Viewer) -> str:
@@ -409,4 +429,5 @@ FILTERS = {
     "trait_label": trait_label,
     "identifier_label": identifier_label,
     "chips": chips,
+    "duration": format_duration,
 }

@@ -17,6 +17,7 @@ from opencdp.ui import (
     views_reports,
     views_segments,
     views_unmerge,
+    views_uplift,
     views_users,
 )
 from opencdp.ui.web import UIRoute, static_response
@@ -35,6 +36,7 @@ for _views in (
     views_overview,
     views_profiles,
     views_segments,
+    views_uplift,  # issue 10; before views_reports: /reports/segment-performance is not a report id
     views_reports,
     views_destinations,
     views_journeys,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, cast
 from urllib.parse import quote, urlencode
 
@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from opencdp.access import audit
 from opencdp.journeys.store import profile_journeys
+from opencdp.personalise.profile_sessions import page_path, sessions_of
 from opencdp.privacy.consent import ConsentError, list_purposes, require_purpose
 from opencdp.profiles.reader import ProfileNotFound, TimelineOrder, get_profile, merge_history, timeline_rows
 from opencdp.system import OpenCDP
@@ -29,6 +30,8 @@ UNMERGE_DONE = {
     "unmerge_waiting": "Unmerge recorded: the profile is split when processing runs next (reload to see it).",
     "allowed": "Allowed again: the profiles were resolved without the rejection.",
 }
+SESSION_DAYS = 90  # the Sessions panel shows the latest sessions of this many days
+SESSIONS_SHOWN = 10
 LATE = timedelta(minutes=5)  # the timeline shows both times when arrival was this much later
 
 
@@ -174,6 +177,13 @@ def profile(
         events = timeline_rows(conn, profile_id, order, before, PAGE + 1)
         journeys = profile_journeys(conn, profile_id)
         rejected_by = views_unmerge.rejected_by(conn, history["rejections"])
+        gap = request.app.state.cdp.settings.session_gap_minutes
+        visits = sessions_of(
+            conn,
+            profile_id,
+            since=datetime.now(UTC) - timedelta(days=SESSION_DAYS),
+            gap=timedelta(minutes=gap),
+        )
     more = len(events) > PAGE
     events = events[:PAGE]
     for event in events:
@@ -207,5 +217,17 @@ def profile(
             "can_unmerge": session.user.role == "admin",
             "done": UNMERGE_DONE.get(done, ""),
             "journeys": journeys,
+            "sessions": [
+                {
+                    **v.summary(),
+                    "events_list": [
+                        {"ts": e.ts, "type": e.type, "name": e.name, "path": page_path(e)} for e in v.events
+                    ],
+                }
+                for v in reversed(visits[-SESSIONS_SHOWN:])
+            ],
+            "sessions_total": len(visits),
+            "session_gap": gap,
+            "session_days": SESSION_DAYS,
         },
     )

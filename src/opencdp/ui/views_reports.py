@@ -14,6 +14,7 @@ from opencdp.csvsafe import line
 from opencdp.ui import reports
 from opencdp.ui.catalog import catalog, numeric_properties, unknown_event, unknown_property
 from opencdp.ui.display import chart_text, viewer_of
+from opencdp.ui.views_uplift import experience_names
 from opencdp.ui.web import (
     BadRequest,
     Editor,
@@ -123,6 +124,7 @@ def list_reports(request: Request, session: SignedIn, done: str = "") -> Respons
             "saved": reports.list_saved(engine_of(request)),
             "kinds": reports.KINDS,
             "done": DONE.get(done, ""),
+            "experiences": experience_names(engine_of(request)),  # issue 10: links to their uplift
         },
     )
 
