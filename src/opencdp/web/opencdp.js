@@ -238,7 +238,9 @@
       return (el.getAttribute("data-opencdp-refresh") || "").split(/\s+/).indexOf("form-error") >= 0;
     }).map(function (el) { return el.getAttribute("data-opencdp-placement"); });
     if (refresh.length) {
-      Promise.resolve(sent).then(function () { return decide(refresh); });
+      // once the error is stored (the decision reads it), but never waiting more than 2 s
+      var stored = Promise.race([Promise.resolve(sent), new Promise(function (r) { setTimeout(r, 2000); })]);
+      stored.then(function () { return decide(refresh); });
     }
   }
   function messageFor(el) {
@@ -249,7 +251,8 @@
       if (m && m.textContent.trim()) return m.textContent.trim();
     }
     var f = formOf(el);
-    var shown = f && f.form.querySelector('[data-opencdp-error="' + fieldName(el) + '"]');
+    var name = String(fieldName(el));
+    var shown = f && f.form.querySelector('[data-opencdp-error="' + (w.CSS && CSS.escape ? CSS.escape(name) : name) + '"]');
     return (shown && shown.textContent.trim()) || el.validationMessage || "";
   }
   function watchForm(form) {
@@ -306,7 +309,6 @@
       if (!f) return;
       var s = state(f.id);
       var at = Date.now();
-      s.submitAt = at;
       setTimeout(function () {
         if (s.lastError >= at) return;
         s.submitted = true;
