@@ -52,6 +52,17 @@ PAGE = f"""<!doctype html>
 <script src="{CDP}/opencdp.js" data-key="pk_test" data-write-key="wk_test" async></script>
 </body></html>"""
 
+#: opencdp.js loaded without attributes and configured by a call; every form with an id is measured
+INIT_PAGE = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Newsletter</title></head><body>
+<div id="hero" data-opencdp-placement="home-hero">default hero</div>
+<form id="newsletter"><input name="email" id="email"></form>
+<form><input name="q" id="search"></form>
+<script src="{CDP}/opencdp.js"></script>
+<script src="/init.js"></script>
+</body></html>"""
+INIT_JS = f"""opencdp.init({{key: "pk_init", writeKey: "wk_init", host: "{CDP}/", forms: "all"}});"""
+
 SITE_JS = """
 document.addEventListener("submit", function (e) {
   e.preventDefault();
@@ -101,6 +112,10 @@ def page(browser: Any) -> Iterator[tuple[Any, list[dict[str, Any]], list[dict[st
         url = request.url
         if url.startswith(SITE + "/site.js"):
             route.fulfill(status=200, content_type="text/javascript", body=SITE_JS)
+        elif url.startswith(SITE + "/init.js"):
+            route.fulfill(status=200, content_type="text/javascript", body=INIT_JS)
+        elif url.startswith(SITE + "/init"):
+            route.fulfill(status=200, content_type="text/html", body=INIT_PAGE)
         elif url.startswith(SITE):
             route.fulfill(status=200, content_type="text/html", body=PAGE)
         elif url == CDP + "/opencdp.js":
@@ -204,3 +219,19 @@ def test_form_events_from_the_pages_own_validation(
         assert t["type"].startswith("text/plain")
         assert t["body"]["writeKey"] == "wk_test" and t["body"]["context"]["library"]["name"] == "opencdp.js"
         assert "1234" not in json.dumps(t["body"]) and "10115" not in json.dumps(t["body"])
+
+
+def test_configured_by_init_with_every_form_that_has_an_id(
+    page: tuple[Any, list[dict[str, Any]], list[dict[str, Any]]],
+) -> None:
+    p, decides, tracked = page
+    p.goto(SITE + "/init")
+    p.wait_for_selector("#boots")
+    assert decides[0]["auth"] == "Bearer pk_init"
+    p.click("#email")
+    p.click("#search")  # a form without an id: not measured
+    p.wait_for_timeout(300)
+    assert [(t["body"]["event"], t["body"]["properties"]) for t in tracked] == [
+        ("Form Field Focused", {"form_id": "newsletter", "field": "email"})
+    ]
+    assert tracked[0]["body"]["writeKey"] == "wk_init"
