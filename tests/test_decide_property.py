@@ -110,10 +110,8 @@ def oracle(node: dict[str, Any], v: dict[str, Any], ctx: dict[str, Any], now: da
     views = [(now - timedelta(minutes=m), c) for m, c in v["views"]]
     errors = [now - timedelta(seconds=s) for s in v["errors_seconds_ago"]]
     orders = [now - timedelta(days=d) for d in v["orders_days_ago"]]
-    first_seen = min([*orders, *[m for m, _ in views], *errors], default=now)
-    moments = [m for m, _ in views] + errors + ([first_seen] if orders or v["plan"] else [])
-    # the identify (with the plan) is sent at the first moment of the visitor; it is in the session
-    # when that moment is
+    # orders make sessions too; the identify (with the plan) does not (sessions.SESSION_TYPES)
+    moments = [m for m, _ in views] + errors + orders
     session = _session(moments, now)
     if "trait" in node:
         return v["plan"] == node["value"]

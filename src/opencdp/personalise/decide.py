@@ -41,7 +41,7 @@ from opencdp.personalise.experiences import (
     parse_experience,
 )
 from opencdp.personalise.forms import struggling
-from opencdp.personalise.sessions import Session, SessionEvent, current_session
+from opencdp.personalise.sessions import SESSION_TYPES, Session, SessionEvent, current_session
 from opencdp.personalise.weather import Weather, lookup
 from opencdp.segments.language import (
     And,
@@ -591,7 +591,11 @@ _MEMBERSHIPS = sa.select(segment_memberships.c.segment_id).where(
 _SESSION_EVENTS = (
     sa.select(profile_events.c.type, profile_events.c.ts, events.c.payload)
     .join(events, events.c.id == profile_events.c.event_id)
-    .where(profile_events.c.profile_id == sa.bindparam("pid"), profile_events.c.ts >= sa.bindparam("since"))
+    .where(
+        profile_events.c.profile_id == sa.bindparam("pid"),
+        profile_events.c.ts >= sa.bindparam("since"),
+        profile_events.c.type.in_(SESSION_TYPES),
+    )
     .order_by(profile_events.c.ts.desc())
     .limit(SESSION_EVENTS)
 )
@@ -603,6 +607,7 @@ _LOG_POSITION = sa.select(
 _TAIL = sa.select(events.c.type, events.c.timestamp, events.c.payload).where(
     events.c.id > sa.bindparam("after"),
     events.c.timestamp >= sa.bindparam("since"),
+    events.c.type.in_(SESSION_TYPES),
     sa.or_(
         events.c.anonymous_id == sa.bindparam("anonymous_id", type_=sa.String),
         events.c.user_id == sa.bindparam("user_id", type_=sa.String),

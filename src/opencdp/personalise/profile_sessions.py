@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from opencdp.personalise.sessions import DEFAULT_GAP, Session, SessionEvent, split_sessions
+from opencdp.personalise.sessions import DEFAULT_GAP, SESSION_TYPES, Session, SessionEvent, split_sessions
 from opencdp.segments.oracle import OracleEvent
 from opencdp.store.schema import events, profile_events
 
@@ -27,7 +27,6 @@ SESSION_WINDOW = timedelta(days=30)
 ENTRY_PROPERTIES = ("path", "url", "referrer")
 #: what a visitor does; identify, group and alias calls (often a CRM or a server) neither start
 #: nor extend a session
-SESSION_TYPES = ("track", "page", "screen")
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -15,6 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_GAP = timedelta(minutes=30)
+#: What a visitor does makes or extends a session; identify, group and alias (often a CRM import or
+#: a server) do not.
+SESSION_TYPES = ("track", "page", "screen")
 
 
 @dataclass(frozen=True)
