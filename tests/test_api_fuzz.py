@@ -61,6 +61,8 @@ READ_SCOPE = {
     ("GET", "/api/deliveries"),
     ("GET", "/api/journeys"),
     ("GET", "/api/predictions"),
+    ("GET", "/api/forms"),  # form analytics: counts per form and field, like a report
+    ("GET", "/api/forms/{form_id}"),
     ("GET", "/api/predictions/{name}"),
     ("GET", "/api/match/candidates"),  # the review queue reads profiles, like the profile reads
     ("GET", "/api/match/candidates/{candidate_id}"),

@@ -150,7 +150,7 @@ def test_planted_category_interest_and_email_ignorers(shop: list[DemoEvent]) -> 
 
 
 def test_planted_checkout_form_trouble_on_the_postcode(shop: list[DemoEvent]) -> None:
-    errors = Counter(e.message["properties"]["field"] for e in _tracks(shop, "Form Field Error"))
+    errors = Counter(e.message["properties"]["field"] for e in _tracks(shop, "Form Field Errored"))
     assert errors.most_common(1)[0][0] == "postcode" and errors["postcode"] > 0.55 * errors.total()
     assert len(errors) >= 3  # other fields fail too, far less often
     abandoned = _tracks(shop, "Form Abandoned")

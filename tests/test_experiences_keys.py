@@ -28,6 +28,9 @@ PUBLIC = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/api/health"),  # liveness for load balancers: status and lag, no personal data
+    ("GET", "/opencdp.js"),  # the first-party script websites load
+    ("HEAD", "/opencdp.js"),
+    ("GET", "/v1/projects/{write_key}/settings"),  # analytics.js settings: 404 for all but a write key
 }
 DECIDE_PATH = "/v1/decide"
 

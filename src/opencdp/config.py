@@ -49,6 +49,19 @@ def session_gap_from_env() -> int:
     return _positive("OPENCDP_SESSION_GAP_MINUTES", 30)
 
 
+def _origins(name: str) -> tuple[str, ...]:
+    """`*` (the default) or a comma-separated list of origins, without trailing slashes."""
+    raw = os.environ.get(name)
+    origins: list[str] = []
+    for part in (raw or "").split(","):
+        origin = part.strip().rstrip("/")
+        if origin and origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"{name}: {origin!r} is not an origin such as https://shop.example (or *)")
+        if origin:
+            origins.append(origin)
+    return ("*",) if "*" in origins or not origins else tuple(origins)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob opencdp has. Documented in the README's configuration table."""
@@ -87,6 +100,8 @@ class Settings:
     delivery_retention_days: int = 7
     #: a visitor's session ends after this many minutes without an event (Google Analytics' default)
     session_gap_minutes: int = 30
+    #: origins whose pages may call /v1 (collection, analytics.js settings, decide): "*" or a list
+    cors_origins: tuple[str, ...] = ("*",)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -123,6 +138,7 @@ class Settings:
             delivery_lease_seconds=_seconds("OPENCDP_DELIVERY_LEASE_SECONDS", 60.0),
             delivery_retention_days=_positive("OPENCDP_DELIVERY_RETENTION_DAYS", 7),
             session_gap_minutes=session_gap_from_env(),
+            cors_origins=_origins("OPENCDP_CORS_ORIGINS"),
         )
 
     @property

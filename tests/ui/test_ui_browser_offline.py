@@ -74,6 +74,7 @@ def test_docs_and_every_main_page_load_only_from_this_server(page: Any, dashboar
         "/destinations",
         "/journeys",
         "/deliveries",
+        "/forms",
     ]
     for path in paths:
         response = page.goto(dashboard.url + path)

@@ -18,9 +18,11 @@ from opencdp.api import (
     activation,
     admin,
     audit,
+    browser,
     collect,
     decide,
     experiences,
+    forms,
     identity,
     imports,
     journeys,
@@ -34,6 +36,7 @@ from opencdp.api import (
 )
 from opencdp.api import uplift as uplift_api
 from opencdp.api.body_guard import BodyGuard
+from opencdp.api.cors import Cors
 from opencdp.api.docs import add_docs
 from opencdp.api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
 from opencdp.api.responses import FastJSONResponse
@@ -67,6 +70,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.state.rate_limits = TokenBuckets(limit) if limit else None
     app.state.sign_in_throttle = SignInThrottle()
     app.include_router(collect.router)
+    app.include_router(browser.router)
     app.include_router(decide.router)
     app.include_router(admin.router)
     app.include_router(profiles.router)
@@ -76,6 +80,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(journeys.router)
     app.include_router(experiences.router)
     app.include_router(predictions.router)
+    app.include_router(forms.router)
     app.include_router(matching.router)
     app.include_router(imports.router)
     app.include_router(weather.router)
@@ -87,6 +92,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(uplift_api.router)
     add_docs(app)
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
+    app.add_middleware(Cors, origins=cdp.settings.cors_origins)  # /v1/* only
     app.add_middleware(metrics.RequestTimer)  # outermost: times everything, BodyGuard's 408s too
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, page_errors(http_error_handler))

@@ -1,4 +1,9 @@
-"""The Segment HTTP Tracking API: /v1/identify, track, page, screen, group, alias, batch, import."""
+"""The Segment HTTP Tracking API: /v1/identify, track, page, screen, group, alias, batch, import.
+
+analytics.js (`@segment/analytics-next`) posts to the one-letter paths /v1/t, /v1/p, /v1/i, /v1/g,
+/v1/a, /v1/s (and /v1/b when it batches), with the JSON body sent as `text/plain` so that no CORS
+preflight is needed for the content type; these are aliases of the routes above. The body is read
+as JSON whatever its Content-Type says."""
 
 from __future__ import annotations
 
@@ -143,6 +148,27 @@ for _type in CALL_TYPES:
     _call_route(_type)
 
 
+def _short_route(call_type: str) -> None:
+    """analytics.js posts each call to `/v1/` + the first letter of its type."""
+
+    async def endpoint(request: Request) -> FastJSONResponse:
+        return await _ingest(request, call_type)
+
+    endpoint.__name__ = f"{call_type}_short"
+    router.add_api_route(
+        f"/{call_type[0]}",
+        endpoint,
+        methods=["POST"],
+        summary=f"Alias of /v1/{call_type} (the path analytics.js posts to)",
+        openapi_extra=call_request(call_type),
+        responses=_responses(),
+    )
+
+
+for _type in CALL_TYPES:
+    _short_route(_type)
+
+
 @router.post(
     "/batch",
     summary="Record up to 500 KB of calls at once",
@@ -156,4 +182,14 @@ async def batch(request: Request) -> FastJSONResponse:
 
 @router.post("/import", summary="Alias of /v1/batch", openapi_extra=batch_request(), responses=_responses())
 async def import_(request: Request) -> FastJSONResponse:
+    return await _ingest(request, None)
+
+
+@router.post(
+    "/b",
+    summary="Alias of /v1/batch (analytics.js with the batching delivery strategy)",
+    openapi_extra=batch_request(),
+    responses=_responses(),
+)
+async def batch_short(request: Request) -> FastJSONResponse:
     return await _ingest(request, None)

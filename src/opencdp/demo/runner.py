@@ -148,7 +148,7 @@ def demo_summary(engine: sa.Engine, now: datetime | None = None) -> dict[str, An
 
 def planted_summary(stats: Counter[str]) -> str:
     """The generator's planted situations in one line (counts of what was sent)."""
-    errors = stats["Form Field Error"]
+    errors = stats["Form Field Errored"]
     postcode = f" ({stats['postcode errors'] * 100 // errors} % on postcode)" if errors else ""
     return (
         f"planted: {stats['Checkout Started'] - stats['Order Completed']} abandoned checkouts, "

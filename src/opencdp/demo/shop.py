@@ -41,6 +41,7 @@ from opencdp.demo.situations import (
     Share,
     banner_choice,
     consent_context,
+    focus,
     form_error,
 )
 
@@ -52,6 +53,9 @@ TASK_SEGMENT: dict[str, Any] = {
     ]
 }
 HOUR = timedelta(hours=1)
+#: the field's focus before its validation error (a fixed time: no draw from the story's stream)
+FOCUS_BEFORE_ERROR = timedelta(seconds=6)
+FIX_AFTER_ERROR = timedelta(seconds=10)
 DAY = timedelta(days=1)
 
 
@@ -154,6 +158,38 @@ class ShopGenerator:
     ) -> DemoEvent:
         return self._event("web", "track", at, device, userId=c.user_id, event=event, **fields)
 
+    def _field_error(
+        self,
+        at: datetime,
+        device: tuple[str, str] | None,
+        c: _Customer,
+        error: dict[str, Any],
+        submitted_at: datetime | None = None,
+    ) -> list[DemoEvent]:
+        """The field's focus, then its validation error; with `submitted_at`, the field changed
+        (fixed) 10 s after the error and the form submitted then. These draw nothing from the random
+        streams (their message ids derive from the error's), so the rest of the shop stays as it was."""
+        errored = self._track(at, device, c, "Form Field Errored", properties=error)
+        field = focus(error)
+
+        def like(event: str, moment: datetime, properties: dict[str, Any]) -> DemoEvent:
+            message = {
+                **errored.message,
+                "event": event,
+                "properties": properties,
+                "timestamp": moment.isoformat(),
+                "messageId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{errored.message['messageId']}#{event}")),
+            }
+            if isinstance(message.get("context"), dict):
+                message["context"] = dict(message["context"])  # never shared between messages
+            return DemoEvent(errored.source, message, moment)
+
+        out = [like("Form Field Focused", at - FOCUS_BEFORE_ERROR, field), errored]
+        if submitted_at is not None:
+            out.append(like("Form Field Changed", at + FIX_AFTER_ERROR, field))
+            out.append(like("Form Submitted", submitted_at, {"form_id": error["form_id"]}))
+        return out
+
     def _customer(self, n: int) -> _Customer:
         rng = self.rng
         first, last = rng.choice(FIRST), rng.choice(LAST)
@@ -200,7 +236,7 @@ class ShopGenerator:
             name = event.message.get("event")
             if name:
                 stats[name] += 1
-            if name == "Form Field Error" and event.message["properties"]["field"] == "postcode":
+            if name == "Form Field Errored" and event.message["properties"]["field"] == "postcode":
                 stats["postcode errors"] += 1
             if name == "Order Completed" and "share_id" in event.message["properties"]:
                 stats["orders through shares"] += 1
@@ -390,8 +426,9 @@ class ShopGenerator:
         properties: dict[str, Any] = {"value": revenue, "currency": "EUR", "items": items}
         out = [self._track(checkout, device, c, "Checkout Started", properties=properties, context=context)]
         if rng.random() < 0.12:  # a validation error on the way, fixed
-            at = self._after(checkout, 20, 100)
-            out.append(self._track(at, device, c, "Form Field Error", properties=form_error(rng)))
+            at = self._after(checkout, 20, 100)  # the order comes 2 minutes after checkout or later
+            error = form_error(rng)
+            out += self._field_error(at, device, c, error, submitted_at=moment - timedelta(seconds=5))
         product_id = f"{category[:3]}-{rng.randint(1, 400)}"
         properties = {
             "order_id": self._id()[:8],
@@ -437,7 +474,7 @@ class ShopGenerator:
         if rng.random() < 0.5:
             error = form_error(rng)
             at = self._after(left, 30, 120)
-            out.append(self._track(at, device, c, "Form Field Error", properties=error))
+            out += self._field_error(at, device, c, error)
             given_up = {"form_id": error["form_id"], "field": error["field"]}
             at = self._after(at, 30, 240)
             out.append(self._track(at, device, c, "Form Abandoned", properties=given_up))

@@ -10,7 +10,8 @@ only shape the events.
   choice is made or changed) and on the sign-up identify; other events do not repeat it, so the
   consent history holds changes, not one row per page view.
 - checkout form trouble: a checkout form whose `postcode` field fails validation far more often
-  than any other field (`Form Field Error`), and carts given up right there (`Form Abandoned`).
+  than any other field (`Form Field Errored`, after a `Form Field Focused`), and carts given up
+  right there (`Form Abandoned`): the form report's funnel shows it.
 - sharers: some buyers share a product (`Product Shared` with a `share_id`); later visitors arrive
   through that link (`context.campaign.content` and `properties.share_id` name the share) and some
   order in that first visit, with the same campaign context, so orders can be attributed to sharers.
@@ -89,4 +90,9 @@ def consent_context(choice: dict[str, bool]) -> dict[str, Any]:
 
 def form_error(rng: random.Random, form: str = "checkout") -> dict[str, Any]:
     field = rng.choices(list(FORM_FIELDS), weights=list(FORM_FIELDS.values()))[0]
-    return {"form_id": form, "field": field, "error": FORM_ERRORS[field]}
+    return {"form_id": form, "field": field, "message": FORM_ERRORS[field]}
+
+
+def focus(error: dict[str, Any]) -> dict[str, Any]:
+    """The `Form Field Focused` properties of the field an error names."""
+    return {"form_id": error["form_id"], "field": error["field"]}

@@ -1,7 +1,8 @@
 """A journey's definition: a JSON document validated into these models. Errors carry the path
 (`steps.2.send.destination`) like the segment language's do.
 
-    {"entry": {"event": "Checkout Started"},
+    {"entry": {"event": "Checkout Started"},   # or {"segment": …}, {"computed": …}, {"schedule": …},
+                                                # {"struggling": {"form_id": "signup"}}
      "exit_on": [{"event": "Order Completed"}], "goal": {"event": "Order Completed"},
      "reentry": {"after_days": 1},
      "steps": [
@@ -91,6 +92,18 @@ class TraitEntry(_Strict):
 
     computed: str = Field(min_length=1, max_length=200)
     to: Scalar | None = None
+
+
+class Struggle(_Strict):
+    form_id: str | None = Field(None, min_length=1, max_length=200)
+
+
+class StrugglingEntry(_Strict):
+    """A visitor starts struggling with a form (`personalise.forms.struggling`: errors on one field
+    in a short time), decided when the `Form Field Errored` event that makes it so is processed;
+    `form_id` narrows it to one form."""
+
+    struggling: Struggle
 
 
 class Schedule(_Strict):
@@ -238,8 +251,9 @@ Entry = Annotated[
     Annotated[EventMatch, Tag("event")]
     | Annotated[SegmentEntry, Tag("segment")]
     | Annotated[TraitEntry, Tag("computed")]
-    | Annotated[ScheduleEntry, Tag("schedule")],
-    _kind_of(("schedule", "event", "segment", "computed")),
+    | Annotated[ScheduleEntry, Tag("schedule")]
+    | Annotated[StrugglingEntry, Tag("struggling")],
+    _kind_of(("schedule", "event", "segment", "computed", "struggling")),
 ]
 
 

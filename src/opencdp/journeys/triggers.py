@@ -18,15 +18,25 @@ from opencdp.journeys.definition import (
     JourneyDefinition,
     Reentry,
     SegmentEntry,
+    StrugglingEntry,
     TraitEntry,
     WaitForStep,
     parse_definition,
 )
+from opencdp.personalise.forms import DEFAULT_RULE, FIELD_ERRORED, FORM_EVENTS, struggling
+from opencdp.personalise.sessions import SessionEvent
 from opencdp.segments.compiler import members_query
 from opencdp.segments.language import parse_criteria
 from opencdp.segments.oracle import value_matches
 from opencdp.segments.store import lookup_in
-from opencdp.store.schema import journey_history, journey_instances, journeys, profiles, segments
+from opencdp.store.schema import (
+    journey_history,
+    journey_instances,
+    journeys,
+    profile_events,
+    profiles,
+    segments,
+)
 
 MARK = "journeys_through"
 _parsed: dict[bytes, JourneyDefinition] = {}
@@ -91,6 +101,9 @@ def on_events(conn: sa.Connection, batch: Sequence[Any], event_profiles: dict[in
     }
     if watching:
         _move_instances(conn, fresh, event_profiles, watching, now)
+    strugglers = [(r, d) for r, d in active if isinstance(d.entry, StrugglingEntry)]
+    if strugglers:
+        _on_struggles(conn, fresh, event_profiles, strugglers, now)
     for row, definition in active:
         entry = definition.entry
         if not isinstance(entry, EventMatch):
@@ -120,6 +133,62 @@ def on_events(conn: sa.Connection, batch: Sequence[Any], event_profiles: dict[in
                     began.add(pid)
             if later:
                 _move_instances(conn, later, event_profiles, {row.id: definition}, now)
+
+
+def _on_struggles(
+    conn: sa.Connection,
+    fresh: list[Any],
+    event_profiles: dict[int, str],
+    strugglers: list[tuple[Any, JourneyDefinition]],
+    now: datetime,
+) -> None:
+    """Profiles whose `Form Field Errored` in this chunk makes them struggle (`forms.struggling` over
+    their form events up to that error, this chunk's included: they are in `profile_events` by now)
+    enter the journeys that start on struggling (with that form, if one is named)."""
+    errors = [e for e in fresh if e.payload.get("event") == FIELD_ERRORED]
+    if not errors:
+        return
+    by_id = {e.id: e for e in errors}
+    times = dict(
+        conn.execute(
+            sa.select(profile_events.c.event_id, profile_events.c.ts).where(
+                profile_events.c.event_id.in_(sorted(by_id))
+            )
+        ).all()
+    )
+    span = DEFAULT_RULE.window + DEFAULT_RULE.dwell
+    found: list[tuple[int, str, str]] = []  # (event id, profile, form)
+    for event_id, at in sorted(times.items()):
+        pid = event_profiles[event_id]
+        rows = conn.execute(
+            sa.select(
+                profile_events.c.ts, profile_events.c.type, profile_events.c.name, profile_events.c.properties
+            )
+            .where(
+                profile_events.c.profile_id == pid,
+                profile_events.c.name.in_(FORM_EVENTS),
+                profile_events.c.ts >= at - span,
+                profile_events.c.ts <= at,
+            )
+            .order_by(profile_events.c.ts, profile_events.c.event_id)
+        ).all()
+        events = [
+            SessionEvent(r.ts, r.type, r.name, r.properties if isinstance(r.properties, dict) else {})
+            for r in rows
+        ]
+        struggle = struggling(events, at)
+        if struggle is not None and struggle.reason == "errors":
+            found.append((event_id, pid, struggle.form_id))
+    for row, definition in strugglers:
+        entry = definition.entry
+        assert isinstance(entry, StrugglingEntry)
+        wanted = entry.struggling.form_id
+        by_form: dict[str, list[str]] = {}
+        for event_id, pid, form in found:
+            if event_id > row.after_event_id and (wanted is None or form == wanted):
+                by_form.setdefault(form, []).append(pid)
+        for form, pids in by_form.items():
+            enrol(conn, row, definition, pids, now, {"struggling": form})
 
 
 def _move_instances(

@@ -68,6 +68,10 @@ ENTRIES = (
         '{"schedule": {"every": "week", "day": "monday", "at": "09:00"}, "audience": "…"}',
         "every member of a segment at each occurrence",
     ),
+    (
+        '{"struggling": {"form_id": "signup"}}',
+        "a visitor starts struggling with a form (errors on one field)",
+    ),
 )
 STEPS = (
     ('{"wait": {"minutes": 30, "hours": 2, "days": 1}}', "goes on after that long"),
@@ -160,6 +164,9 @@ def describe_entry(entry: dict[str, Any]) -> str:
     if "computed" in entry:
         to = f" to {_json(entry['to'])}" if "to" in entry else ""
         return f'computed trait "{entry["computed"]}" changes{to}'
+    if "struggling" in entry:
+        form = (entry["struggling"] or {}).get("form_id")
+        return f'struggles with form "{form}"' if form else "struggles with a form"
     return _json(entry)
 
 
