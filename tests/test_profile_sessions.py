@@ -22,7 +22,6 @@ SESSION_TRAITS = (
     "sessions_30_days",
     "avg_session_seconds_30_days",
     "last_session_started_at",
-    "first_session_source",
 )
 _n = 0
 
@@ -157,15 +156,13 @@ def test_session_computed_traits(system: OpenCDP) -> None:
     assert v["sessions_30_days"] == 3  # S2, S3, S4 started after 2026-05-31 12:00
     assert v["avg_session_seconds_30_days"] == round((3540 + 0 + 1800) / 3, 1) == 1780.0
     assert v["last_session_started_at"] == "2026-06-29T08:00:00Z"
-    assert v["first_session_source"] == "newsletter"
     assert v["order_count"] == 1  # the other computed traits are still there
     w = _computed(system, ids["w-1"])
     assert (w["sessions_30_days"], w["avg_session_seconds_30_days"]) == (1, 0.0)
     assert w["last_session_started_at"] == "2026-06-20T10:00:00Z"
-    assert "first_session_source" not in w  # no campaign: null
     i = _computed(system, ids["i-1"])
     assert i["sessions_30_days"] == 0
-    assert not {"avg_session_seconds_30_days", "last_session_started_at", "first_session_source"} & set(i)
+    assert not {"avg_session_seconds_30_days", "last_session_started_at"} & set(i)
 
 
 def test_session_traits_follow_the_gap_setting(system: OpenCDP, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,7 +179,6 @@ def test_session_traits_in_segments_and_the_trait_list(system: OpenCDP) -> None:
     ids = _setup(system)
     for criteria, expected in (
         ({"computed": "sessions_30_days", "op": "gte", "value": 1}, {ids["v-1"], ids["w-1"]}),
-        ({"computed": "first_session_source", "op": "eq", "value": "newsletter"}, {ids["v-1"]}),
         ({"computed": "avg_session_seconds_30_days", "op": "gt", "value": 600}, {ids["v-1"]}),
     ):
         out = preview(system.engine, criteria, sample_size=10, now=NOW)
@@ -274,7 +270,7 @@ def test_session_traits_agree_with_a_plain_computation() -> None:
             )
             for _ in range(rng.randrange(0, 40))
         ]
-        values, first_end = session_traits(events, NOW, gap)
+        values = session_traits(events, NOW, gap)
         times = sorted(e.ts for e in events if e.type != "identify" and e.ts <= NOW)
         starts = [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > gap]
         ends = [t for i, t in enumerate(times) if i == len(times) - 1 or times[i + 1] - t > gap]
@@ -286,4 +282,3 @@ def test_session_traits_agree_with_a_plain_computation() -> None:
             average = sum((e - s).total_seconds() for s, e in recent) / len(recent)
             expected["avg_session_seconds_30_days"] = round(average, 1)
         assert values == expected
-        assert first_end == (ends[0] if ends else None)

@@ -5,7 +5,7 @@ One query per profile: `profile_events` by (profile_id, ts) — the `ix_profile_
 index — joined by primary key to the log for only `context.campaign` and `context.page`, and of
 the properties only those the entry reads. The
 session computed traits (`session_traits`) are worked out from the events the trait refresh has
-already read; only the first session's campaign is read from the log (`first_session_sources`).
+already read (no query of their own: they run for every profile a processing chunk touches).
 """
 
 from __future__ import annotations
@@ -126,56 +126,14 @@ def page_path(event: SessionEvent) -> str | None:
     return probe.entry()["landing_path"]
 
 
-def first_session_sources(
-    conn: sa.Connection, first_ends: dict[str, datetime], gap: timedelta = DEFAULT_GAP
-) -> dict[str, str | None]:
-    """The entry source of each profile's first session, given when that session ended (from
-    events already read): its events are the profile's events up to that time."""
-    out: dict[str, str | None] = {}
-    items = sorted(first_ends.items())
-    campaign = events.c.payload[("context", "campaign")]
-    for start in range(0, len(items), 200):
-        part = items[start : start + 200]
-        rows = conn.execute(
-            sa.select(
-                profile_events.c.profile_id,
-                profile_events.c.ts,
-                profile_events.c.type,
-                profile_events.c.name,
-                campaign.label("campaign"),
-            )
-            .select_from(profile_events.outerjoin(events, events.c.id == profile_events.c.event_id))
-            .where(
-                sa.or_(
-                    *(
-                        sa.and_(profile_events.c.profile_id == pid, profile_events.c.ts <= end)
-                        for pid, end in part
-                    )
-                ),
-                activity(profile_events.c.type, profile_events.c.name),
-            )
-            .order_by(profile_events.c.profile_id, profile_events.c.ts, profile_events.c.event_id)
-        ).all()
-        by_profile: dict[str, list[SessionEvent]] = {}
-        for r in rows:
-            by_profile.setdefault(r.profile_id, []).append(
-                SessionEvent(r.ts, r.type, r.name, {}, _context(r.campaign, None))
-            )
-        for pid, own in by_profile.items():
-            sessions = split_sessions(own, gap)
-            out[pid] = sessions[0].entry()["source"] if sessions else None
-    return out
-
-
 def session_traits(
     events_of: Sequence[OracleEvent], now: datetime, gap: timedelta = DEFAULT_GAP
-) -> tuple[dict[str, Any], datetime | None]:
-    """The session computed traits of one profile except `first_session_source`, and when its
-    first session ended (None: no events) for `first_session_sources`."""
+) -> dict[str, Any]:
+    """The session computed traits of one profile, from the events the trait refresh has read."""
     visits = (e for e in events_of if e.ts <= now and is_activity(e.type, e.name))
     sessions = split_sessions((SessionEvent(e.ts, e.type, e.name, e.properties) for e in visits), gap)
     if not sessions:
-        return {"sessions_30_days": 0}, None
+        return {"sessions_30_days": 0}
     recent = [s for s in sessions if s.started_at >= now - SESSION_WINDOW]
     values: dict[str, Any] = {
         "sessions_30_days": len(recent),
@@ -185,4 +143,4 @@ def session_traits(
         values["avg_session_seconds_30_days"] = round(
             sum(s.duration_seconds for s in recent) / len(recent), 1
         )
-    return values, sessions[0].ended_at
+    return values

@@ -122,5 +122,4 @@ DERIVED = {
     "sessions_30_days": "Sessions (visits split by inactivity) started in the last 30 days",
     "avg_session_seconds_30_days": "Average length in seconds of the sessions started in the last 30 days",
     "last_session_started_at": "When the latest session started",
-    "first_session_source": "Campaign source (utm_source) the first session ever came from",
 }

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from opencdp.config import session_gap_from_env
-from opencdp.personalise.profile_sessions import first_session_sources, session_traits
+from opencdp.personalise.profile_sessions import session_traits
 from opencdp.segments.oracle import OracleEvent
 from opencdp.store import failures
 from opencdp.store.schema import computed_trait_definitions, profile_events, profiles
@@ -101,16 +101,7 @@ def _session_values(
 ) -> dict[str, dict[str, Any]]:
     """The session computed traits (the gap is `OPENCDP_SESSION_GAP_MINUTES`, like the live view)."""
     gap = timedelta(minutes=session_gap_from_env())
-    out: dict[str, dict[str, Any]] = {}
-    first_ends: dict[str, datetime] = {}
-    for pid, own in events.items():
-        out[pid], first_end = session_traits(own, now, gap)
-        if first_end is not None:
-            first_ends[pid] = first_end
-    for pid, source in first_session_sources(conn, first_ends, gap).items():
-        if source is not None:
-            out[pid]["first_session_source"] = source
-    return out
+    return {pid: session_traits(own, now, gap) for pid, own in events.items()}
 
 
 def refresh_computed(

@@ -33,7 +33,7 @@ _lock = threading.Lock()
 
 
 #: derived traits whose values are text (the others are numbers)
-_TEXT_DERIVED = frozenset({"rfm_score", "rfm_segment", "last_session_started_at", "first_session_source"})
+_TEXT_DERIVED = frozenset({"rfm_score", "rfm_segment", "last_session_started_at"})
 
 
 def _kind(value: Any) -> str:

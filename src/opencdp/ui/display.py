@@ -65,7 +65,6 @@ TRAIT_LABELS: dict[str, str] = {
     "sessions_30_days": "Sessions (30 days)",
     "avg_session_seconds_30_days": "Average session, seconds (30 days)",
     "last_session_started_at": "Last session",
-    "first_session_source": "First session's source",
 }
 #: What people call the identifier types (custom types read as words, like trait names).
 IDENTIFIER_LABELS: dict[str, str] = {
