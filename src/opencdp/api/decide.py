@@ -10,8 +10,8 @@ Keys (docs/personalisation.md, "The decide API"):
   header, never from the URL (URLs end up in logs and browser histories).
 
 The key goes in `Authorization: Bearer <key>`, HTTP Basic (the key as user name, as for write
-keys), or — public keys only — `?key=<key>`. Cross-origin calls from any site are allowed (the
-answer carries `Access-Control-Allow-Origin: *`, never cookies); a script that wants no preflight
+keys), or — public keys only — `?key=<key>`. Cross-origin calls are allowed from the origins in
+`OPENCDP_CORS_ORIGINS` (default any site; api/cors.py, never cookies); a script that wants no preflight
 sends the body as `text/plain` with `?key=`.
 
 Each decision an experience made is logged as an `Experience Viewed` event of the built-in source
@@ -52,16 +52,10 @@ log = logs.get("opencdp.decide")
 
 #: A decide request is small: identifiers, placements and the page's context.
 MAX_BODY_BYTES = 64 * 1024
-#: What a browser on any site may send (no cookies: `*` without credentials).
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
-    "Access-Control-Max-Age": "86400",
-}
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="opencdp"', **CORS}
+# CORS (preflights, Access-Control-* on every answer, errors too) is the /v1 policy of api/cors.py.
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="opencdp"'}
 #: A decision is for this visitor now: no cache (browser or shared) may keep it.
-_ANSWER = {**CORS, "Cache-Control": "no-store"}
+_ANSWER = {"Cache-Control": "no-store"}
 _lock = threading.Lock()
 
 
@@ -111,9 +105,7 @@ def decide_key(request: Request) -> tuple[ApiKey, bool]:
             "(only public pk_ keys may be given as ?key=)"
         )
     if not grants(key.role, "read"):
-        error = MissingScope("read", key.role)
-        error.headers = CORS
-        raise error
+        raise MissingScope("read", key.role)
     return key, True
 
 
@@ -285,24 +277,19 @@ RESPONSE_EXAMPLE: dict[str, Any] = {
 async def decide(request: Request) -> Response:
     received_at = datetime.now(UTC)
     _key, secret = decide_key(request)  # before reading a byte of the body
+    body = parse_json_object(await read_body(request, MAX_BODY_BYTES))
     try:
-        body = parse_json_object(await read_body(request, MAX_BODY_BYTES))
-        try:
-            parsed = parse_decide_request(body)
-        except DecideRequestError as exc:
-            errors = [{"field": p["path"] or "body", "problem": p["problem"]} for p in exc.problems]
-            error = ApiError(400, "invalid_request", str(exc), errors)
-            return FastJSONResponse({**error.body(), "problems": exc.problems}, status_code=400, headers=CORS)
-    except ApiError as exc:
-        exc.headers = {**(exc.headers or {}), **CORS}
-        raise
+        parsed = parse_decide_request(body)
+    except DecideRequestError as exc:
+        errors = [{"field": p["path"] or "body", "problem": p["problem"]} for p in exc.problems]
+        error = ApiError(400, "invalid_request", str(exc), errors)
+        return FastJSONResponse({**error.body(), "problems": exc.problems}, status_code=400)
     if parsed.traits and not secret:
         raise ApiError(
             403,
             "forbidden",
             "traits: a public key cannot read trait values; call from your server with a secret key",
             [{"field": "traits", "problem": "not allowed with a public key"}],
-            headers=CORS,
         )
     if decider_of(request).is_quick(parsed.placements):
         # a few indexed reads: cheaper in the event loop than a hop to a worker thread and back
@@ -319,9 +306,3 @@ def _decide(request: Request, parsed: DecideRequest, secret: bool, received_at: 
     log_exposures(request, decision.exposure_rows(decide_source_id(request), received_at))
     body: dict[str, Any] = decision.as_json()
     return body
-
-
-@router.options("/decide", include_in_schema=False)
-async def decide_preflight() -> Response:
-    """CORS preflight: any site may call the decide API (without cookies)."""
-    return Response(status_code=204, headers=CORS)
