@@ -13,6 +13,7 @@ are handed to the log writer by the caller.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 import uuid
@@ -53,7 +54,7 @@ from opencdp.segments.language import (
     SegmentRef,
     TraitCondition,
 )
-from opencdp.segments.oracle import OracleEvent, OracleProfile, _event, value_matches
+from opencdp.segments.oracle import OracleEvent, OracleProfile, _event, count_holds, value_matches
 from opencdp.store.dialect import json_deserializer
 from opencdp.store.schema import (
     events,
@@ -81,6 +82,9 @@ MAX_PLACEMENTS = 20
 MAX_TRAITS = 50
 
 
+_PLACEMENT = re.compile(PLACEMENT_PATTERN)
+
+
 # -- the request ----------------------------------------------------------------------------------
 class DecideRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -100,10 +104,8 @@ class DecideRequest(BaseModel):
     @field_validator("placements")
     @classmethod
     def _placement_names(cls, value: list[str]) -> list[str]:
-        import re
-
         for name in value:
-            if not re.match(PLACEMENT_PATTERN, name):
+            if not _PLACEMENT.match(name):
                 raise ValueError(f"{name!r} is not a placement name (letters, digits, - _ . :, up to 100)")
         return list(dict.fromkeys(value))
 
@@ -212,41 +214,32 @@ def matches(node: Any, view: VisitorView, now: datetime) -> bool:
 
 
 def _session_events(cond: SessionEventCondition, session: Session | None) -> bool:
-    n = 0
-    for e in session.events if session else ():
-        if cond.session_event is not None and e.name != cond.session_event:
-            continue
-        if cond.type is not None and e.type != cond.type:
-            continue
-        if all(value_matches(e.properties, p.property, p) for p in cond.where):
-            n += 1
-    expected = cond.count_test.value
-    return {
-        "gte": n >= expected,
-        "gt": n > expected,
-        "eq": n == expected,
-        "lte": n <= expected,
-        "lt": n < expected,
-    }[cond.count_test.op]
+    n = sum(
+        1
+        for e in (session.events if session else ())
+        if (cond.session_event is None or e.name == cond.session_event)
+        and (cond.type is None or e.type == cond.type)
+        and all(value_matches(e.properties, p.property, p) for p in cond.where)
+    )
+    return count_holds(cond.count_test, n)
 
 
-def _uses(node: Any, kinds: tuple[type, ...]) -> bool:
+def _any_leaf(node: Any, test: Callable[[Any], bool]) -> bool:
+    """Whether some condition of an audience passes `test`."""
     if isinstance(node, And):
-        return any(_uses(c, kinds) for c in node.and_)
+        return any(_any_leaf(c, test) for c in node.and_)
     if isinstance(node, Or):
-        return any(_uses(c, kinds) for c in node.or_)
+        return any(_any_leaf(c, test) for c in node.or_)
     if isinstance(node, Not):
-        return _uses(node.not_, kinds)
-    return isinstance(node, kinds)
+        return _any_leaf(node.not_, test)
+    return test(node)
 
 
-def _uses_weather(node: Any) -> bool:
-    if isinstance(node, And):
-        return any(_uses_weather(c) for c in node.and_)
-    if isinstance(node, Or):
-        return any(_uses_weather(c) for c in node.or_)
-    if isinstance(node, Not):
-        return _uses_weather(node.not_)
+def _is_history_event(node: Any) -> bool:
+    return isinstance(node, EventCondition)
+
+
+def _is_weather(node: Any) -> bool:
     return isinstance(node, ContextCondition) and node.context.startswith("weather.")
 
 
@@ -277,8 +270,8 @@ def compile_experience(experience_id: int, version: int, document: Any) -> LiveE
         definition,
         audience,
         variants,
-        needs_history=any(_uses(a, (EventCondition,)) for a in parsed),
-        needs_weather=any(_uses_weather(a) for a in parsed),
+        needs_history=any(_any_leaf(a, _is_history_event) for a in parsed),
+        needs_weather=any(_any_leaf(a, _is_weather) for a in parsed),
     )
 
 

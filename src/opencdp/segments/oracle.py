@@ -12,6 +12,7 @@ from opencdp.segments.calendar import CALENDAR_OPS, text_in_window
 from opencdp.segments.language import (
     And,
     ComputedCondition,
+    CountTest,
     EventCondition,
     Not,
     Or,
@@ -133,11 +134,16 @@ def _event(cond: EventCondition, profile: OracleProfile, now: datetime) -> bool:
     if cond.has_calendar:
         window = cond.window()
         matching = [e for e in matching if window.contains(e.ts)]
-    n, expected = len(matching), cond.count_test.value
+    return count_holds(cond.count_test, len(matching))
+
+
+def count_holds(test: CountTest, n: int) -> bool:
+    """Whether `n` events satisfy a count test."""
+    expected = test.value
     return {
         "gte": n >= expected,
         "gt": n > expected,
         "eq": n == expected,
         "lte": n <= expected,
         "lt": n < expected,
-    }[cond.count_test.op]
+    }[test.op]
