@@ -279,8 +279,10 @@ class _Walk:
                 return
             self.state["waiting_for"] = None
             if isinstance(step, BranchStep):
-                query = members_query(parse_criteria(step.branch.if_), self.now, lookup_in(self.conn))
-                yes = self.conn.execute(query.where(profiles.c.id == self.pid)).first() is not None
+                query = members_query(
+                    parse_criteria(step.branch.if_), self.now, lookup_in(self.conn), [self.pid]
+                )
+                yes = self.conn.execute(query).first() is not None
                 target = step.branch.then if yes else step.branch.else_
                 self.note(step.id, "branched", to=target, matched=yes)
                 self.state["step"] = target

@@ -321,12 +321,11 @@ def enrol(
     if not wanted:
         return []
     if definition.criteria is not None:
-        query = members_query(parse_criteria(definition.criteria), now, lookup_in(conn))
+        parsed, lookup = parse_criteria(definition.criteria), lookup_in(conn)
         allowed: set[str] = set()
         for start in range(0, len(wanted), 500):
-            allowed |= set(
-                conn.execute(query.where(profiles.c.id.in_(wanted[start : start + 500]))).scalars()
-            )
+            part = wanted[start : start + 500]
+            allowed |= set(conn.execute(members_query(parsed, now, lookup, part)).scalars())
         wanted = [p for p in wanted if p in allowed]
     earlier: dict[str, list[Any]] = {}
     for start in range(0, len(wanted), 500):

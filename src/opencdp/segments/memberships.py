@@ -19,7 +19,7 @@ from opencdp.segments.compiler import members_query
 from opencdp.segments.language import parse_criteria
 from opencdp.segments.store import lookup_in
 from opencdp.store import failures
-from opencdp.store.schema import profiles, segment_memberships, segment_transitions, segments
+from opencdp.store.schema import segment_memberships, segment_transitions, segments
 
 T = TypeVar("T")
 
@@ -32,19 +32,19 @@ def refresh(
     profile_ids: Iterable[str] | None = None,
 ) -> tuple[int, int]:
     """Bring one segment's memberships up to date (for these profiles, or all); returns (entered, exited)."""
-    query = members_query(parse_criteria(criteria), now, lookup_in(conn))
+    parsed, lookup = parse_criteria(criteria), lookup_in(conn)
     current_q = sa.select(segment_memberships.c.profile_id).where(
         segment_memberships.c.segment_id == segment_id, segment_memberships.c.exited_at.is_(None)
     )
     if profile_ids is None:
-        members = {r[0] for r in conn.execute(query)}
+        members = {r[0] for r in conn.execute(members_query(parsed, now, lookup))}
         current = {r[0] for r in conn.execute(current_q)}
     else:
         ids = sorted(set(profile_ids))
         members, current = set(), set()
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
-            members |= {r[0] for r in conn.execute(query.where(profiles.c.id.in_(part)))} if part else set()
+            members |= {r[0] for r in conn.execute(members_query(parsed, now, lookup, part))}
             current |= {
                 r[0] for r in conn.execute(current_q.where(segment_memberships.c.profile_id.in_(part)))
             }

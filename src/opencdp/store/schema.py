@@ -107,7 +107,8 @@ profiles = sa.Table(
     "profiles",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("merged_into", sa.String(36), nullable=True, index=True),
+    #: Indexed only where set (0016): a full index misleads SQLite on "IS NULL AND id IN (…)".
+    sa.Column("merged_into", sa.String(36), nullable=True),
     sa.Column("anchor", Json, nullable=False),
     sa.Column("last_edge_key", Json, nullable=False),
     sa.Column("identity_counts", Json, nullable=False),
@@ -126,6 +127,12 @@ profiles = sa.Table(
     #: wrote them when: {model: {"version": n, "at": iso}}. Not written by the processor.
     sa.Column("predicted", Json, nullable=True),
     sa.Column("predicted_meta", Json, nullable=True),
+    sa.Index(
+        "ix_profiles_merged_into",
+        "merged_into",
+        sqlite_where=sa.text("merged_into IS NOT NULL"),
+        postgresql_where=sa.text("merged_into IS NOT NULL"),
+    ),
 )
 
 #: Accepted joins: the answer to "why are these one person?".
