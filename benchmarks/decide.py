@@ -196,11 +196,15 @@ def prepare(db: Scratch, profiles: int, seed: int) -> None:
     engine.dispose()
 
 
-def _bodies(profiles: int, count: int, seed: int) -> list[bytes]:
+def _bodies(profiles: int, count: int, seed: int, views_per_visit: int = 1) -> list[bytes]:
+    """`count` requests: visits of random customers, each `views_per_visit` page views (each asking
+    for all placements) spread over the run, on varying pages and carts."""
     rng = random.Random(seed)
+    visitors = [rng.randrange(profiles) for _ in range(-(-count // views_per_visit))]
+    order = [n for n in visitors for _ in range(views_per_visit)][:count]
+    rng.shuffle(order)
     out = []
-    for _ in range(count):
-        n = rng.randrange(profiles)
+    for n in order:
         out.append(
             orjson.dumps(
                 {
@@ -301,10 +305,12 @@ def run_server(engine_name: str, args: argparse.Namespace) -> list[list[str]]:
             flush=True,
         )
         key = cli(db.env, "keys", "create", "--role", "decide", "--name", "bench").strip().splitlines()[0]
-        bodies = _bodies(args.profiles, 20_000, args.seed + 1)
         with running_server(db) as server:
             _wait_processed(db.url)
             for rate in args.rates:
+                # new visitors for each rate: no exposure is remembered from the previous one
+                count = int(rate * (args.seconds + 2)) + 100
+                bodies = _bodies(args.profiles, count, args.seed + rate, args.views_per_visit)
                 load = background_load()
                 before, clock = CpuSnapshot.take(server.pid, db.postgres_db), time.perf_counter()
                 result = open_loop(server.port, key, bodies, rate, args.seconds, args.connections)
@@ -402,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=int, nargs="+", default=[250, 500, 1000, 1500, 2000, 3000, 4000])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--views-per-visit",
+        type=int,
+        default=1,
+        help="page views per visit (1: every request a new visitor, all of its exposures logged)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--in-process", action="store_true", help="time the engine alone, without HTTP")
     parser.add_argument("--postgres-url", default=default_postgres_url())

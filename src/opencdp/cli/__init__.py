@@ -34,7 +34,7 @@ def serve(host: str | None, port: int | None) -> None:
     Prometheus metrics at /metrics."""
     import uvicorn
 
-    from opencdp import metrics
+    from opencdp import heap, metrics
 
     # First, before any metric exists: counters of this process and its children go to files here.
     metrics_dir, own_dir = metrics.prepare_multiprocess_dir()
@@ -48,8 +48,10 @@ def serve(host: str | None, port: int | None) -> None:
         cdp = OpenCDP(settings, separate_process=True)
         log = logs.get("opencdp.serve")
         log.info("starting", database=cdp.engine.url.render_as_string(hide_password=True))
+        app = create_app(cdp)
+        heap.settle()
         uvicorn.run(
-            create_app(cdp),
+            app,
             host=host or settings.host,
             port=port or settings.port,
             log_level=settings.log_level.lower(),
@@ -303,6 +305,9 @@ def worker(
             click.echo(sent.summary())
         return
     sender = DeliveryLoop(DeliveryWorker(processor.engine, settings)) if deliveries else None
+    from opencdp import heap
+
+    heap.settle()
     logs.get("opencdp.worker").info(
         "worker started", backlog=processor.backlog(), processing=processing, deliveries=deliveries
     )

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from opencdp import logs
+from opencdp import heap, logs
 from opencdp.config import Settings
 
 log = logs.get("opencdp.supervisor")
@@ -107,6 +107,7 @@ def _run_child(settings: Settings, reader: multiprocessing.connection.Connection
         stop=stop,
         on_progress=deliveries.notify if deliveries is not None else None,
     )
+    heap.settle()
     try:
         loop.run()
     finally:
