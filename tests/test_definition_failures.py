@@ -144,8 +144,10 @@ def test_a_database_error_rolls_back_only_that_segment(
     store.save(cdp.engine, "broken", {"trait": "country", "op": "eq", "value": "broken"})
     real = memberships.members_query
 
-    def members_query(criteria: Any, now: datetime, lookup: Any = None) -> sa.Select[Any]:
-        query = real(criteria, now, lookup)
+    def members_query(
+        criteria: Any, now: datetime, lookup: Any = None, profile_ids: Any = None
+    ) -> sa.Select[Any]:
+        query = real(criteria, now, lookup, profile_ids)
         if getattr(criteria, "value", None) == "broken":
             return query.where(sa.text("no_such_column = 1"))
         return query

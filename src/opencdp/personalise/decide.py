@@ -56,6 +56,7 @@ from opencdp.segments.language import (
 )
 from opencdp.segments.oracle import OracleEvent, OracleProfile, _event, count_holds, value_matches
 from opencdp.store.dialect import json_deserializer
+from opencdp.store.fast_select import FastSelect
 from opencdp.store.schema import (
     events,
     experiences,
@@ -445,6 +446,7 @@ class Decider:
         self._by_placement: dict[str, list[LiveExperience]] = {}
         self._segment_names: dict[int, str] = {}
         self._weather: dict[tuple[str, str], tuple[float, Weather | None]] = {}
+        self._reads = VisitorReads(engine.dialect)
 
     # -- caches -----------------------------------------------------------------------------------
     def _experiences(self, conn: sa.Connection) -> dict[str, list[LiveExperience]]:
@@ -540,7 +542,8 @@ class Decider:
         self, conn: sa.Connection, request: DecideRequest, now: datetime, needed: Sequence[LiveExperience]
     ) -> VisitorView:
         idents = self._identifiers(request)
-        profile_id = _profile_of(conn, idents)
+        reads = self._reads
+        profile_id = reads.profile_of(conn, idents)
         traits: dict[str, Any] = {}
         computed: dict[str, Any] = {}
         predicted: dict[str, Any] = {}
@@ -548,16 +551,16 @@ class Decider:
         first_seen = None
         recent: list[SessionEvent] = []
         if profile_id is not None:
-            row = conn.execute(_PROFILE, {"pid": profile_id}).first()
+            row = reads.profile.first(conn, {"pid": profile_id})
             if row is not None:
-                traits, computed, predicted = row.traits or {}, row.computed or {}, row.predicted or {}
-                first_seen = row.first_seen
+                traits, computed, predicted = row[0] or {}, row[1] or {}, row[2] or {}
+                first_seen = row[3]
             names = self._segment_names
             member_of = frozenset(
-                names[sid] for (sid,) in conn.execute(_MEMBERSHIPS, {"pid": profile_id}) if sid in names
+                names[sid] for (sid,) in reads.memberships.rows(conn, {"pid": profile_id}) if sid in names
             )
-            recent = _profile_session_events(conn, profile_id, now - SESSION_LOOKBACK)
-        recent += _unprocessed_events(conn, request, now - SESSION_LOOKBACK)
+            recent = reads.session_events(conn, profile_id, now - SESSION_LOOKBACK)
+        recent += reads.unprocessed_events(conn, request, now - SESSION_LOOKBACK)
         session = current_session(recent, now, self.gap)
         context = live_context(
             request.context,
@@ -619,16 +622,6 @@ _TAIL = sa.select(events.c.type, events.c.timestamp, events.c.payload).where(
 )
 
 
-def _profile_of(conn: sa.Connection, idents: Iterable[Identifier]) -> str | None:
-    """The profile of the strongest identifier that has one (user id before anonymous id): one
-    indexed lookup each, stopping at the first found."""
-    for ident in idents:
-        found = conn.execute(_PROFILE_OF, {"type": ident.type, "value": ident.value}).scalar()
-        if found:
-            return str(found)
-    return None
-
-
 def _payload(value: Any) -> dict[str, Any]:
     if isinstance(value, str | bytes):
         value = json_deserializer(value)
@@ -650,25 +643,52 @@ def _session_event(
     )
 
 
-def _profile_session_events(conn: sa.Connection, profile_id: str, since: datetime) -> list[SessionEvent]:
-    """The profile's processed events since `since` (newest `SESSION_EVENTS`), with their context
-    from the log (profile_events keeps properties only)."""
-    rows = conn.execute(_SESSION_EVENTS, {"pid": profile_id, "since": since}).all()
-    return [_session_event(r.type, r.ts, _payload(r.payload)) for r in rows]
+class VisitorReads:
+    """The indexed reads of one decision, as `FastSelect`s (compiled once for the engine)."""
 
+    def __init__(self, dialect: sa.engine.Dialect) -> None:
+        self._profile_of = FastSelect(_PROFILE_OF, dialect)
+        self.profile = FastSelect(_PROFILE, dialect)
+        self.memberships = FastSelect(_MEMBERSHIPS, dialect)
+        self._session_events = FastSelect(_SESSION_EVENTS, dialect)
+        self._log_position = FastSelect(_LOG_POSITION, dialect)
+        self._tail = FastSelect(_TAIL, dialect)
 
-def _unprocessed_events(conn: sa.Connection, request: DecideRequest, since: datetime) -> list[SessionEvent]:
-    """The visitor's events in the log that the processor has not reached yet (the live edge of the
-    session: a page view sent a moment before the decision)."""
-    checkpoint, newest = conn.execute(_LOG_POSITION).one()
-    if newest is None or (checkpoint is not None and checkpoint >= newest):
-        return []
-    after = max(checkpoint or 0, newest - TAIL_WINDOW)
-    rows = conn.execute(
-        _TAIL,
-        {"after": after, "since": since, "anonymous_id": request.anonymous_id, "user_id": request.user_id},
-    ).all()
-    return [_session_event(r.type, r.timestamp, _payload(r.payload)) for r in rows]
+    def profile_of(self, conn: sa.Connection, idents: Iterable[Identifier]) -> str | None:
+        """The profile of the strongest identifier that has one (user id before anonymous id):
+        one indexed lookup each, stopping at the first found."""
+        for ident in idents:
+            found = self._profile_of.first(conn, {"type": ident.type, "value": ident.value})
+            if found and found[0]:
+                return str(found[0])
+        return None
+
+    def session_events(self, conn: sa.Connection, profile_id: str, since: datetime) -> list[SessionEvent]:
+        """The profile's processed events since `since` (newest `SESSION_EVENTS`), with their
+        context from the log (profile_events keeps properties only)."""
+        rows = self._session_events.rows(conn, {"pid": profile_id, "since": since})
+        return [_session_event(kind, ts, _payload(payload)) for kind, ts, payload in rows]
+
+    def unprocessed_events(
+        self, conn: sa.Connection, request: DecideRequest, since: datetime
+    ) -> list[SessionEvent]:
+        """The visitor's events in the log that the processor has not reached yet (the live edge
+        of the session: a page view sent a moment before the decision)."""
+        position = self._log_position.first(conn)
+        checkpoint, newest = position if position is not None else (None, None)
+        if newest is None or (checkpoint is not None and checkpoint >= newest):
+            return []
+        after = max(checkpoint or 0, newest - TAIL_WINDOW)
+        rows = self._tail.rows(
+            conn,
+            {
+                "after": after,
+                "since": since,
+                "anonymous_id": request.anonymous_id,
+                "user_id": request.user_id,
+            },
+        )
+        return [_session_event(kind, ts, _payload(payload)) for kind, ts, payload in rows]
 
 
 def _history_loader(conn: sa.Connection, profile_id: str) -> Callable[[], list[OracleEvent]]:

@@ -20,6 +20,7 @@ from opencdp.identity.graph import Edge, EdgeKey, Rejection, Resolution, edge_fo
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.privacy.consent import extract_consent
 from opencdp.process import late_edges
+from opencdp.process.quiet import quiet_name, read_by_definitions
 from opencdp.process.working_set import WorkingProfile, iso_text, pair_row, profile_from_row, signature
 from opencdp.profiles.state import ProfileState
 from opencdp.store.dialect import insert_ignoring_duplicates, upsert
@@ -100,6 +101,10 @@ class Chunk:
         self._next_link = -1
         #: every profile this chunk changed (live or merged away): its derived state needs updating
         self.touched: set[str] = set()
+        #: profiles changed by anything but quiet events (process/quiet.py), and the quiet events'
+        #: names by profile: a profile only in `quiet` may keep its derived state
+        self.loud: set[str] = set()
+        self.quiet: dict[str, set[str]] = {}
         #: the operator's rejected pairs (`load_rejections`; few), the identifiers they name, and
         #: the ids of those not applied yet
         self.rejections: list[Rejection] = []
@@ -352,6 +357,26 @@ class Chunk:
         )
         self.profiles[owner_profile].state.apply(payload, ts, event.message_id, event.source_id, event.source)
         self.dirty.add(owner_profile)
+        quiet = quiet_name(event.type, payload)
+        if quiet is None:
+            self.loud.add(owner_profile)
+        else:
+            self.quiet.setdefault(owner_profile, set()).add(quiet)
+
+    def changed(self, *profile_ids: str) -> None:
+        """Profiles whose identity or state changed (created, merged, relinked): their row is
+        written and their derived state refreshed."""
+        self.dirty.update(profile_ids)
+        self.loud.update(profile_ids)
+
+    def derived_touched(self) -> set[str]:
+        """The touched profiles whose computed traits and memberships may have changed: all but
+        those changed only by quiet events that no definition reads."""
+        quiet = {p: names for p, names in self.quiet.items() if p not in self.loud}
+        if not quiet:
+            return set(self.touched)
+        read = read_by_definitions(self.conn, set().union(*quiet.values()))
+        return self.touched - {p for p, names in quiet.items() if not names & read}
 
     def _store_edge(self, edge: Edge, sig: str) -> None:
         self.pending_edges[sig] = {
@@ -388,7 +413,7 @@ class Chunk:
                 loser.merged_into = pid
                 loser.state = ProfileState()
                 self.redirect(loser_id, pid)
-                self.dirty.add(loser_id)
+                self.changed(loser_id)
             survivor.counts = dict(group.counts)
             survivor.last_key = group.last_key
             for ident in group.members:
@@ -399,7 +424,7 @@ class Chunk:
                         if before is not None:
                             self._marks.get(before, set()).discard(ident)
                         self._marks.setdefault(pid, set()).add(ident)
-            self.dirty.add(pid)
+            self.changed(pid)
 
     def record(self, resolution: Resolution) -> None:
         """Write a resolution's accepted links and refused joins."""

@@ -94,7 +94,7 @@ def _reanchor(chunk: Chunk, pid: str, ident: Identifier, key: EdgeKey) -> None:
     old.state, old.merged_into = ProfileState(), new_id
     chunk.profiles[new_id] = fresh
     chunk.redirect(pid, new_id)
-    chunk.dirty |= {pid, new_id}
+    chunk.changed(pid, new_id)
 
 
 def relink_within_group(chunk: Chunk, edge: Edge, touched: set[str]) -> bool:
@@ -281,7 +281,7 @@ def recompute_around(chunk: Chunk, identifiers: Iterable[Identifier]) -> set[str
         )
         chunk.profiles[pid] = profile
         chunk.revive(pid)
-        chunk.dirty.add(pid)
+        chunk.changed(pid)
     if moves:
         conn.execute(
             identities.update()
@@ -294,7 +294,7 @@ def recompute_around(chunk: Chunk, identifiers: Iterable[Identifier]) -> set[str
         target = resolution.group_of[loser.anchor].profile_id
         loser.merged_into, loser.state = target, ProfileState()
         chunk.redirect(old, target)
-        chunk.dirty.add(old)
+        chunk.changed(old)
     _repoint_merged(chunk, resolution, old_ids | new_ids)
     log.debug("component recomputed", identities=len(members), edges=len(edges), profiles=len(groups))
     return new_ids

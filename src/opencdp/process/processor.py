@@ -209,7 +209,7 @@ class Processor:
             forward(conn, batch, chunk.event_profiles)
             journey_events(conn, batch, chunk.event_profiles)
             clock = _stage("write", clock)
-            self._derived(conn, chunk.touched)
+            self._derived(conn, chunk.derived_touched())
             clock = _stage("derived", clock)
             if batch:
                 conn.execute(
@@ -250,7 +250,7 @@ class Processor:
             pair = (Identifier(row.left_type, row.left_value), Identifier(row.right_type, row.right_value))
             live = recompute_pairs(chunk, [pair])
             apply_pending(chunk)
-            self._derived(conn, chunk.touched)
+            self._derived(conn, chunk.derived_touched())
         return live
 
     def run_until_caught_up(self) -> int:
