@@ -241,16 +241,20 @@ class Chunk:
 
     # -- loading ---------------------------------------------------------------------------------
     def preload(self, all_ids: set[Identifier], sigs: set[str]) -> None:
-        pairs = [(i.type, i.value) for i in all_ids]
-        for start in range(0, len(pairs), 400):
-            part = pairs[start : start + 400]
-            rows = self.conn.execute(
-                sa.select(
-                    identities.c.id, identities.c.type, identities.c.value, identities.c.profile_id
-                ).where(sa.tuple_(identities.c.type, identities.c.value).in_(part))
-            )
-            for row in rows:
-                self.ident[Identifier(row.type, row.value)] = [row.id, row.profile_id]
+        # one type at a time: "(type, value) IN (…)" made SQLite scan every identity (16 ms per
+        # chunk at 40,000 of them), "type = ? AND value IN (…)" looks each one up in the unique index
+        by_type: dict[str, list[str]] = {}
+        for ident in all_ids:
+            by_type.setdefault(ident.type, []).append(ident.value)
+        for kind, values in sorted(by_type.items()):
+            for start in range(0, len(values), 400):
+                rows = self.conn.execute(
+                    sa.select(identities.c.id, identities.c.value, identities.c.profile_id).where(
+                        identities.c.type == kind, identities.c.value.in_(values[start : start + 400])
+                    )
+                )
+                for row in rows:
+                    self.ident[Identifier(kind, row.value)] = [row.id, row.profile_id]
         sig_list = list(sigs)
         for start in range(0, len(sig_list), 400):
             edge_rows: Any = self.conn.execute(
