@@ -6,16 +6,20 @@ profile matching a trait-based variant, an unknown visitor getting the fallback,
 from __future__ import annotations
 
 import base64
+import gzip
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from opencdp.access.keys import create_api_key
+from opencdp.api import decide as decide_api
 from opencdp.identity.identifiers import Identifier
 from opencdp.personalise.experiences import EXPERIENCE_VIEWED
 from opencdp.privacy.suppression import suppress
@@ -213,3 +217,50 @@ def test_erased_visitors_are_not_logged(
     logged = _wait(lambda: _viewed(cdp))
     time.sleep(0.3)  # the erased visitor's row, had it been handed over, would be written with the other
     assert [p.get("anonymousId") for p in _viewed(cdp)] == ["here"] and logged
+
+
+def test_the_fast_path_answers_plain_requests_and_leaves_the_rest_to_the_route(
+    client: TestClient, cdp: OpenCDP, write_key: str, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """api/decide.py `DecideFastPath`: the same answer as the route, the route's metric label, and
+    every error (and a gzip body, and a request for traits) answered by the route itself."""
+    _setup(client, cdp, write_key, admin_key)
+    public = create_api_key(cdp.engine, "decide", "site")[1]
+    reader = create_api_key(cdp.engine, "read")[1]
+    routed: list[bool] = []  # per request: True when the fast path left it to the route
+    real = decide_api.DecideFastPath._answer
+
+    def spying(self: Any, *args: Any) -> Any:
+        answer = real(self, *args)
+        routed.append(answer is None)
+        return answer
+
+    monkeypatch.setattr(decide_api.DecideFastPath, "_answer", spying)
+
+    body = {"userId": "u1", "placements": ["home-hero"], "context": {"page": {"path": "/"}}}
+    # the first decision loads the experiences, in a worker thread: the route's
+    assert client.post("/v1/decide", json=body, headers=_bearer(public)).status_code == 200
+    assert routed == [True]
+    routed.clear()
+    fast = client.post("/v1/decide", json=body, headers={**_bearer(public), "Origin": "https://shop.example"})
+    assert fast.status_code == 200 and routed == [False]
+    assert fast.json()["decisions"]["home-hero"]["variant"] == "gold"
+    assert fast.headers["cache-control"] == "no-store"
+    assert fast.headers["access-control-allow-origin"] == "*"
+    assert client.post("/v1/decide", json=body, params={"key": public}).status_code == 200
+    assert routed == [False, False]
+    metrics = client.get("/metrics", headers=_bearer(admin_key)).text
+    assert 'route="/v1/decide"' in metrics
+
+    # what the fast path leaves to the route: errors, compressed bodies, trait values
+    assert client.post("/v1/decide", json={"placements": "x"}, headers=_bearer(public)).status_code == 400
+    assert client.post("/v1/decide", json=body).status_code == 401
+    zipped = client.post(
+        "/v1/decide",
+        content=gzip.compress(orjson.dumps(body)),
+        headers={**_bearer(public), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert zipped.status_code == 200 and zipped.json()["decisions"]["home-hero"]["variant"] == "gold"
+    traits = client.post("/v1/decide", json={**body, "traits": ["plan"]}, headers=_bearer(reader))
+    assert traits.status_code == 200 and traits.json()["traits"] == {"plan": "gold"}
+    assert routed == [False, False, True, True, True, True]

@@ -91,6 +91,7 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     # issue 10: uplift report and segment performance (api/uplift.py)
     app.include_router(uplift_api.router)
     add_docs(app)
+    app.add_middleware(decide.DecideFastPath)  # innermost: guarded, CORS'd and timed as any route
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
     app.add_middleware(Cors, origins=cdp.settings.cors_origins)  # /v1/* only
     app.add_middleware(metrics.RequestTimer)  # outermost: times everything, BodyGuard's 408s too
