@@ -30,9 +30,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from harness.load import RawConnection
 from harness.machine import CpuSnapshot, CpuUse, background_load, cpu_model, measured_code
 from harness.report import markdown_table, percentile, rich_table, wide_console
-from harness.scratch import HOST, Scratch, cli, default_postgres_url, running_server, scratch_database
+from harness.scratch import Scratch, cli, default_postgres_url, running_server, scratch_database
 from opencdp.collect.messages import Envelope, Limits, normalise
 from opencdp.config import Settings
 from opencdp.identity.identifiers import IdentityRules
@@ -233,14 +234,15 @@ def open_loop(
     request due at its slot; latencies from due time to the end of the answer."""
     warmup = 2.0
     total = int(rate * (warmup + seconds))
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    prepared = [RawConnection.prepare("POST", "/v1/decide", body, headers) for body in bodies]
     start = time.perf_counter() + 0.2
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     def worker(offset: int) -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        conn = RawConnection(port)
         mine: list[float] = []
         for i in range(offset, total, connections):
             due = start + i / rate
@@ -248,19 +250,17 @@ def open_loop(
             if delay > 0:
                 time.sleep(delay)
             try:
-                conn.request("POST", "/v1/decide", body=bodies[i % len(bodies)], headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
-            except (OSError, http.client.HTTPException) as exc:
+                status, payload = conn.request(prepared[i % len(prepared)])
+            except (OSError, http.client.HTTPException, ValueError) as exc:
                 with lock:
                     errors.append(type(exc).__name__)
                 conn.close()
-                conn = http.client.HTTPConnection(HOST, port, timeout=30)
+                conn = RawConnection(port)
                 continue
             done = time.perf_counter()
-            if response.status != 200 or len(orjson.loads(payload)["decisions"]) != len(PLACEMENTS):
+            if status != 200 or len(orjson.loads(payload)["decisions"]) != len(PLACEMENTS):
                 with lock:
-                    errors.append(f"{response.status}: {payload[:200]!r}")
+                    errors.append(f"{status}: {payload[:200]!r}")
                 continue
             if due - start >= warmup:
                 mine.append(done - due)

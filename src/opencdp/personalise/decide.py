@@ -42,6 +42,7 @@ from opencdp.personalise.experiences import (
     parse_experience,
 )
 from opencdp.personalise.forms import struggling
+from opencdp.personalise.log_tail import LogTail, payload_of, session_event
 from opencdp.personalise.sessions import Session, SessionEvent, activity, current_session
 from opencdp.personalise.weather import Weather, lookup
 from opencdp.segments.language import (
@@ -55,13 +56,11 @@ from opencdp.segments.language import (
     TraitCondition,
 )
 from opencdp.segments.oracle import OracleEvent, OracleProfile, _event, count_holds, value_matches
-from opencdp.store.dialect import json_deserializer
 from opencdp.store.fast_select import FastSelect
 from opencdp.store.schema import (
     events,
     experiences,
     identities,
-    processor_state,
     profile_events,
     profiles,
     segment_memberships,
@@ -72,10 +71,9 @@ from opencdp.store.schema import (
 #: cut to it); at most `SESSION_EVENTS` of them, newest first.
 SESSION_LOOKBACK = timedelta(hours=12)
 SESSION_EVENTS = 500
-#: The log's tail read for events not processed yet: at most this many of the newest events (a scan
-#: of the id range, about half a millisecond per 1,000 on SQLite: the processor is normally within a
-#: chunk of the newest event, and a visitor's older unprocessed events are missed only while it lags
-#: further behind).
+#: The log's tail read for events not processed yet: at most this many of the newest events (kept
+#: between decisions, `personalise/log_tail.py`: the processor is normally within a chunk of the
+#: newest event, and a visitor's older unprocessed events are missed only while it lags further).
 TAIL_WINDOW = 1000
 #: Experiences are re-read when changed; the change check runs at most this often.
 CACHE_SECONDS = 1.0
@@ -606,41 +604,6 @@ _SESSION_EVENTS = (
     .order_by(profile_events.c.ts.desc())
     .limit(SESSION_EVENTS)
 )
-_LOG_POSITION = sa.select(
-    sa.select(processor_state.c.last_event_id).where(processor_state.c.name == "profiles").scalar_subquery(),
-    sa.select(sa.func.max(events.c.id)).scalar_subquery(),
-)
-#: A NULL identifier compares as unknown, so the OR holds only for the identifiers given.
-_TAIL = sa.select(events.c.type, events.c.timestamp, events.c.payload).where(
-    events.c.id > sa.bindparam("after"),
-    events.c.timestamp >= sa.bindparam("since"),
-    activity(events.c.type, events.c.event),
-    sa.or_(
-        events.c.anonymous_id == sa.bindparam("anonymous_id", type_=sa.String),
-        events.c.user_id == sa.bindparam("user_id", type_=sa.String),
-    ),
-)
-
-
-def _payload(value: Any) -> dict[str, Any]:
-    if isinstance(value, str | bytes):
-        value = json_deserializer(value)
-    return value if isinstance(value, dict) else {}
-
-
-def _session_event(
-    call_type: str, ts: datetime, payload: dict[str, Any], properties: Any = None
-) -> SessionEvent:
-    props = properties if isinstance(properties, dict) else payload.get("properties")
-    ctx = payload.get("context")
-    name = payload.get("event") if call_type == "track" else payload.get("name")
-    return SessionEvent(
-        ts=ts,
-        type=call_type,
-        name=name if isinstance(name, str) else None,
-        properties=props if isinstance(props, dict) else {},
-        context=ctx if isinstance(ctx, dict) else {},
-    )
 
 
 class VisitorReads:
@@ -651,8 +614,7 @@ class VisitorReads:
         self.profile = FastSelect(_PROFILE, dialect)
         self.memberships = FastSelect(_MEMBERSHIPS, dialect)
         self._session_events = FastSelect(_SESSION_EVENTS, dialect)
-        self._log_position = FastSelect(_LOG_POSITION, dialect)
-        self._tail = FastSelect(_TAIL, dialect)
+        self.tail = LogTail(dialect, TAIL_WINDOW)
 
     def profile_of(self, conn: sa.Connection, idents: Iterable[Identifier]) -> str | None:
         """The profile of the strongest identifier that has one (user id before anonymous id):
@@ -667,28 +629,14 @@ class VisitorReads:
         """The profile's processed events since `since` (newest `SESSION_EVENTS`), with their
         context from the log (profile_events keeps properties only)."""
         rows = self._session_events.rows(conn, {"pid": profile_id, "since": since})
-        return [_session_event(kind, ts, _payload(payload)) for kind, ts, payload in rows]
+        return [session_event(kind, ts, payload_of(payload)) for kind, ts, payload in rows]
 
     def unprocessed_events(
         self, conn: sa.Connection, request: DecideRequest, since: datetime
     ) -> list[SessionEvent]:
         """The visitor's events in the log that the processor has not reached yet (the live edge
         of the session: a page view sent a moment before the decision)."""
-        position = self._log_position.first(conn)
-        checkpoint, newest = position if position is not None else (None, None)
-        if newest is None or (checkpoint is not None and checkpoint >= newest):
-            return []
-        after = max(checkpoint or 0, newest - TAIL_WINDOW)
-        rows = self._tail.rows(
-            conn,
-            {
-                "after": after,
-                "since": since,
-                "anonymous_id": request.anonymous_id,
-                "user_id": request.user_id,
-            },
-        )
-        return [_session_event(kind, ts, _payload(payload)) for kind, ts, payload in rows]
+        return self.tail.events_for(conn, request.anonymous_id, request.user_id, since)
 
 
 def _history_loader(conn: sa.Connection, profile_id: str) -> Callable[[], list[OracleEvent]]:
@@ -698,7 +646,7 @@ def _history_loader(conn: sa.Connection, profile_id: str) -> Callable[[], list[O
         nonlocal loaded
         if loaded is None:
             loaded = [
-                OracleEvent(r.name, r.type, r.ts, _payload(r.properties))
+                OracleEvent(r.name, r.type, r.ts, payload_of(r.properties))
                 for r in conn.execute(
                     sa.select(
                         profile_events.c.name,
