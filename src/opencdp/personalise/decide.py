@@ -54,6 +54,7 @@ from opencdp.segments.language import (
     PredictedCondition,
     SegmentRef,
     TraitCondition,
+    leaves,
 )
 from opencdp.segments.oracle import OracleEvent, OracleProfile, _event, count_holds, value_matches
 from opencdp.store.fast_select import FastSelect
@@ -225,13 +226,7 @@ def _session_events(cond: SessionEventCondition, session: Session | None) -> boo
 
 def _any_leaf(node: Any, test: Callable[[Any], bool]) -> bool:
     """Whether some condition of an audience passes `test`."""
-    if isinstance(node, And):
-        return any(_any_leaf(c, test) for c in node.and_)
-    if isinstance(node, Or):
-        return any(_any_leaf(c, test) for c in node.or_)
-    if isinstance(node, Not):
-        return _any_leaf(node.not_, test)
-    return test(node)
+    return any(test(leaf) for leaf in leaves(node))
 
 
 def _is_history_event(node: Any) -> bool:

@@ -13,14 +13,13 @@ relinked is never quiet (`Chunk.changed`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from opencdp.personalise.sessions import NOT_ACTIVITY
 from opencdp.privacy.consent import extract_consent
-from opencdp.segments.language import And, EventCondition, Not, Or, parse_criteria
+from opencdp.segments.language import EventCondition, leaves, parse_criteria
 from opencdp.store.schema import segments
 from opencdp.traits.store import definitions
 
@@ -55,9 +54,10 @@ def read_by_definitions(conn: sa.Connection, names: set[str]) -> set[str]:
             read.add(trait.filter.event)
     for (criteria,) in conn.execute(sa.select(segments.c.criteria)):
         try:
-            conditions = list(_event_conditions(parse_criteria(criteria)))
+            conditions = [c for c in leaves(parse_criteria(criteria)) if isinstance(c, EventCondition)]
         except ValueError:
             return set(names)
+        # a segment reference is checked with the segment it names: every segment is in this loop
         for cond in conditions:
             if cond.type not in (None, "track"):
                 continue
@@ -66,18 +66,3 @@ def read_by_definitions(conn: sa.Connection, names: set[str]) -> set[str]:
             if cond.event in names:
                 read.add(cond.event)
     return read
-
-
-def _event_conditions(criteria: Any) -> Iterator[EventCondition]:
-    if isinstance(criteria, EventCondition):
-        yield criteria
-    elif isinstance(criteria, And):
-        for part in criteria.and_:
-            yield from _event_conditions(part)
-    elif isinstance(criteria, Or):
-        for part in criteria.or_:
-            yield from _event_conditions(part)
-    elif isinstance(criteria, Not):
-        yield from _event_conditions(criteria.not_)
-    # trait, computed, predicted conditions read no events; a segment reference reads the
-    # referenced segment's criteria, which are among those checked

@@ -18,6 +18,7 @@ again with referenced segments expanded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -375,6 +376,21 @@ def _problem(path: str, err: Any) -> dict[str, str]:
 
 def _join(path: str, more: str) -> str:
     return f"{path}.{more}" if path and more else path or more
+
+
+def leaves(criteria: Any) -> Iterator[Any]:
+    """The conditions of parsed criteria, through every and/or/not (segment references are leaves:
+    what they refer to is not expanded here)."""
+    if isinstance(criteria, And):
+        for part in criteria.and_:
+            yield from leaves(part)
+    elif isinstance(criteria, Or):
+        for part in criteria.or_:
+            yield from leaves(part)
+    elif isinstance(criteria, Not):
+        yield from leaves(criteria.not_)
+    else:
+        yield criteria
 
 
 def to_document(criteria: Any) -> Any:
