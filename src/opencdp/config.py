@@ -62,6 +62,29 @@ def _origins(name: str) -> tuple[str, ...]:
     return ("*",) if "*" in origins or not origins else tuple(origins)
 
 
+#: what the preference centre offers to tick unless OPENCDP_PREFERENCE_INTERESTS says otherwise
+DEFAULT_PREFERENCE_INTERESTS = ("news", "offers", "new_products", "events")
+
+
+def _names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of short names (letters, digits, _ and -), in the order given."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    for item in names:
+        if len(item) > 64 or not item.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"{name}: {item!r} is not a name (letters, digits, _ and -, at most 64)")
+    return names
+
+
+def _public_url(name: str) -> str | None:
+    raw = (os.environ.get(name) or "").strip().rstrip("/")
+    if raw and not raw.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an address such as https://cdp.shop.example, got {raw!r}")
+    return raw or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob opencdp has. Documented in the README's configuration table."""
@@ -102,6 +125,11 @@ class Settings:
     session_gap_minutes: int = 30
     #: origins whose pages may call /v1 (collection, analytics.js settings, decide): "*" or a list
     cors_origins: tuple[str, ...] = ("*",)
+    #: the interests a customer can tick in the preference centre (OPENCDP_PREFERENCE_INTERESTS)
+    preference_interests: tuple[str, ...] = DEFAULT_PREFERENCE_INTERESTS
+    #: the address customers reach this server at (links in e-mails, e.g. to the preference
+    #: centre); without it the API uses the address the request came to
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -139,6 +167,8 @@ class Settings:
             delivery_retention_days=_positive("OPENCDP_DELIVERY_RETENTION_DAYS", 7),
             session_gap_minutes=session_gap_from_env(),
             cors_origins=_origins("OPENCDP_CORS_ORIGINS"),
+            preference_interests=_names("OPENCDP_PREFERENCE_INTERESTS", DEFAULT_PREFERENCE_INTERESTS),
+            public_url=_public_url("OPENCDP_PUBLIC_URL"),
         )
 
     @property

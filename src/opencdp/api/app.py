@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencdp import __version__
 from opencdp.access.ratelimit import RateLimit, TokenBuckets
+from opencdp.accounts import preference_pages
 from opencdp.api import (
     activation,
     admin,
@@ -29,6 +30,7 @@ from opencdp.api import (
     matching,
     metrics,
     predictions,
+    preferences,
     privacy,
     profiles,
     segments,
@@ -86,6 +88,8 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(weather.router)
     app.include_router(ui_router)
     app.include_router(privacy.router)
+    app.include_router(preferences.router)
+    app.include_router(preference_pages.router)
     app.include_router(audit.router)
     app.include_router(metrics.router)
     # issue 10: uplift report and segment performance (api/uplift.py)

@@ -436,6 +436,11 @@ from opencdp.cli.privacy import privacy_group  # noqa: E402
 
 main.add_command(privacy_group)
 
+from opencdp.cli.preferences import preferences_group, surveys_group  # noqa: E402
+
+main.add_command(preferences_group)
+main.add_command(surveys_group)
+
 from opencdp.cli.audit import audit_command  # noqa: E402
 
 main.add_command(audit_command)

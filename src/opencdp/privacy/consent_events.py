@@ -62,17 +62,22 @@ def addressed_to(conn: sa.Connection, survivor: str, message: dict[str, Any]) ->
     return message
 
 
-def consent_event(
-    engine: sa.Engine, profile_id: str, purpose: str, granted: bool, version: str | None, actor: str
-) -> dict[str, Any]:
-    """An event-log row recording the consent change for the profile's strongest identifier."""
-    message: dict[str, Any] = {
+def consent_message(purpose: str, granted: bool, version: str | None, actor: str) -> dict[str, Any]:
+    """A `Consent Updated` call carrying the change in `context.consent`, as a site would send it."""
+    return {
         "type": "track",
         "event": "Consent Updated",
         "messageId": f"consent-{uuid.uuid4()}",
         "properties": {"purpose": purpose, "granted": granted, "version": version, "changed_by": actor},
         "context": {"consent": {"purposes": {purpose: {"granted": granted, "version": version}}}},
     }
+
+
+def consent_event(
+    engine: sa.Engine, profile_id: str, purpose: str, granted: bool, version: str | None, actor: str
+) -> dict[str, Any]:
+    """An event-log row recording the consent change for the profile's strongest identifier."""
+    message = consent_message(purpose, granted, version, actor)
     with engine.connect() as conn:
         addressed_to(conn, resolve_profile_id(conn, profile_id), message)
     return normalise(message, Envelope(datetime.now(UTC)), admin_source_id(engine), Limits())

@@ -46,6 +46,7 @@ from opencdp.store.schema import (
     journey_history,
     journey_instances,
     match_candidates,
+    preference_links,
     profile_events,
     profile_refresh_queue,
     profiles,
@@ -276,6 +277,8 @@ class _Erasure:
             (journey_instances, journey_instances.c.profile_id),
             (journey_history, journey_history.c.profile_id),
             (identities, identities.c.profile_id),
+            # links to the person's preference centre end with them
+            (preference_links, preference_links.c.profile_id),
             (profiles, profiles.c.id),
         ):
             conn.execute(table.delete().where(column.in_(sorted(self.profile_ids))))

@@ -41,7 +41,11 @@ def _rows(conn: sa.Connection, stmt: Any) -> list[dict[str, Any]]:
 
 def export_person(engine: sa.Engine, rules: IdentityRules, kind: str, value: str) -> dict[str, Any]:
     """Everything held about one person, machine-readable (GDPR articles 15 and 20)."""
-    pid = find_profile_id(engine, rules, kind, value)
+    return export_profile(engine, find_profile_id(engine, rules, kind, value))
+
+
+def export_profile(engine: sa.Engine, pid: str) -> dict[str, Any]:
+    """Everything held about the person of profile `pid` (followed through merges)."""
     profile = get_profile(engine, pid)
     with engine.connect() as conn:
         pid = resolve_profile_id(conn, pid)

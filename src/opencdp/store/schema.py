@@ -650,3 +650,31 @@ DERIVED_TABLES = (
     segment_transitions,
     consent_history,
 )
+
+#: Links to the preference centre, sent to a customer (e-mail footer, journey step). The URL holds
+#: a random token; only its SHA-256 is stored (`id`), so a copy of the database opens no page.
+#: `csrf_token` guards the page's forms; the link ends at `expires_at` or when the person is erased.
+preference_links = sa.Table(
+    "preference_links",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("profile_id", sa.String(36), nullable=False, index=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+#: Surveys defined as data (zero-party data): questions whose answers become traits with source
+#: `zero-party`. `definition` is what `accounts.surveys.parse_survey` accepts.
+surveys = sa.Table(
+    "surveys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("definition", Json, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)

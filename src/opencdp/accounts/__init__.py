@@ -1,0 +1,1 @@
+"""The customer-facing face: what a brand's customers see and use themselves (docs/identity.md)."""
