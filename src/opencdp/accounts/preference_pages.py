@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import jinja2
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 
 from opencdp.access.audit import record
 from opencdp.accounts.preference_links import PATH, LinkInvalid, PreferenceLink, open_link, revoke_links
@@ -37,7 +39,31 @@ from opencdp.system import OpenCDP
 from opencdp.ui.web import secure
 
 HERE = Path(__file__).parent
-router = APIRouter(tags=["preference centre"], include_in_schema=False)
+
+
+class Answered(Exception):
+    """A page that ends the request early (an invalid link, a forged form): raised by the helpers
+    every view starts with, answered by `PageRoute`."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class PageRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except Answered as answered:
+                return answered.response
+
+        return handler
+
+
+router = APIRouter(tags=["preference centre"], include_in_schema=False, route_class=PageRoute)
 CSS = (HERE / "static" / "preferences.css").read_bytes()
 
 
@@ -71,27 +97,32 @@ def _invalid() -> HTMLResponse:
     return _page("preferences/message.html", 404, title="Link not valid", message=str(LinkInvalid()))
 
 
-def _link(cdp: OpenCDP, token: str) -> PreferenceLink | None:
+def _link(cdp: OpenCDP, token: str) -> PreferenceLink:
     try:
         return open_link(cdp.engine, token)
     except LinkInvalid:
-        return None
+        raise Answered(_invalid()) from None
+
+
+async def _posted(request: Request, cdp: OpenCDP, token: str) -> tuple[PreferenceLink, dict[str, list[str]]]:
+    """The link and the submitted form, if the form carries the link's CSRF token."""
+    link = _link(cdp, token)
+    form = await _form(request)
+    if not link.csrf_matches((form.get("csrf") or [""])[0]):
+        raise Answered(
+            _page(
+                "preferences/message.html",
+                403,
+                title="Please try again",
+                message="This form has expired or did not come from this page. Open the link again.",
+            )
+        )
+    return link, form
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
     form = await request.form()
     return {key: [str(v) for v in form.getlist(key)] for key in form}
-
-
-def _forged(link: PreferenceLink, form: dict[str, list[str]]) -> HTMLResponse | None:
-    if link.csrf_matches((form.get("csrf") or [""])[0]):
-        return None
-    return _page(
-        "preferences/message.html",
-        403,
-        title="Please try again",
-        message="This form has expired or did not come from this page. Open the link again.",
-    )
 
 
 def _centre(cdp: OpenCDP, token: str, link: PreferenceLink, status: int = 200, **extra: Any) -> HTMLResponse:
@@ -118,19 +149,13 @@ def style() -> Response:
 @router.get("/preferences/{token}")
 def centre(request: Request, token: str, saved: int = 0) -> HTMLResponse:
     cdp = _cdp(request)
-    link = _link(cdp, token)
-    return _invalid() if link is None else _centre(cdp, token, link, saved=bool(saved))
+    return _centre(cdp, token, _link(cdp, token), saved=bool(saved))
 
 
 @router.post("/preferences/{token}")
 async def save(request: Request, token: str) -> Response:
     cdp = _cdp(request)
-    link = _link(cdp, token)
-    if link is None:
-        return _invalid()
-    form = await _form(request)
-    if forged := _forged(link, form):
-        return forged
+    link, form = await _posted(request, cdp, token)
     with cdp.engine.connect() as conn:
         shown = current_preferences(conn, cdp.engine, link.profile_id)
     try:
@@ -161,8 +186,6 @@ async def _applied(cdp: OpenCDP, seconds: float = 2.0) -> None:
 def survey_page(request: Request, token: str, name: str) -> HTMLResponse:
     cdp = _cdp(request)
     link = _link(cdp, token)
-    if link is None:
-        return _invalid()
     try:
         survey = enabled_survey(cdp.engine, name)
     except SurveyNotFound:
@@ -194,12 +217,7 @@ def _survey(
 @router.post("/preferences/{token}/surveys/{name}")
 async def answer(request: Request, token: str, name: str) -> Response:
     cdp = _cdp(request)
-    link = _link(cdp, token)
-    if link is None:
-        return _invalid()
-    form = await _form(request)
-    if forged := _forged(link, form):
-        return forged
+    link, form = await _posted(request, cdp, token)
     try:
         survey = enabled_survey(cdp.engine, name)
     except SurveyNotFound:
@@ -227,8 +245,6 @@ def download(request: Request, token: str) -> Response:
     """Everything held about the customer (GDPR articles 15 and 20), as the admin API's export."""
     cdp = _cdp(request)
     link = _link(cdp, token)
-    if link is None:
-        return _invalid()
     data = export_profile(cdp.engine, link.profile_id)
     record(cdp.engine, "customer:preference-centre", "privacy.export", "profile", link.profile_id)
     response = Response(
@@ -244,8 +260,6 @@ def download(request: Request, token: str) -> Response:
 def erase_page(request: Request, token: str) -> HTMLResponse:
     cdp = _cdp(request)
     link = _link(cdp, token)
-    if link is None:
-        return _invalid()
     return _page("preferences/erase.html", base=PATH + token, csrf=link.csrf_token, problem=None)
 
 
@@ -254,12 +268,7 @@ async def erase(request: Request, token: str) -> Response:
     """Erase the customer everywhere and suppress their identifiers (the admin API's erasure), after
     they typed the confirmation word; every link of theirs ends with it."""
     cdp = _cdp(request)
-    link = _link(cdp, token)
-    if link is None:
-        return _invalid()
-    form = await _form(request)
-    if forged := _forged(link, form):
-        return forged
+    link, form = await _posted(request, cdp, token)
     if (form.get("confirm") or [""])[0].strip().upper() != "ERASE":
         return _page(
             "preferences/erase.html",
