@@ -10,6 +10,7 @@ or `npm` the tests skip, saying so.
 from __future__ import annotations
 
 import fcntl
+import html
 import json
 import os
 import re
@@ -128,17 +129,23 @@ def _wait_for_discovery(proc: subprocess.Popen[bytes], issuer: str, log: Path) -
 
 
 async def sign_in_at_provider(
-    authorization_url: str, redirect_uri: str, account: tuple[str, str], share: Sequence[str] | None = None
+    authorization_url: str,
+    redirect_uri: str,
+    account: tuple[str, str],
+    share: Sequence[str] | None = None,
+    form_post: bool = False,
 ) -> dict[str, str]:
     """Do what the customer's browser does at the provider: follow the redirects, fill in the
     sign-in form and the consent form (ticking `share`, or every scope asked for), and return the
-    query of the final redirect to `redirect_uri`, the callback opencdp would receive."""
+    query of the final redirect to `redirect_uri` (or the fields of the auto-submitted form, with
+    `response_mode=form_post`): the callback opencdp would receive."""
     async with httpx.AsyncClient(follow_redirects=False, timeout=10) as browser:
         response = await browser.get(authorization_url)
         for _step in range(12):
             if response.is_redirect:
                 target = urljoin(str(response.url), response.headers["location"])
                 if target.startswith(redirect_uri):
+                    assert not form_post, "expected the callback as a posted form, got a redirect"
                     return dict(parse_qsl(urlsplit(target).query))
                 response = await browser.get(target)
                 continue
@@ -147,7 +154,11 @@ async def sign_in_at_provider(
                 raise AssertionError(
                     f"unexpected page at the provider ({response.status_code}): {response.text}"
                 )
-            action = urljoin(str(response.url), form.group(1))
+            action = urljoin(str(response.url), html.unescape(form.group(1)))
+            if action.startswith(redirect_uri):  # response_mode=form_post: the callback as a form
+                assert form_post, "expected the callback as a redirect, got a posted form"
+                fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"/>', response.text)
+                return {name: html.unescape(value) for name, value in fields}
             data: dict[str, Any]
             if action.endswith("/login"):
                 data = {"login": account[0], "password": account[1]}

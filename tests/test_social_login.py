@@ -185,6 +185,20 @@ def test_only_the_scopes_the_customer_granted_become_traits(op: OpenIdProvider) 
     assert set(login.traits) == {"name", "first_name", "last_name", "locale", "avatar"}
 
 
+def test_the_callback_can_come_as_a_posted_form(op: OpenIdProvider) -> None:
+    """response_mode=form_post, which Apple requires: the same checks on the form's fields."""
+
+    async def flow() -> SocialIdentity:
+        rp = RelyingParty(provider(op, response_mode="form_post"))
+        url, pending = await rp.begin(op.redirect_uri)
+        assert parse_qs(urlsplit(url).query)["response_mode"] == ["form_post"]
+        callback = await sign_in_at_provider(url, op.redirect_uri, ALICE, form_post=True)
+        return await rp.complete(pending, callback)
+
+    login = asyncio.run(flow())
+    assert login.subject == ALICE_SUB and login.linkable_email() == "alice@example.com"
+
+
 def test_shared_claims_drop_what_no_granted_scope_asks_for() -> None:
     claims = {
         "sub": "s",
@@ -377,6 +391,8 @@ def test_presets_name_the_published_issuers() -> None:
     ms = preset("microsoft", "id", "s", tenant="consumers")
     assert ms.issuer == "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
     assert ms.trusted_for_email is False
+    apple = preset("apple", "id", "signed-client-secret")
+    assert (apple.issuer, apple.response_mode) == ("https://appleid.apple.com", "form_post")
     with pytest.raises(ValueError, match="needs tenant="):
         preset("microsoft", "id", tenant="common")
     with pytest.raises(ValueError, match="no social login preset 'myspace'"):

@@ -117,6 +117,7 @@ class SocialProvider:
     trusted_for_phone: bool = False
     discovery_url: str | None = None
     token_auth_method: str = "client_secret_basic"
+    response_mode: str | None = None  # "form_post": the callback arrives as a POST form (Apple)
     leeway: int = 60  # seconds of clock skew allowed on exp and iat
 
     def __post_init__(self) -> None:
@@ -147,6 +148,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "apple": {
         "issuer": "https://appleid.apple.com",
         "scopes": ("openid", "email", "name"),
+        "response_mode": "form_post",
         "trusted_for_email": True,
     },
     "facebook": {
@@ -377,16 +379,18 @@ class RelyingParty:
         if "openid" not in pending.scopes:
             raise ValueError("the scopes of a social login must include 'openid'")
         async with self._client(pending) as client:
+            extra = {"response_mode": self.provider.response_mode} if self.provider.response_mode else {}
             url, _ = client.create_authorization_url(
                 meta.authorization_endpoint, state=pending.state, code_verifier=pending.code_verifier,
-                nonce=pending.nonce,
+                nonce=pending.nonce, **extra,
             )  # fmt: skip
         return url, pending
 
     async def complete(
         self, pending: PendingLogin, params: Mapping[str, str], now: float | None = None
     ) -> SocialIdentity:
-        """Check the callback's query `params`, exchange the code and validate what comes back."""
+        """Check the callback's `params` (its query, or its form with `response_mode=form_post`),
+        exchange the code and validate what comes back."""
         name = self.provider.name
         now = time.time() if now is None else now
         if pending.provider != name:

@@ -43,7 +43,8 @@ SCOPE_CLAIMS: dict[str, frozenset[str]] = {
     "email": frozenset({"email", "email_verified"}),
     "address": frozenset({"address"}),
     "phone": frozenset({"phone_number", "phone_number_verified"}),
-    # Apple's name scope: given_name and family_name, sent once, at the first sign-in
+    # Apple's `name` scope; Apple sends the name once, as a `user` form field beside the code, which
+    # is not a claim and not read here (see docs/identity.md)
     "name": frozenset({"name", "given_name", "family_name"}),
 }
 
