@@ -38,7 +38,7 @@ from opencdp.accounts.social import (
     WrongIssuer,
     preset,
 )
-from opencdp.accounts.social_claims import linkable_email, shared_claims, to_traits
+from opencdp.accounts.social_claims import is_verified, linkable_email, shared_claims, to_traits
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from tests.serverproc import free_port
 from tests.social_provider import (
@@ -261,6 +261,24 @@ def test_the_linking_rule(trusted: bool, claims: dict[str, Any], links: str | No
     p = SocialProvider(name="x", issuer="https://x.example", client_id="c", trusted_for_email=trusted)
     assert linkable_email(p, claims) == links
     assert ("email" in to_traits(p, claims)) is (links is not None)
+
+
+@pytest.mark.parametrize(
+    ("flag", "verified"),
+    [(True, True), ("true", True), (1, False), ("yes", False), (False, False), (None, False)],
+)
+def test_only_true_means_verified(flag: Any, verified: bool) -> None:
+    assert is_verified({"email_verified": flag}) is verified
+    login = SocialIdentity(
+        provider=SocialProvider(name="x", issuer="https://x.example", client_id="c", trusted_for_email=True),
+        subject="s",
+        claims={"email": "a@b.example", "email_verified": flag},
+        granted_scopes=frozenset({"openid", "email"}),
+        id_token_claims={},
+        id_token="",
+    )
+    assert login.email_verified is verified
+    assert (login.linkable_email() == "a@b.example") is verified
 
 
 def test_a_wrong_pkce_verifier_is_refused_by_the_provider(op: OpenIdProvider) -> None:

@@ -36,7 +36,7 @@ from joserfc import jws, jwt
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import KeySet, import_key
 
-from opencdp.accounts.social_claims import linkable_email, shared_claims, to_traits
+from opencdp.accounts.social_claims import is_verified, linkable_email, shared_claims, to_traits
 
 #: Signature algorithms accepted for ID tokens: asymmetric only, so a token cannot be forged with
 #: the client secret (HS256) and never unsigned ("none").
@@ -307,7 +307,7 @@ class SocialIdentity:
     subject: str
     claims: Mapping[str, Any]  # only the granted scopes' claims
     granted_scopes: frozenset[str]
-    id_token_claims: Mapping[str, Any]
+    id_token_claims: Mapping[str, Any]  # as signed, for audit; use `claims` for data
     id_token: str  # kept for RP-initiated logout (`id_token_hint`)
 
     @property
@@ -317,7 +317,7 @@ class SocialIdentity:
 
     @property
     def email_verified(self) -> bool:
-        return self.claims.get("email_verified") in (True, "true")  # Apple sends the string
+        return is_verified(self.claims)
 
     @property
     def traits(self) -> dict[str, Any]:

@@ -80,8 +80,10 @@ def shared_claims(claims: Mapping[str, Any], granted_scopes: Iterable[str]) -> d
     return {key: value for key, value in claims.items() if key in allowed}
 
 
-def _is_true(value: Any) -> bool:
-    return value is True or value == "true"  # Apple sends email_verified as the string "true"
+def is_verified(claims: Mapping[str, Any], flag: str = "email_verified") -> bool:
+    """True only for `true` (or Apple's string "true"); 1, "yes", a missing flag are not."""
+    value = claims.get(flag)
+    return value is True or value == "true"
 
 
 def linkable_email(provider: SocialProvider, claims: Mapping[str, Any]) -> str | None:
@@ -97,7 +99,7 @@ def linkable_email(provider: SocialProvider, claims: Mapping[str, Any]) -> str |
     customer did not agree to share never links either.
     """
     email = claims.get("email")
-    if not provider.trusted_for_email or not _is_true(claims.get("email_verified")):
+    if not provider.trusted_for_email or not is_verified(claims):
         return None
     if not isinstance(email, str) or email.count("@") != 1 or email.startswith("@") or email.endswith("@"):
         return None
@@ -106,11 +108,7 @@ def linkable_email(provider: SocialProvider, claims: Mapping[str, Any]) -> str |
 
 def _linkable_phone(provider: SocialProvider, claims: Mapping[str, Any]) -> str | None:
     phone = claims.get("phone_number")
-    if (
-        provider.trusted_for_phone
-        and _is_true(claims.get("phone_number_verified"))
-        and isinstance(phone, str)
-    ):
+    if provider.trusted_for_phone and is_verified(claims, "phone_number_verified") and isinstance(phone, str):
         return phone.strip() or None
     return None
 
