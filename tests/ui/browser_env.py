@@ -116,4 +116,4 @@ def watched_page(browser: Any) -> Iterator[Any]:
     page.on("dialog", on_dialog)
     yield page
     context.close()
-    assert problems == []
+    assert problems == [], problems
