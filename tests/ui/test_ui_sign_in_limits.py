@@ -15,10 +15,10 @@ from argon2.exceptions import VerifyMismatchError
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from opencdp.access.throttle import FailureLog
 from opencdp.api.app import create_app
 from opencdp.system import OpenCDP
 from opencdp.ui import users
-from opencdp.ui.views_auth import FailureLog
 from tests.test_collect_api import basic
 from tests.ui.conftest import EMAILS, sign_in
 

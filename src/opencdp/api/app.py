@@ -14,8 +14,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencdp import __version__
 from opencdp.access.ratelimit import RateLimit, TokenBuckets
+from opencdp.access.throttle import SignInThrottle
+from opencdp.accounts import endpoints as account_endpoints
 from opencdp.accounts import preference_pages
+from opencdp.accounts import pages as account_pages
+from opencdp.accounts.config import AccountSettings
+from opencdp.accounts.service import AccountsService
 from opencdp.api import (
+    accounts,
     activation,
     admin,
     audit,
@@ -45,11 +51,10 @@ from opencdp.api.responses import FastJSONResponse
 from opencdp.api.schemas import DOCUMENTED_MODELS
 from opencdp.system import OpenCDP
 from opencdp.ui import router as ui_router
-from opencdp.ui.views_auth import SignInThrottle
 from opencdp.ui.web import page_errors
 
 
-def create_app(cdp: OpenCDP) -> FastAPI:
+def create_app(cdp: OpenCDP, account_settings: AccountSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         cdp.start()
@@ -71,6 +76,8 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     limit = RateLimit.from_env()  # OPENCDP_RATE_LIMIT, per write key
     app.state.rate_limits = TokenBuckets(limit) if limit else None
     app.state.sign_in_throttle = SignInThrottle()
+    # issue 16: customer accounts, the OpenID provider (on when OPENCDP_ACCOUNTS_ISSUER is set)
+    app.state.accounts = AccountsService(cdp, account_settings or AccountSettings.from_env())
     app.include_router(collect.router)
     app.include_router(browser.router)
     app.include_router(decide.router)
@@ -94,6 +101,10 @@ def create_app(cdp: OpenCDP) -> FastAPI:
     app.include_router(metrics.router)
     # issue 10: uplift report and segment performance (api/uplift.py)
     app.include_router(uplift_api.router)
+    app.include_router(accounts.router)
+    app.include_router(account_endpoints.api)
+    app.include_router(account_endpoints.pages)
+    app.include_router(account_pages.router)
     add_docs(app)
     app.add_middleware(decide.DecideFastPath)  # innermost: guarded, CORS'd and timed as any route
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)

@@ -467,3 +467,7 @@ from opencdp.cli.uplift import reports_group, uplift_command  # noqa: E402
 
 experiences_group.add_command(uplift_command)
 main.add_command(reports_group)
+
+from opencdp.cli.accounts import accounts_group  # noqa: E402
+
+main.add_command(accounts_group)

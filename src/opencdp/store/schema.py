@@ -635,6 +635,97 @@ weather = sa.Table(
     sa.Column("imported_at", UTCDateTime, nullable=False),
 )
 
+# --- Customer accounts (0018): credentials, sessions and the OpenID provider's state; never
+# profile data (names, consent and the verified e-mail reach profiles as events) ---
+
+#: A customer's login: `id` ("acct_…") is the user id its events carry.
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("email_verified_at", UTCDateTime, nullable=True),
+    #: part of every password reset link, so a link dies once the password changed
+    sa.Column("password_changed_at", UTCDateTime, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+)
+
+#: Single sign-on sessions of the provider. `id`: SHA-256 of the cookie; `sid`: the public
+#: session id named in ID tokens (so logout can find the session without the cookie).
+account_sessions = sa.Table(
+    "account_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("sid", sa.String(64), nullable=False, unique=True),
+    sa.Column("account_id", sa.String(40), nullable=False, index=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("auth_time", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+#: Relying parties: the brand's sites and services. Public clients have no secret (PKCE instead).
+account_clients = sa.Table(
+    "account_clients",
+    metadata,
+    sa.Column("client_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=True),
+    sa.Column("redirect_uris", Json, nullable=False),
+    sa.Column("post_logout_redirect_uris", Json, nullable=False),
+    sa.Column("scopes", Json, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: Authorization codes (SHA-256 of the code), single use, minutes long.
+account_codes = sa.Table(
+    "account_codes",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("account_id", sa.String(40), nullable=False),
+    sa.Column("sid", sa.String(64), nullable=False),
+    sa.Column("redirect_uri", sa.Text, nullable=False),
+    sa.Column("scope", sa.String(400), nullable=False),
+    sa.Column("nonce", sa.String(400), nullable=True),
+    sa.Column("code_challenge", sa.String(200), nullable=True),
+    sa.Column("code_challenge_method", sa.String(10), nullable=True),
+    sa.Column("auth_time", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+#: Access and refresh tokens (SHA-256 of each). A refresh rotates: the old row is revoked.
+account_tokens = sa.Table(
+    "account_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("access_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("refresh_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("account_id", sa.String(40), nullable=False, index=True),
+    sa.Column("sid", sa.String(64), nullable=False, index=True),
+    sa.Column("scope", sa.String(400), nullable=False),
+    sa.Column("issued_at", UTCDateTime, nullable=False),
+    sa.Column("access_expires_at", UTCDateTime, nullable=False),
+    sa.Column("refresh_expires_at", UTCDateTime, nullable=True),
+    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+)
+
+#: The provider's signing keys: the newest live key signs, every live key verifies (JWKS);
+#: a retired key is gone from the JWKS. The private key is sealed like destination secrets.
+account_signing_keys = sa.Table(
+    "account_signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("algorithm", sa.String(10), nullable=False),
+    sa.Column("public_jwk", Json, nullable=False),
+    sa.Column("private_key", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("retired_at", UTCDateTime, nullable=True),
+)
+
 DERIVED_TABLES = (
     identities,
     identity_edges,

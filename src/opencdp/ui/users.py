@@ -8,18 +8,13 @@ from a stolen database.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from opencdp.access.passwords import HasherBusy, HashGate, hasher, verify  # noqa: F401 (used as users.X)
 from opencdp.ui.tables import ui_sessions, users
 
 ROLES = ("admin", "marketer", "analyst")
@@ -46,48 +41,6 @@ class User:
         return self.role in EDITORS
 
 
-@lru_cache(maxsize=1)
-def hasher() -> PasswordHasher:
-    """argon2-cffi's defaults (argon2id, 64 MiB, 3 passes): about 50 ms per sign-in."""
-    return PasswordHasher()
-
-
-class HasherBusy(Exception):
-    """Too many sign-ins are already waiting for the password hasher; try again in a moment."""
-
-
-class HashGate:
-    """At most `slots` argon2 computations at once, and at most `queue` more waiting for one.
-
-    Each computation takes 64 MiB and a core for about 50 ms. Unbounded, a flood of sign-ins
-    (unknown e-mails cost a hash too) took a server from 300 MiB to 2.7 GiB and starved the
-    collector of CPU; bounded, the flood costs `slots` x 64 MiB and the excess is refused at once.
-    """
-
-    def __init__(self, slots: int = 2, queue: int = 8, wait_seconds: float = 10.0) -> None:
-        self.slots, self.queue, self.wait_seconds = slots, queue, wait_seconds
-        self._semaphore = threading.BoundedSemaphore(slots)
-        self._lock = threading.Lock()
-        self._admitted = 0  # computing or waiting
-
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        with self._lock:
-            if self._admitted >= self.slots + self.queue:
-                raise HasherBusy
-            self._admitted += 1
-        try:
-            if not self._semaphore.acquire(timeout=self.wait_seconds):
-                raise HasherBusy
-            try:
-                yield
-            finally:
-                self._semaphore.release()
-        finally:
-            with self._lock:
-                self._admitted -= 1
-
-
 #: One gate for the process: every hash and verification goes through it (the dummy one too).
 gate = HashGate()
 
@@ -98,11 +51,7 @@ def hash_password(password: str) -> str:
 
 
 def _verify(digest: str, password: str) -> bool:
-    with gate.slot():
-        try:
-            return hasher().verify(digest, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+    return verify(hasher(), gate, digest, password)
 
 
 _dummy: list[str] = []
