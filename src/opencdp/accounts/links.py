@@ -32,6 +32,11 @@ class LinkClaims:
     password_changed: int
 
 
+def changed_stamp(moment: datetime) -> int:
+    """The time the password changed, in microseconds: two changes within a second differ."""
+    return round(moment.timestamp() * 1_000_000)
+
+
 def make(
     keys: SigningKeys,
     issuer: str,
@@ -48,7 +53,7 @@ def make(
         "aud": f"{issuer}#{purpose}",
         "sub": account_id,
         "email": email,
-        "pwd": int(password_changed_at.timestamp()),
+        "pwd": changed_stamp(password_changed_at),
         "iat": now,
         "exp": now + hours * 3600,
     }

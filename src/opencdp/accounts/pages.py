@@ -266,7 +266,7 @@ def _reset_account(service: AccountsService, token: str) -> Account:
         account is None
         or account.disabled
         or account.email != claims.email
-        or int(account.password_changed_at.timestamp()) != claims.password_changed
+        or links.changed_stamp(account.password_changed_at) != claims.password_changed
     ):
         raise AccountProblem("bad_link")  # used already (the password changed since), or not ours
     return account
