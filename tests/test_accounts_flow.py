@@ -10,8 +10,9 @@ import pytest
 import sqlalchemy as sa
 
 from opencdp.accounts import store
+from opencdp.privacy.erasure import erase_person
 from opencdp.store.schema import events
-from tests.accounts_helpers import PASSWORD, Party, Provider, idp, login, query_of, register, sign_in_at
+from tests.accounts_helpers import PASSWORD, Party, Provider, idp, login, query_of, register, signed_up
 
 __all__ = ["idp"]
 
@@ -136,3 +137,15 @@ def test_discovery_names_every_endpoint(idp: Provider, path: str) -> None:
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert set(meta["scopes_supported"]) == {"openid", "profile", "email", "phone"}
     assert PASSWORD not in str(meta)
+
+
+def test_erasure_removes_the_account_with_the_person(idp: Provider) -> None:
+    browser = idp.browser()
+    signed_up(idp, browser, "erase@example.com", name="Eve")
+    account = store.find(idp.cdp.engine, email="erase@example.com")
+    assert account is not None
+    idp.profile(account.id, lambda p: p["traits"].get("email") == "erase@example.com")
+    erase_person(idp.cdp.engine, idp.cdp.processor.rules, "email", "erase@example.com", "test")
+    assert store.find(idp.cdp.engine, account_id=account.id) is None
+    assert browser.get("/accounts/account").status_code == 303  # the session went with it
+    assert login(idp.browser(), "erase@example.com").status_code == 400

@@ -9,11 +9,11 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from authlib.oauth2.rfc6749.errors import MismatchingStateException
-from joserfc.errors import InvalidClaimError, JoseError
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from joserfc.errors import InvalidClaimError, JoseError
 
-from opencdp.accounts import keys, store
 from opencdp.access.throttle import MAX_FAILURES
+from opencdp.accounts import keys, store
 from tests.accounts_helpers import (
     PASSWORD,
     Party,
@@ -38,15 +38,18 @@ def test_public_clients_must_use_pkce_with_s256(idp: Provider) -> None:
     browser = idp.browser()
     signed_up(idp, browser, "pkce@example.com")
     app, _ = idp.client("app", public=True)
-    base = {"response_type": "code", "client_id": app.client_id, "redirect_uri": app.redirect_uris[0],
-            "scope": "openid", "state": "st"}  # fmt: skip
-    missing = _authorize(browser, **base)
-    assert missing.status_code == 302
-    assert query_of(missing.headers["location"]) | {} == {
-        "error": "invalid_request",
-        "error_description": query_of(missing.headers["location"])["error_description"],
+    base = {
+        "response_type": "code",
+        "client_id": app.client_id,
+        "redirect_uri": app.redirect_uris[0],
+        "scope": "openid",
         "state": "st",
     }
+    missing = _authorize(browser, **base)
+    assert missing.status_code == 302
+    answer = query_of(missing.headers["location"])
+    assert answer["error"] == "invalid_request" and answer["state"] == "st"
+    assert "code_challenge" in answer["error_description"]
     verifier = "v" * 50
     plain = _authorize(browser, **base, code_challenge=verifier, code_challenge_method="plain")
     assert query_of(plain.headers["location"])["error"] == "invalid_request"
@@ -57,8 +60,12 @@ def test_public_clients_must_use_pkce_with_s256(idp: Provider) -> None:
     )
     code = query_of(good.headers["location"])["code"]
     token_url = f"{idp.url}/accounts/token"
-    exchange = {"grant_type": "authorization_code", "code": code, "redirect_uri": app.redirect_uris[0],
-                "client_id": app.client_id}  # fmt: skip
+    exchange = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": app.redirect_uris[0],
+        "client_id": app.client_id,
+    }
     wrong = httpx.post(token_url, data={**exchange, "code_verifier": "w" * 50})
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
     # the failed exchange used the code up: the right verifier is too late now
@@ -70,8 +77,12 @@ def test_redirect_uris_match_exactly_and_codes_are_single_use(idp: Provider) -> 
     browser = idp.browser()
     signed_up(idp, browser, "redirect@example.com")
     shop = Party.of(idp, *idp.client("shop"))
-    for near_miss in ("https://shop.example/callback/", "https://shop.example/callback?x=1",
-                      "https://shop.example.evil.example/callback", "https://SHOP.example/callback"):  # fmt: skip
+    for near_miss in (
+        "https://shop.example/callback/",
+        "https://shop.example/callback?x=1",
+        "https://shop.example.evil.example/callback",
+        "https://SHOP.example/callback",
+    ):
         url = shop.authorization_url(redirect_uri=near_miss)
         response = browser.get(url)
         assert response.status_code == 400, near_miss  # an error page here, never a redirect there
@@ -86,7 +97,7 @@ def test_redirect_uris_match_exactly_and_codes_are_single_use(idp: Provider) -> 
             "code": code,
             "redirect_uri": shop.client.redirect_uris[0],
             "code_verifier": shop.verifier,
-        },  # fmt: skip
+        },
         auth=(shop.client.client_id, shop.oauth.client_secret),
     )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
@@ -119,7 +130,7 @@ def test_nonce_is_in_the_id_token_and_cannot_be_replayed_while_a_code_is_open(id
                 "nonce": shop.nonce,
                 "state": "x",
             }
-        )  # fmt: skip
+        )
     )
     assert query_of(replay.headers["location"])["error"] == "invalid_request"
     claims = shop.id_token_claims(shop.fetch_token(callback))
@@ -144,8 +155,11 @@ def test_every_form_needs_its_csrf_token(idp: Provider) -> None:
         assert browser.post(path, data={**data, "csrf_token": "guessed"}).status_code == 403, path
     # a right token sent from another site's page is refused too
     token = form_token(browser.get("/accounts/login").text)
-    foreign = browser.post("/accounts/login", data={"email": "a@example.com", "password": PASSWORD,
-                                                     "csrf_token": token}, headers={"Origin": "https://evil.example"})  # fmt: skip
+    foreign = browser.post(
+        "/accounts/login",
+        data={"email": "a@example.com", "password": PASSWORD, "csrf_token": token},
+        headers={"Origin": "https://evil.example"},
+    )
     assert foreign.status_code == 403
     signed_up(idp, browser, "csrf@example.com")
     assert browser.post("/accounts/account", data={"consent": "sms"}).status_code == 403
@@ -208,11 +222,23 @@ def test_reset_link_works_once_and_ends_sessions(idp: Provider) -> None:
     link = idp.mail_link("reset@example.com", "/accounts/reset")
     page = browser.get(link)
     assert page.status_code == 200
-    weak = browser.post("/accounts/reset", data={"token": query_of(link)["token"], "password": "Password123!",
-                                                  "csrf_token": form_token(page.text)})  # fmt: skip
+    weak = browser.post(
+        "/accounts/reset",
+        data={
+            "token": query_of(link)["token"],
+            "password": "Password123!",
+            "csrf_token": form_token(page.text),
+        },
+    )
     assert weak.status_code == 400 and "most common" in weak.text
-    done = browser.post("/accounts/reset", data={"token": query_of(link)["token"], "password": "a new and long phrase",
-                                                  "csrf_token": form_token(page.text)})  # fmt: skip
+    done = browser.post(
+        "/accounts/reset",
+        data={
+            "token": query_of(link)["token"],
+            "password": "a new and long phrase",
+            "csrf_token": form_token(page.text),
+        },
+    )
     assert done.status_code == 200
     assert shop.userinfo(token["access_token"]).status_code == 401  # whoever knew the old one is out
     assert browser.get(link).status_code == 400  # used

@@ -318,7 +318,11 @@ class OpenID(OpenIDCode):
         return {"alg": ALGORITHM, "kid": self.provider.keys.signer().kid, "typ": "JWT"}
 
     def get_client_claims(self, client: clients.Client) -> dict[str, Any]:
-        return {"iss": self.provider.settings.issuer, "aud": client.client_id, "exp": int(time.time()) + 3600}
+        return {
+            "iss": self.provider.settings.issuer,
+            "aud": client.client_id,
+            "exp": int(time.time()) + self.provider.settings.access_token_seconds,
+        }
 
     def generate_user_info(self, user: Principal, scope: str) -> dict[str, Any]:
         return {**self.provider.claims(user.account, scope), "sid": user.sid}

@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from opencdp.access.audit import record
 from opencdp.accounts import clients
-from opencdp.api.auth import AdminKey
+from opencdp.api.auth import AdminKey, storable
 from opencdp.api.errors import ApiError
 from opencdp.system import OpenCDP
 
@@ -23,26 +23,29 @@ ALL_SCOPES: tuple[Scope, ...] = ("openid", "profile", "email", "phone")
 ClientId = Annotated[str, Path(min_length=1, max_length=64, description="The client's id")]
 
 
+Text = Annotated[str, AfterValidator(storable)]
+
+
 class ClientIn(BaseModel):
-    name: str = Field(..., min_length=1, max_length=200, examples=["shop"])
+    name: Text = Field(..., min_length=1, max_length=200, examples=["shop"])
     type: Literal["confidential", "public"] = Field(
         "confidential",
         description="confidential: a server that keeps a secret; "
         "public: a browser or mobile app (PKCE, no secret)",
     )
-    redirect_uris: list[str] = Field(
+    redirect_uris: list[Text] = Field(
         ...,
         min_length=1,
         max_length=20,
         description="Matched exactly",
         examples=[["https://shop.example/callback"]],
     )
-    post_logout_redirect_uris: list[str] = Field(default_factory=list, max_length=20)
+    post_logout_redirect_uris: list[Text] = Field(default_factory=list, max_length=20)
     scopes: list[Scope] = Field(
         default_factory=lambda: list(ALL_SCOPES),
         description="Allowed scopes; openid is required",
     )
-    client_id: str | None = Field(None, max_length=64, description="Chosen id (else one is made)")
+    client_id: Text | None = Field(None, max_length=64, description="Chosen id (else one is made)")
 
 
 class ClientOut(BaseModel):
