@@ -114,6 +114,7 @@ def test_the_verified_email_links_the_account_to_the_profile_the_brand_knew(
     assert linked["traits"]["name"] == "Grace"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the web layer: one engine is enough
 def test_accounts_are_off_without_an_issuer(client: object) -> None:
     from fastapi.testclient import TestClient
 
@@ -122,9 +123,9 @@ def test_accounts_are_off_without_an_issuer(client: object) -> None:
     assert client.get("/accounts/register").status_code == 404
 
 
-@pytest.mark.parametrize("path", ["/.well-known/openid-configuration"])
-def test_discovery_names_every_endpoint(idp: Provider, path: str) -> None:
-    meta = httpx.get(idp.url + path).json()
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the web layer: one engine is enough
+def test_discovery_names_every_endpoint(idp: Provider) -> None:
+    meta = httpx.get(idp.url + "/.well-known/openid-configuration").json()
     assert meta["issuer"] == idp.url
     for key in (
         "authorization_endpoint",

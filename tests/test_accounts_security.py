@@ -103,6 +103,7 @@ def test_redirect_uris_match_exactly_and_codes_are_single_use(idp: Provider) -> 
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the web layer: one engine is enough
 def test_state_comes_back_unchanged_and_a_wrong_one_is_refused_by_the_client(idp: Provider) -> None:
     browser = idp.browser()
     signed_up(idp, browser, "state@example.com")
@@ -142,6 +143,7 @@ def test_nonce_is_in_the_id_token_and_cannot_be_replayed_while_a_code_is_open(id
         shop.id_token_claims(token)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the web layer: one engine is enough
 def test_every_form_needs_its_csrf_token(idp: Provider) -> None:
     browser = idp.browser()
     browser.get("/accounts/login")  # has the double-submit cookie now
@@ -169,6 +171,7 @@ def test_every_form_needs_its_csrf_token(idp: Provider) -> None:
     assert saved.status_code == 200
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the web layer: one engine is enough
 def test_no_user_enumeration_and_guessing_is_throttled(idp: Provider) -> None:
     browser = idp.browser()
     signed_up(idp, browser, "known@example.com")
