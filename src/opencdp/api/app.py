@@ -16,8 +16,8 @@ from opencdp import __version__
 from opencdp.access.ratelimit import RateLimit, TokenBuckets
 from opencdp.access.throttle import SignInThrottle
 from opencdp.accounts import endpoints as account_endpoints
-from opencdp.accounts import preference_pages
 from opencdp.accounts import pages as account_pages
+from opencdp.accounts import preference_pages
 from opencdp.accounts.config import AccountSettings
 from opencdp.accounts.service import AccountsService
 from opencdp.api import (
