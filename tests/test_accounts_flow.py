@@ -5,14 +5,13 @@ the profile, refresh with rotation — and the events it all left in the log."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from opencdp.accounts import store
 from opencdp.privacy.erasure import erase_person
 from opencdp.store.schema import events
-from tests.accounts_helpers import PASSWORD, Party, Provider, idp, login, query_of, register, signed_up
+from tests.accounts_helpers import HTTP, Party, Provider, idp, login, query_of, register, signed_up
 
 __all__ = ["idp"]
 
@@ -71,7 +70,7 @@ def test_register_verify_sign_in_code_flow_userinfo_refresh(idp: Provider) -> No
     fresh = party.oauth.refresh_token(f"{idp.url}/accounts/token", refresh_token=token["refresh_token"])
     assert fresh["access_token"] != token["access_token"] and fresh["refresh_token"] != token["refresh_token"]
     assert party.userinfo(fresh["access_token"]).status_code == 200
-    replay = httpx.post(
+    replay = HTTP.post(
         f"{idp.url}/accounts/token",
         data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
         auth=(client.client_id, secret or ""),
@@ -94,7 +93,7 @@ def test_the_verified_email_links_the_account_to_the_profile_the_brand_knew(
 ) -> None:
     """A profile made by the shop's own tracking (same e-mail) becomes the account's profile, but
     only after the address is verified."""
-    shop = httpx.post(
+    shop = HTTP.post(
         f"{idp.url}/v1/identify",
         json={
             "anonymousId": "visitor-1",
@@ -125,7 +124,7 @@ def test_accounts_are_off_without_an_issuer(client: object) -> None:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the web layer: one engine is enough
 def test_discovery_names_every_endpoint(idp: Provider) -> None:
-    meta = httpx.get(idp.url + "/.well-known/openid-configuration").json()
+    meta = HTTP.get(idp.url + "/.well-known/openid-configuration").json()
     assert meta["issuer"] == idp.url
     for key in (
         "authorization_endpoint",
@@ -137,7 +136,13 @@ def test_discovery_names_every_endpoint(idp: Provider) -> None:
         assert meta[key].startswith(idp.url + "/accounts/")
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert set(meta["scopes_supported"]) == {"openid", "profile", "email", "phone"}
-    assert PASSWORD not in str(meta)
+    # a single-page app (public client) on another origin may call token and userinfo
+    for path in ("/accounts/token", "/accounts/userinfo"):
+        preflight = HTTP.options(idp.url + path, headers={"Origin": "https://spa.example"})
+        assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
+        assert "Authorization" in preflight.headers["access-control-allow-headers"]
+    refused = HTTP.post(idp.url + "/accounts/token", data={"grant_type": "authorization_code"})
+    assert refused.status_code in (400, 401) and refused.headers["access-control-allow-origin"] == "*"
 
 
 def test_erasure_removes_the_account_with_the_person(idp: Provider) -> None:

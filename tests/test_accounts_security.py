@@ -15,6 +15,7 @@ from joserfc.errors import InvalidClaimError, JoseError
 from opencdp.access.throttle import MAX_FAILURES
 from opencdp.accounts import keys, store
 from tests.accounts_helpers import (
+    HTTP,
     PASSWORD,
     Party,
     Provider,
@@ -66,10 +67,10 @@ def test_public_clients_must_use_pkce_with_s256(idp: Provider) -> None:
         "redirect_uri": app.redirect_uris[0],
         "client_id": app.client_id,
     }
-    wrong = httpx.post(token_url, data={**exchange, "code_verifier": "w" * 50})
+    wrong = HTTP.post(token_url, data={**exchange, "code_verifier": "w" * 50})
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
     # the failed exchange used the code up: the right verifier is too late now
-    late = httpx.post(token_url, data={**exchange, "code_verifier": verifier})
+    late = HTTP.post(token_url, data={**exchange, "code_verifier": verifier})
     assert late.status_code == 400 and late.json()["error"] == "invalid_grant"
 
 
@@ -90,7 +91,7 @@ def test_redirect_uris_match_exactly_and_codes_are_single_use(idp: Provider) -> 
     callback = sign_in_at(shop, browser)
     assert shop.fetch_token(callback)["access_token"]
     code = query_of(callback)["code"]
-    again = httpx.post(
+    again = HTTP.post(
         f"{idp.url}/accounts/token",
         data={
             "grant_type": "authorization_code",
@@ -258,7 +259,7 @@ def test_key_rotation_old_tokens_verify_new_tokens_use_the_new_key(idp: Provider
     old_kid = shop.id_token_claims(old)["_kid"]
     new_kid = keys.rotate(idp.cdp.engine, idp.cdp.settings)
     idp.app.state.accounts.keys.invalidate()  # other processes pick it up within seconds
-    jwks_kids = {k["kid"] for k in httpx.get(f"{idp.url}/accounts/jwks.json").json()["keys"]}
+    jwks_kids = {k["kid"] for k in HTTP.get(f"{idp.url}/accounts/jwks.json").json()["keys"]}
     assert jwks_kids == {old_kid, new_kid}
     assert shop.id_token_claims(old)["_kid"] == old_kid  # still verifies
     new = shop.fetch_token(sign_in_at(shop, browser))

@@ -37,7 +37,15 @@ from opencdp.accounts.web import (
 pages = APIRouter(route_class=AccountsRoute, include_in_schema=False)
 api = APIRouter(include_in_schema=False)
 _STYLE = (Path(__file__).parent / "style.css").read_text("utf-8")
-_CORS = {"Access-Control-Allow-Origin": "*"}  # public documents: relying parties' browsers may read them
+#: Discovery, JWKS, token and userinfo may be called from a single-page app on another origin (a
+#: public client). No cookie is involved in any of them, so any origin may read the answers.
+_CORS = {"Access-Control-Allow-Origin": "*"}
+_PREFLIGHT = {
+    **_CORS,
+    "Access-Control-Allow-Methods": "GET, POST",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
 
 
 def _service(request: Request) -> AccountsService | None:
@@ -88,7 +96,15 @@ async def token(request: Request) -> Response:
         return _not_enabled()
     oauth_request = await provider_request(request)
     response: Response = await run_in_threadpool(service.provider.create_token_response, oauth_request)
+    response.headers.update(_CORS)
     return response
+
+
+@api.options(PREFIX + "/token")
+@api.options(PREFIX + "/userinfo")
+def preflight() -> Response:
+    """CORS preflight of a public client's browser (userinfo sends an Authorization header)."""
+    return Response(status_code=204, headers=_PREFLIGHT)
 
 
 @api.api_route(PREFIX + "/userinfo", methods=["GET", "POST"])
