@@ -76,6 +76,8 @@ READ_SCOPE = {
     ("GET", "/api/experiences/{name}/uplift"),  # issue 10: reports of counts, read scope
     ("GET", "/api/reports/segment-performance"),
     ("GET", "/metrics"),
+    ("GET", "/api/surveys"),  # survey definitions: questions, no answers (those are traits)
+    ("GET", "/api/surveys/{name}"),
 }
 
 
