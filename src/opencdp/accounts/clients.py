@@ -65,6 +65,7 @@ class Client(ClientMixin):
     scopes: tuple[str, ...]
     created_at: datetime
     secret_hash: str | None = field(default=None, repr=False)
+    backchannel_logout_uri: str | None = None
 
     @property
     def client_metadata(self) -> dict[str, Any]:
@@ -109,6 +110,7 @@ class Client(ClientMixin):
             "redirect_uris": list(self.redirect_uris),
             "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
             "scopes": list(self.scopes),
+            "backchannel_logout_uri": self.backchannel_logout_uri,
             "created_at": self.created_at,
         }
 
@@ -123,6 +125,7 @@ def _client(row: sa.Row[tuple[object, ...]]) -> Client:
         scopes=tuple(row.scopes),
         created_at=row.created_at,
         secret_hash=row.secret_hash,
+        backchannel_logout_uri=row.backchannel_logout_uri,
     )
 
 
@@ -135,6 +138,7 @@ def add(
     scopes: list[str] | None = None,
     post_logout_redirect_uris: list[str] | None = None,
     client_id: str | None = None,
+    backchannel_logout_uri: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once; None for a public client)."""
     name = name.strip()
@@ -144,6 +148,7 @@ def add(
         raise ClientError("a client needs at least one redirect URI")
     uris = [check_uri(u) for u in redirect_uris]
     logouts = [check_uri(u, "post-logout redirect URI") for u in post_logout_redirect_uris or []]
+    backchannel = backchannel_logout_uri and check_uri(backchannel_logout_uri, "back-channel logout URI")
     wanted = list(scopes) if scopes else list(SCOPES)
     unknown = [s for s in wanted if s not in SCOPES]
     if unknown:
@@ -165,6 +170,7 @@ def add(
                     post_logout_redirect_uris=list(dict.fromkeys(logouts)),
                     scopes=[s for s in SCOPES if s in wanted],
                     created_at=datetime.now(UTC),
+                    backchannel_logout_uri=backchannel,
                 )
             )
     except sa.exc.IntegrityError:

@@ -39,7 +39,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
 from joserfc.jwk import RSAKey
 from starlette.responses import Response
 
-from opencdp.accounts import clients, sessions, store
+from opencdp.accounts import backchannel, clients, sessions, store
 from opencdp.accounts.claims import claims_for, profile_of
 from opencdp.accounts.config import AccountSettings
 from opencdp.accounts.keys import ALGORITHM, SigningKeys
@@ -345,13 +345,19 @@ class EndSession(EndSessionEndpoint):
         return request.confirmed
 
     def end_session(self, end_session_request: EndSessionRequest) -> None:
+        """End the SSO session everywhere: its tokens are revoked, and the clients that took part
+        and registered a back-channel logout URI are told (`accounts/backchannel.py`)."""
         request: ProviderRequest = end_session_request.request
         found = {request.cookie_sid}
         if end_session_request.id_token_claims:
             found.add(end_session_request.id_token_claims.get("sid"))
+        notices: list[backchannel.Notice] = []
         for sid in found:
             if isinstance(sid, str) and sid:
+                with self.server.engine.connect() as conn:
+                    notices += backchannel.participants(conn, sid)
                 sessions.end_sid(self.server.engine, sid)
+        backchannel.notify(self.server.keys, self.server.settings.issuer, notices)
 
 
 class Provider(AuthorizationServer):
@@ -476,5 +482,6 @@ class Provider(AuthorizationServer):
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
             "frontchannel_logout_supported": False,
-            "backchannel_logout_supported": False,
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
         }

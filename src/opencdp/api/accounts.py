@@ -46,6 +46,12 @@ class ClientIn(BaseModel):
         description="Allowed scopes; openid is required",
     )
     client_id: Text | None = Field(None, max_length=64, description="Chosen id (else one is made)")
+    backchannel_logout_uri: Text | None = Field(
+        None,
+        max_length=2000,
+        description="Where a signed logout token is posted when a customer signs out of a session "
+        "this client took part in (OpenID Connect Back-Channel Logout 1.0)",
+    )
 
 
 class ClientOut(BaseModel):
@@ -55,6 +61,7 @@ class ClientOut(BaseModel):
     redirect_uris: list[str]
     post_logout_redirect_uris: list[str]
     scopes: list[str]
+    backchannel_logout_uri: str | None
     created_at: datetime
 
 
@@ -86,6 +93,7 @@ def add_client(request: Request, key: AdminKey, body: ClientIn) -> dict[str, Any
             scopes=list(body.scopes),
             post_logout_redirect_uris=body.post_logout_redirect_uris,
             client_id=body.client_id,
+            backchannel_logout_uri=body.backchannel_logout_uri,
         )
     except clients.ClientError as exc:
         raise ApiError(400, "invalid_client", str(exc)) from None

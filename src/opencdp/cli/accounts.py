@@ -52,6 +52,11 @@ def clients_group() -> None:
 @click.option(
     "--post-logout-redirect-uri", "logout_uris", multiple=True, help="Where to return after sign-out"
 )
+@click.option(
+    "--backchannel-logout-uri",
+    default=None,
+    help="Where a signed logout token is posted when a customer signs out (OIDC Back-Channel Logout)",
+)
 @click.option("--public", is_flag=True, help="A browser or mobile app: no secret, PKCE (S256) required")
 @click.option(
     "--scope",
@@ -67,6 +72,7 @@ def add(
     name: str,
     redirect_uris: tuple[str, ...],
     logout_uris: tuple[str, ...],
+    backchannel_logout_uri: str | None,
     public: bool,
     scopes: tuple[str, ...],
     client_id: str | None,
@@ -85,6 +91,7 @@ def add(
         scopes=list(scopes) or None,
         post_logout_redirect_uris=list(logout_uris),
         client_id=client_id,
+        backchannel_logout_uri=backchannel_logout_uri,
     )
     record(engine, ACTOR, "accounts.client.add", "account_client", client.client_id, {"name": client.name})
     if as_json:

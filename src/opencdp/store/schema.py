@@ -677,6 +677,9 @@ account_clients = sa.Table(
     sa.Column("post_logout_redirect_uris", Json, nullable=False),
     sa.Column("scopes", Json, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    #: OpenID Connect Back-Channel Logout: where a signed logout token is posted when a customer
+    #: signs out of a session this client took part in (0019)
+    sa.Column("backchannel_logout_uri", sa.String(2000), nullable=True),
 )
 
 #: Authorization codes (SHA-256 of the code), single use, minutes long.
