@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from opencdp.profiles.reader import get_profile
 from opencdp.store.schema import identities
 from tests.ui.browser_env import Dashboard
+
+pytestmark = pytest.mark.xdist_group("browser")  # the one dashboard server of the browser tests
 
 SURVEY = {
     "name": "browser-quiz",
