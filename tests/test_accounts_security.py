@@ -12,7 +12,7 @@ from authlib.oauth2.rfc6749.errors import MismatchingStateException
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc.errors import InvalidClaimError, JoseError
 
-from opencdp.access.throttle import MAX_FAILURES
+from opencdp.access.throttle import ADDRESS_FAILURES, MAX_FAILURES
 from opencdp.accounts import keys, store
 from tests.accounts_helpers import (
     HTTP,
@@ -198,19 +198,20 @@ def test_no_user_enumeration_and_guessing_is_throttled(idp: Provider) -> None:
     assert taken.text.replace("known", "X") == fresh.text.replace("fresh", "X")
     assert idp.mail_link("known@example.com", "/accounts/reset")  # the owner got the reset link
 
-    # guessing from one address: after MAX_FAILURES failures even the right password waits, for
-    # every account (two failures above already count)
-    for _ in range(MAX_FAILURES - 2):
-        assert login(guesser, "known@example.com", "another wrong one").status_code == 400
+    # guessing many accounts from one address: after ADDRESS_FAILURES failures even the right
+    # password waits, for every account (two failures above already count)
+    for n in range(ADDRESS_FAILURES - 2):
+        assert login(guesser, f"guess{n}@example.com", "another wrong one").status_code == 400
     blocked = login(guesser, "known@example.com", PASSWORD)
     assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
     assert "Too many failed sign-ins" in blocked.text
     assert login(guesser, "fresh@example.com", PASSWORD).status_code == 429
-    # and per account: guesses spread over many addresses still lock the account (not its owner's
-    # other addresses: the count is per account *or* per address)
+    # and per account: guesses spread over many addresses lock the account after MAX_FAILURES (not
+    # its owner's other addresses: the count is per account *or* per address)
     throttle = idp.app.state.accounts.throttle
-    assert throttle.retry_after("10.0.0.9", "known@example.com") == 0  # 4 failures so far
-    throttle.failed("10.0.0.8", "known@example.com")  # a fifth, from another machine
+    assert throttle.retry_after("10.0.0.9", "known@example.com") == 0  # 1 failure so far
+    for n in range(MAX_FAILURES - 1):
+        throttle.failed(f"10.0.1.{n}", "known@example.com")  # from other machines
     assert throttle.retry_after("10.0.0.9", "known@example.com") > 0
 
 

@@ -15,7 +15,7 @@ from argon2.exceptions import VerifyMismatchError
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from opencdp.access.throttle import FailureLog
+from opencdp.access.throttle import ADDRESS_FAILURES, FailureLog
 from opencdp.api.app import create_app
 from opencdp.system import OpenCDP
 from opencdp.ui import users
@@ -34,7 +34,7 @@ def _client(app: FastAPI, address: str) -> TestClient:
 
 def test_guessing_from_one_address_is_throttled(app: FastAPI, ui_users: dict[str, users.User]) -> None:
     guesser = _client(app, "198.51.100.1")
-    for n in range(5):  # a different (unknown) account each time: the address is what is counted
+    for n in range(ADDRESS_FAILURES):  # a different (unknown) account each time: the address counts
         assert sign_in(guesser, f"nobody{n}@example.com", "guess guess guess").status_code == 400
     blocked = sign_in(guesser, EMAILS["admin"])  # even a right password, for a while
     assert blocked.status_code == 429
@@ -62,6 +62,19 @@ def test_a_successful_sign_in_resets_the_count(app: FastAPI, ui_users: dict[str,
             assert sign_in(person, EMAILS["marketer"], "typo typo typo").status_code == 400
         assert sign_in(person, EMAILS["marketer"]).status_code == 303
         person.cookies.clear()
+
+
+def test_signing_in_to_ones_own_account_does_not_reset_an_addresss_guesses(
+    app: FastAPI, ui_users: dict[str, users.User]
+) -> None:
+    guesser = _client(app, "198.51.100.9")
+    for n in range(ADDRESS_FAILURES - 1):
+        assert sign_in(guesser, f"victim{n}@example.com", "guess guess guess").status_code == 400
+        if n % 4 == 3:  # the guesser's own account, now and then
+            assert sign_in(guesser, EMAILS["analyst"]).status_code == 303
+            guesser.cookies.clear()
+    assert sign_in(guesser, "victim-last@example.com", "guess guess guess").status_code == 400
+    assert sign_in(guesser, EMAILS["analyst"]).status_code == 429
 
 
 def test_failure_log_memory_is_bounded() -> None:

@@ -10,6 +10,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 MAX_FAILURES, WINDOW_SECONDS = 5, 15 * 60
+#: One address may fail more often than one account: many people share an address (an office, a
+#: mobile carrier's NAT), and five typos among them must not lock all of them out.
+ADDRESS_FAILURES = 30
 #: Keys remembered per table; beyond it the longest-quiet keys are forgotten first.
 MAX_KEYS = 10_000
 
@@ -64,7 +67,7 @@ class SignInThrottle:
     guessing one). In memory, per server process; one per application."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.by_address = FailureLog(clock=clock)
+        self.by_address = FailureLog(limit=ADDRESS_FAILURES, clock=clock)
         self.by_account = FailureLog(clock=clock)
 
     def retry_after(self, address: str, account: str) -> float:
@@ -75,5 +78,7 @@ class SignInThrottle:
         self.by_account.failed(account)
 
     def succeeded(self, address: str, account: str) -> None:
-        self.by_address.clear(address)
+        """The account's failures are forgotten; the address's are not (they age out): otherwise
+        one machine could try a password on many accounts and reset its count by signing in to
+        its own every few tries."""
         self.by_account.clear(account)

@@ -144,13 +144,14 @@ async def authorize(request: Request) -> Response:
     if service is None:
         raise AccountProblem("Customer accounts are not switched on here.")
     oauth_request = await provider_request(request)
-    session = current_session(request, service)
-    principal = None
-    if session is not None and (account := store.find(service.engine, account_id=session.account_id)):
-        principal = Principal(account, session.sid, session.auth_time)
     provider = service.provider
 
     def decide() -> Response | None:
+        # the session and account reads (and the session's last-seen write) on this thread too
+        session = current_session(request, service)
+        principal = None
+        if session is not None and (account := store.find(service.engine, account_id=session.account_id)):
+            principal = Principal(account, session.sid, session.auth_time)
         try:
             grant = provider.get_consent_grant(oauth_request, end_user=principal)
         except OAuth2Error as error:

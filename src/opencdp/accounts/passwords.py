@@ -9,6 +9,10 @@ collection goes on. Hashes made with other parameters are upgraded at the next s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from argon2 import PasswordHasher
 
 from opencdp.access.passwords import HasherBusy, HashGate, verify
@@ -19,10 +23,32 @@ MEMORY_KIB, PASSES, LANES = 19 * 1024, 2, 1
 
 
 class Passwords:
-    def __init__(self, slots: int = 2, queue: int = 16) -> None:
+    """`queue`: sign-ins that may wait for a slot. They wait in the event loop (`admitted`), not
+    on worker threads: a thread-pool thread blocked on the gate is one the collector's and the
+    API's sync routes no longer have, so only `slots` threads ever hold the gate."""
+
+    def __init__(self, slots: int = 2, queue: int = 128) -> None:
         self.hasher = PasswordHasher(time_cost=PASSES, memory_cost=MEMORY_KIB, parallelism=LANES)
         self.gate = HashGate(slots=slots, queue=queue)
+        self.slots, self.queue = slots, queue
+        self._turns: asyncio.Semaphore | None = None
+        self._waiting = 0
         self._dummy: str | None = None
+
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """A turn at the hasher for the work inside (run it on a thread); HasherBusy at once when
+        `queue` sign-ins wait already. Call from the event loop of the app that owns this."""
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.slots)
+        if self._waiting >= self.slots + self.queue:
+            raise HasherBusy
+        self._waiting += 1
+        try:
+            async with self._turns:
+                yield
+        finally:
+            self._waiting -= 1
 
     def hash(self, password: str) -> str:
         with self.gate.slot():
