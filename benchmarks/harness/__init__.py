@@ -10,5 +10,6 @@ package is imported as `harness` from the script's own directory. Its modules, o
 - `load`: keep-alive HTTP clients, load at a fixed rate or flat out, probes of accepted -> visible;
 - `browser`: a browser on a raw connection (cookies, forms, redirects left to the caller);
 - `mailbox`: a local SMTP server that keeps the links of the e-mails it receives;
+- `signin`: customer accounts' registration and OpenID Connect sign-in, one or many at once;
 - `report`: percentiles and tables for the console and for BENCHMARKS.md.
 """
