@@ -62,14 +62,21 @@ class RawConnection:
         self.pending = b""
 
     @staticmethod
-    def prepare(method: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        """One request's bytes, ready to send."""
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", f"Content-Length: {len(body)}"]
+    def prepare(method: str, path: str, body: bytes, headers: dict[str, str], host: str = HOST) -> bytes:
+        """One request's bytes, ready to send (`host`: the Host header, "127.0.0.1:PORT" as a
+        browser sends it when the server's own URL matters)."""
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
     def request(self, prepared: bytes) -> tuple[int, bytes]:
         """Send a prepared request; the answer's status and body."""
+        status, _, body = self.exchange(prepared)
+        return status, body
+
+    def exchange(self, prepared: bytes) -> tuple[int, bytes, bytes]:
+        """Send a prepared request; the answer's status, its header block (the raw bytes after
+        the status line, for `header_values`) and its body."""
         self.sock.sendall(prepared)
         data = self.pending
         while (end := data.find(b"\r\n\r\n")) < 0:
@@ -84,7 +91,7 @@ class RawConnection:
         while len(data) < need:
             data += self._recv()
         self.pending = data[need:]
-        return int(data[9:12]), data[end + 4 : need]
+        return int(data[9:12]), data[:end], data[end + 4 : need]
 
     def _recv(self) -> bytes:
         chunk = self.sock.recv(65536)
@@ -94,6 +101,16 @@ class RawConnection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def header_values(head: bytes, name: str) -> list[str]:
+    """The values of one header (case-insensitive) in a header block from `RawConnection.exchange`."""
+    wanted = name.lower().encode() + b":"
+    return [
+        line[len(wanted) :].strip().decode("latin-1")
+        for line in head.split(b"\r\n")[1:]
+        if line[: len(wanted)].lower() == wanted
+    ]
 
 
 def lookup_path(kind: str, value: str) -> str:
@@ -118,7 +135,9 @@ class Load:
     so one slow response does not hold back the schedule; without, every connection sends its next
     batch as soon as the previous one is answered (flat out). Only 200s count; any other answer or
     a connection error stops the load and is kept in `errors`. `on_ack(batch, acked_at)` runs in
-    the sending thread after each 200.
+    the sending thread after each 200. With `rate` and `from_due`, a latency counts from when the
+    batch was due rather than from when it was sent (open loop: a sender held up by a slow answer
+    does not hide the wait of the batches behind it).
     """
 
     port: int
@@ -128,6 +147,7 @@ class Load:
     rate: float | None = None
     on_ack: Callable[[Batch, float], None] | None = None
     path: str = "/v1/batch"
+    from_due: bool = False
 
     start: float = 0.0
     end: float = 0.0
@@ -218,7 +238,7 @@ class Load:
                 if self.on_ack is not None:
                     self.on_ack(batch, acked)
                 with self._lock:
-                    self.completions.append((acked, acked - began))
+                    self.completions.append((acked, acked - (due if self.from_due else began)))
                     self.acked_events += batch.events
                     self.last_ack = max(self.last_ack, acked)
                     self.max_late = max(self.max_late, began - due)
@@ -228,6 +248,15 @@ class Load:
     def latencies(self, since: float = 0.0, until: float = float("inf")) -> list[float]:
         """Sorted request latencies of the requests answered within [since, until]."""
         return sorted(latency for finished, latency in self.completions if since <= finished <= until)
+
+    def latencies_due(self, since: float, until: float) -> list[float]:
+        """With `rate` and `from_due`: sorted latencies of the batches due within [since, until),
+        however late they were answered (an overloaded server cannot shrink its sample)."""
+        if not (self.rate and self.from_due):
+            raise ValueError("latencies_due needs a Load with a rate and from_due")
+        return sorted(
+            latency for finished, latency in self.completions if since <= finished - latency < until
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,10 +201,11 @@ class Child:
 
 
 class Server(Child):
-    """`opencdp serve` on a free loopback port."""
+    """`opencdp serve` on a free loopback port, or on `port` (chosen beforehand with `free_port`
+    when a setting must name the server's own URL, e.g. OPENCDP_ACCOUNTS_ISSUER)."""
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         super().__init__(
             ["serve", "--host", HOST, "--port", str(self.port)], env, workdir / f"serve-{self.port}.log"
         )
@@ -233,9 +234,11 @@ def report_exit(label: str, child: Child, code: int | None) -> None:
 
 
 @contextlib.contextmanager
-def running_server(db: Scratch, env: dict[str, str] | None = None) -> Iterator[Server]:
+def running_server(
+    db: Scratch, env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[Server]:
     """`opencdp serve` on `db`, healthy on entry, stopped gracefully on exit."""
-    server = Server(env or db.env, db.workdir)
+    server = Server(env or db.env, db.workdir, port)
     try:
         server.wait_healthy()
         yield server
@@ -304,6 +307,23 @@ def log_state(url: str, processor: str | None = None) -> LogState:
     watcher = LogWatcher(url)
     try:
         return watcher.state(processor)
+    finally:
+        watcher.close()
+
+
+def wait_processed(url: str, timeout: float = 300.0, poll: float = 0.25) -> LogState:
+    """Until every processor has reached the newest event (a backlog left by one phase of a
+    benchmark must not compete with the next); TimeoutError after `timeout` seconds."""
+    watcher = LogWatcher(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            state = watcher.state()
+            if not state.unprocessed:
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{state.unprocessed:,} events still unprocessed after {timeout:.0f} s")
+            time.sleep(poll)
     finally:
         watcher.close()
 
