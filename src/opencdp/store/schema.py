@@ -643,8 +643,11 @@ accounts = sa.Table(
     "accounts",
     metadata,
     sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
-    sa.Column("password_hash", sa.String(200), nullable=False),
+    #: NULL for an account made by a social login whose provider gave no address it vouches for
+    #: (0019); PostgreSQL and SQLite both let several rows have NULL in a unique column
+    sa.Column("email", sa.String(320), nullable=True, unique=True),
+    #: NULL for an account that signs in only through social logins (0019)
+    sa.Column("password_hash", sa.String(200), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("email_verified_at", UTCDateTime, nullable=True),
     #: part of every password reset link, so a link dies once the password changed
@@ -727,6 +730,21 @@ account_signing_keys = sa.Table(
     sa.Column("private_key", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("retired_at", UTCDateTime, nullable=True),
+)
+
+#: Social logins linked to an account (0019): the provider's name and its subject, nothing about
+#: the person (their claims reach the profile as events). `proof` says how the link was proven:
+#: `signup` (the account was made by this login), `session` (linked while signed in) or
+#: `verified_email` (the provider vouched for the account's verified address).
+account_logins = sa.Table(
+    "account_logins",
+    metadata,
+    sa.Column("provider", sa.String(40), primary_key=True),
+    sa.Column("subject", sa.String(255), primary_key=True),
+    sa.Column("account_id", sa.String(40), nullable=False, index=True),
+    sa.Column("proof", sa.String(20), nullable=False),
+    sa.Column("linked_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=False),
 )
 
 DERIVED_TABLES = (
