@@ -64,7 +64,7 @@ def _text(value: Any) -> str | None:
 def claims_for(account: Account, scope: str, profile: dict[str, Any] | None) -> dict[str, Any]:
     scopes = set(scope_to_list(scope) or [])
     claims: dict[str, Any] = {"sub": account.id}
-    if "email" in scopes:
+    if "email" in scopes and account.email:  # an account made by a social login may have none
         claims.update(email=account.email, email_verified=account.verified)
     traits = (profile or {}).get("traits", {})
     if "profile" in scopes:

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from opencdp.accounts.social import SocialProvider
+from opencdp.accounts.social_config import social_from_env
 from opencdp.config import ConfigError
 
 SECURITY = ("none", "starttls", "ssl")
@@ -98,10 +100,16 @@ class AccountSettings:
     hash_slots: int = 2
     #: Mark cookies `Secure` even on plain HTTP (behind a TLS proxy)
     secure_cookies: bool = False
+    #: social logins offered on the hosted pages (accounts/social_config.py), and their labels
+    social: tuple[SocialProvider, ...] = ()
+    social_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
         return bool(self.issuer)
+
+    def social_provider(self, name: str) -> SocialProvider | None:
+        return next((p for p in self.social if p.name == name), None)
 
     @classmethod
     def from_env(cls) -> AccountSettings:
@@ -114,6 +122,7 @@ class AccountSettings:
             raise ConfigError(f"OPENCDP_ACCOUNTS_SMTP_SECURITY must be one of {', '.join(SECURITY)}")
         default_port = {"none": 25, "starttls": 587, "ssl": 465}[security]
         purposes = os.environ.get("OPENCDP_ACCOUNTS_PURPOSES", "")
+        social, social_labels = social_from_env()
         return cls(
             issuer=issuer,
             brand=Brand(
@@ -141,4 +150,6 @@ class AccountSettings:
             hash_slots=_int("OPENCDP_ACCOUNTS_HASH_SLOTS", 2),
             secure_cookies=os.environ.get("OPENCDP_ACCOUNTS_SECURE_COOKIES", "0").lower()
             in {"1", "true", "yes"},
+            social=social,
+            social_labels=social_labels,
         )

@@ -28,11 +28,13 @@ from opencdp.privacy.consent_events import system_source_id
 SOURCE = "opencdp-accounts"
 
 
-def source_id(engine: sa.Engine) -> int:
+def source_id(engine: sa.Engine, name: str = SOURCE) -> int:
+    """The built-in source `name` (`opencdp-accounts`, or `social:<provider>` for what a social
+    login's provider says about the person)."""
     for attempt in range(2):
         try:
             with engine.begin() as conn:
-                return system_source_id(conn, SOURCE)
+                return system_source_id(conn, name)
         except sa.exc.IntegrityError:  # made at the same moment by another process
             if attempt:
                 raise
@@ -49,6 +51,10 @@ class AccountEvents:
         message.setdefault("messageId", f"acct-{uuid.uuid4()}")
         message.setdefault("context", {})["library"] = {"name": "opencdp-accounts"}
         return normalise(message, Envelope(now or datetime.now(UTC)), self.source, Limits())
+
+    def message(self, message: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+        """A log row for a message built elsewhere (a social login's identify)."""
+        return self._row(message, now)
 
     def identify(
         self, account_id: str, traits: dict[str, Any], now: datetime | None = None

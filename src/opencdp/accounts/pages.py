@@ -16,7 +16,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from opencdp.accounts import links, mail, policy, sessions, store
+from opencdp.accounts import links, mail, policy, sessions, social_pages, store
 from opencdp.accounts.claims import profile_of
 from opencdp.accounts.passwords import HasherBusy
 from opencdp.accounts.service import AccountsService
@@ -332,6 +332,7 @@ def _account_page(
         consent = (profile or {}).get("consent", {})
         chosen = [name for name, granted in consent.items() if granted is True]
     context = {"purposes": offered_purposes(service), "chosen": chosen, "note": note}
+    context.update(social_pages.account_context(service, session.account_id))
     return render(request, service, "account.html", context, session=session)
 
 

@@ -14,6 +14,7 @@ from opencdp.accounts.events import AccountEvents, source_id
 from opencdp.accounts.keys import SigningKeys
 from opencdp.accounts.passwords import Passwords
 from opencdp.accounts.provider import Provider
+from opencdp.accounts.social import Discovery
 from opencdp.system import OpenCDP
 
 
@@ -25,6 +26,9 @@ class AccountsService:
         self.provider = Provider(cdp.engine, self.keys, cdp.processor.rules, settings)
         self.throttle = SignInThrottle()
         self._events: AccountEvents | None = None
+        #: social logins' discovery documents and keys, cached for every provider
+        self.social_discovery = Discovery()
+        self._social_events: dict[str, AccountEvents] = {}
 
     @property
     def session_lifetime(self) -> timedelta:
@@ -34,6 +38,12 @@ class AccountsService:
         if self._events is None:
             self._events = AccountEvents(source_id(self.engine))
         return self._events
+
+    def social_events(self, provider: str) -> AccountEvents:
+        """Events from the built-in source `social:<provider>`: the trait source of its claims."""
+        if provider not in self._social_events:
+            self._social_events[provider] = AccountEvents(source_id(self.engine, f"social:{provider}"))
+        return self._social_events[provider]
 
     async def log(self, rows: list[dict[str, Any]]) -> None:
         """Hand the rows to the collector's log writer and wait until they are committed: a

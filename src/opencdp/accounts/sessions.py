@@ -79,7 +79,7 @@ def load(engine: sa.Engine, token: str | None, now: datetime | None = None) -> A
             conn.execute(
                 account_sessions.update().where(account_sessions.c.id == key).values(last_seen_at=now)
             )
-    return AccountSession(row.sid, row.account_id, row.email, row.csrf_token, row.auth_time)
+    return AccountSession(row.sid, row.account_id, row.email or "", row.csrf_token, row.auth_time)
 
 
 def sid_of(engine: sa.Engine, token: str | None) -> str | None:

@@ -23,6 +23,7 @@ class AccountError(ValueError):
 @dataclass(frozen=True)
 class Account:
     id: str
+    #: "" for an account made by a social login that brought no address it may keep
     email: str
     created_at: datetime
     email_verified_at: datetime | None
@@ -48,7 +49,12 @@ def new_id() -> str:
 
 def _account(row: sa.Row[tuple[object, ...]]) -> Account:
     return Account(
-        row.id, row.email, row.created_at, row.email_verified_at, row.password_changed_at, bool(row.disabled)
+        row.id,
+        row.email or "",
+        row.created_at,
+        row.email_verified_at,
+        row.password_changed_at,
+        bool(row.disabled),
     )
 
 

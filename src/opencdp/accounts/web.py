@@ -103,7 +103,18 @@ def render(
         if len(token) < 20:
             token = fresh = secrets.token_urlsafe(24)
     brand = service.settings.brand
-    full = {"t": texts_for(request, service), "brand": brand, "csrf": token, "session": session, **context}
+    social = [
+        {"name": p.name, "label": service.settings.social_labels.get(p.name, p.name)}
+        for p in service.settings.social
+    ]
+    full = {
+        "t": texts_for(request, service),
+        "brand": brand,
+        "csrf": token,
+        "session": session,
+        "social_logins": social,
+        **context,
+    }
     response = HTMLResponse(templates().get_template(template).render(full), status_code=status)
     if fresh:
         response.set_cookie(

@@ -18,6 +18,7 @@ from opencdp.access.throttle import SignInThrottle
 from opencdp.accounts import endpoints as account_endpoints
 from opencdp.accounts import pages as account_pages
 from opencdp.accounts import preference_pages
+from opencdp.accounts import social_pages as account_social_pages
 from opencdp.accounts.config import AccountSettings
 from opencdp.accounts.service import AccountsService
 from opencdp.api import (
@@ -105,6 +106,7 @@ def create_app(cdp: OpenCDP, account_settings: AccountSettings | None = None) ->
     app.include_router(account_endpoints.api)
     app.include_router(account_endpoints.pages)
     app.include_router(account_pages.router)
+    app.include_router(account_social_pages.router)
     add_docs(app)
     app.add_middleware(decide.DecideFastPath)  # innermost: guarded, CORS'd and timed as any route
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)

@@ -33,6 +33,7 @@ from opencdp.profiles.reader import find_profile_id, resolve_profile_id
 from opencdp.store.dialect import lock_for_processing, purge_deleted_content
 from opencdp.store.schema import (
     account_codes,
+    account_logins,
     account_sessions,
     account_tokens,
     accounts,
@@ -286,11 +287,13 @@ class _Erasure:
             (profiles, profiles.c.id),
         ):
             conn.execute(table.delete().where(column.in_(sorted(self.profile_ids))))
-        # the person's customer accounts (their user ids): login, sessions, codes and tokens
+        # the person's customer accounts (their user ids): login, linked social logins, sessions,
+        # codes and tokens
         account_ids = sorted(i.value for i in self.person if i.type == "user_id")
         if account_ids:
             for table, column in (
                 (account_sessions, account_sessions.c.account_id),
+                (account_logins, account_logins.c.account_id),
                 (account_codes, account_codes.c.account_id),
                 (account_tokens, account_tokens.c.account_id),
                 (accounts, accounts.c.id),
