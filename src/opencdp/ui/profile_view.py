@@ -25,6 +25,7 @@ from opencdp.store.schema import (
     event_owners,
     events,
     identities,
+    profile_events,
     profiles,
     segment_memberships,
     segments,
@@ -191,6 +192,36 @@ def consent_rows(purposes: list[dict[str, Any]], meta: dict[str, Any]) -> list[d
     return out
 
 
+#: How the customer proved a linked login (`accounts/linking.py`), as the merge history says it.
+LINK_PROOFS = {
+    "session": "proven by a signed-in session",
+    "verified_email": "proven by a verified e-mail",
+    "signup": "made by this login",
+}
+ACCOUNT_EVENTS = ("Account Linked", "Account Unlinked")
+
+
+def account_links(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
+    """The customer's own linking and unlinking of logins (`Account Linked` / `Account Unlinked`
+    from the hosted account pages), oldest first: "Account Linked: google, proven by a verified
+    e-mail". They belong in the merge history: a linked login is one more identifier of the person."""
+    rows = conn.execute(
+        sa.select(
+            profile_events.c.event_id, profile_events.c.name, profile_events.c.ts, profile_events.c.properties
+        )
+        .where(profile_events.c.profile_id == profile_id, profile_events.c.name.in_(ACCOUNT_EVENTS))
+        .order_by(profile_events.c.ts, profile_events.c.event_id)
+    ).all()
+    out = []
+    for row in rows:
+        props = row.properties if isinstance(row.properties, dict) else {}
+        text = f"{row.name}: {props.get('provider') or 'unknown provider'}"
+        if row.name == "Account Linked" and props.get("method"):
+            text += ", " + LINK_PROOFS.get(str(props["method"]), f"proven by {props['method']}")
+        out.append({"id": row.event_id, "timestamp": row.ts, "text": text})
+    return out
+
+
 def extras(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
     """Computed traits (with what they mean), purchases, channels, memberships and consent."""
     with engine.connect() as conn:
@@ -215,6 +246,7 @@ def extras(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
         models = all_models(conn)
         bought = purchases(conn, profile_id, computed)
         used = channels(conn, profile_id)
+        linked = account_links(conn, profile_id)
     meta = state.consent_meta if isinstance(state.consent_meta, dict) else {}
     return {
         "computed": [
@@ -228,6 +260,7 @@ def extras(engine: sa.Engine, profile_id: str) -> dict[str, Any]:
         ],
         "purchases": bought,
         "channels": used,
+        "account_links": linked,
         "memberships": [dict(m._mapping) for m in memberships],
         "consent": consent_rows(list_purposes(engine), meta),
     }
