@@ -83,11 +83,13 @@ class Provider:
 
 
 @contextmanager
-def running_provider(cdp: OpenCDP, **settings: Any) -> Iterator[Provider]:
+def running_provider(cdp: OpenCDP, port: int | None = None, **settings: Any) -> Iterator[Provider]:
+    """The app on `port` (a free one by default: a test that must know its URL before, such as
+    a social login's callback, picks it)."""
     seed_default_purposes(cdp.engine)
     mailbox = MailRecorder()
     mail_server = start_mail_server(mailbox)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     account_settings = AccountSettings(
         issuer=url,

@@ -62,7 +62,8 @@ const provider = new Provider(config.issuer, {
   },
   scopes: ['openid', 'email', 'profile', 'phone'],
   pkce: { required: () => true },
-  features: { devInteractions: { enabled: false } },
+  // registration: each accounts test registers its own client with its server's callback URL
+  features: { devInteractions: { enabled: false }, registration: { enabled: true } },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   async findAccount(ctx, sub) {
     const account = BY_SUB[sub];

@@ -70,6 +70,26 @@ def oidc_provider_module() -> Path:
     return module
 
 
+@pytest.fixture(scope="session")
+def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenIdProvider]:
+    """One provider process for every social-login test of a worker (the modules are in the
+    xdist group "social-provider")."""
+    yield from start_provider(tmp_path_factory.mktemp("social-provider"))
+
+
+def register_client(op: OpenIdProvider, *redirect_uris: str) -> tuple[str, str]:
+    """A client of its own for one test (its server's callback URLs), by OpenID Connect Dynamic
+    Client Registration at the provider: (client_id, client_secret)."""
+    answer = httpx.post(
+        f"{op.issuer}/reg",
+        json={"redirect_uris": list(redirect_uris), "grant_types": ["authorization_code"],
+              "response_types": ["code"], "token_endpoint_auth_method": "client_secret_basic"},
+        timeout=10,
+    )  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    return answer.json()["client_id"], answer.json()["client_secret"]
+
+
 def start_provider(workdir: Path) -> Iterator[OpenIdProvider]:
     """Start the provider on a free port, wait for its discovery document, stop it afterwards."""
     module, node = oidc_provider_module(), shutil.which("node")

@@ -13,7 +13,6 @@ import base64
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,18 +48,14 @@ from tests.social_provider import (
     MALLORY,
     MALLORY_SUB,
     OpenIdProvider,
+    op,
     sign_in_at_provider,
-    start_provider,
 )
 
-pytestmark = pytest.mark.xdist_group("social-provider")  # one provider process for the module
+pytestmark = pytest.mark.xdist_group("social-provider")  # one provider process (the `op` fixture)
+__all__ = ["op"]
 
 ALL_SCOPES = ("openid", "email", "profile", "phone")
-
-
-@pytest.fixture(scope="module")
-def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenIdProvider]:
-    yield from start_provider(tmp_path_factory.mktemp("social-provider"))
 
 
 def provider(op: OpenIdProvider, **overrides: Any) -> SocialProvider:
