@@ -79,7 +79,7 @@ function page(res, status, uid, prompt, message, scopes) {
     ? '<input name="login"><input name="password" type="password">'
     : scopes.map((s) => `<label><input type="checkbox" name="scope" value="${escape(s)}" checked>${escape(s)}</label>`).join('');
   res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-  res.end(`<!doctype html><title>${prompt}</title><p>${escape(message)}</p>`
+  res.end(`<!doctype html><title>${prompt}</title><link rel="icon" href="data:,"><p>${escape(message)}</p>`
     + `<form method="post" action="/interaction/${escape(uid)}/${prompt}">${fields}<button>continue</button></form>`);
 }
 
