@@ -357,3 +357,43 @@ def test_form_post_callback_and_the_pending_sign_in_is_bound_to_the_browser(idp:
     assert victim.get("/accounts/social/testnet/callback", params=params).status_code == 400
     # unknown providers are refused
     assert idp.browser().get("/accounts/social/nobody/start").status_code == 400
+
+
+def test_providers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opencdp.accounts.social_config import social_from_env
+    from opencdp.config import ConfigError
+
+    for key, value in {
+        "OPENCDP_ACCOUNTS_SOCIAL": "google, acme",
+        "OPENCDP_ACCOUNTS_SOCIAL_GOOGLE_CLIENT_ID": "g-id",
+        "OPENCDP_ACCOUNTS_SOCIAL_GOOGLE_CLIENT_SECRET": "g-secret",
+        "OPENCDP_ACCOUNTS_SOCIAL_ACME_CLIENT_ID": "a-id",
+        "OPENCDP_ACCOUNTS_SOCIAL_ACME_ISSUER": "https://id.acme.example/",
+        "OPENCDP_ACCOUNTS_SOCIAL_ACME_SCOPES": "openid,email",
+        "OPENCDP_ACCOUNTS_SOCIAL_ACME_LABEL": "Acme ID",
+    }.items():
+        monkeypatch.setenv(key, value)
+    (google, acme), labels = social_from_env()
+    assert (google.issuer, google.client_secret, google.trusted_for_email) == (
+        "https://accounts.google.com",
+        "g-secret",
+        True,
+    )
+    assert (acme.issuer, acme.client_secret, acme.scopes, acme.trusted_for_email) == (
+        "https://id.acme.example",
+        None,
+        ("openid", "email"),
+        False,
+    )
+    assert labels == {"google": "Google", "acme": "Acme ID"}
+    monkeypatch.setenv("OPENCDP_ACCOUNTS_SOCIAL_GOOGLE_TRUSTED_FOR_EMAIL", "maybe")
+    with pytest.raises(ConfigError, match="TRUSTED_FOR_EMAIL must be 1 or 0"):
+        social_from_env()
+    monkeypatch.setenv("OPENCDP_ACCOUNTS_SOCIAL_GOOGLE_TRUSTED_FOR_EMAIL", "0")
+    assert not social_from_env()[0][0].trusted_for_email
+    monkeypatch.delenv("OPENCDP_ACCOUNTS_SOCIAL_ACME_ISSUER")
+    with pytest.raises(ConfigError, match="ACME_ISSUER"):
+        social_from_env()
+    monkeypatch.setenv("OPENCDP_ACCOUNTS_SOCIAL", "acme-2")
+    with pytest.raises(ConfigError, match="ACME_2_CLIENT_ID"):
+        social_from_env()
