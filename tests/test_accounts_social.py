@@ -397,3 +397,24 @@ def test_providers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("OPENCDP_ACCOUNTS_SOCIAL", "acme-2")
     with pytest.raises(ConfigError, match="ACME_2_CLIENT_ID"):
         social_from_env()
+
+
+def test_the_cli_lists_and_checks_the_social_logins(
+    op: OpenIdProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from opencdp.cli import main
+
+    monkeypatch.setenv("OPENCDP_ACCOUNTS_ISSUER", "https://login.shop.example")
+    monkeypatch.setenv("OPENCDP_ACCOUNTS_SOCIAL", "testnet,gone")
+    for name, issuer in (("TESTNET", op.issuer), ("GONE", f"http://127.0.0.1:{free_port()}")):
+        monkeypatch.setenv(f"OPENCDP_ACCOUNTS_SOCIAL_{name}_CLIENT_ID", "shop")
+        monkeypatch.setenv(f"OPENCDP_ACCOUNTS_SOCIAL_{name}_ISSUER", issuer)
+    monkeypatch.setenv("OPENCDP_ACCOUNTS_SOCIAL_TESTNET_TRUSTED_FOR_EMAIL", "1")
+    result = CliRunner().invoke(main, ["accounts", "social", "--check"])
+    assert result.exit_code == 1, result.output
+    testnet, gone = result.output.split("\ngone ")
+    assert "trusted for: e-mail" in testnet and "discovery and keys: ok" in testnet
+    assert "callback: https://login.shop.example/accounts/social/testnet/callback" in testnet
+    assert "trusted for: nothing" in gone and "FAILED" in gone and "cannot fetch discovery" in gone

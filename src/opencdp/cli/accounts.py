@@ -178,3 +178,42 @@ def keys_retire(kid: str) -> None:
     retire(engine, kid)
     record(engine, ACTOR, "accounts.key.retire", "account_key", kid)
     click.echo(f"retired {kid}")
+
+
+@accounts_group.command("social")
+@click.option("--check", is_flag=True, help="Fetch each provider's discovery document and keys now")
+def social_list(check: bool) -> None:
+    """The social logins offered on the hosted pages (OPENCDP_ACCOUNTS_SOCIAL…), with the callback
+    URL to register at each provider; --check fetches their discovery documents and keys."""
+    import asyncio
+
+    from opencdp.accounts.config import AccountSettings
+    from opencdp.accounts.social import Discovery, SocialLoginError
+    from opencdp.config import ConfigError
+
+    try:
+        settings = AccountSettings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not settings.social:
+        click.echo("no social logins (set OPENCDP_ACCOUNTS_SOCIAL)")
+        return
+    discovery, failed = Discovery(timeout=10), 0
+    for p in settings.social:
+        trust = ", ".join(
+            k for k, v in (("e-mail", p.trusted_for_email), ("phone", p.trusted_for_phone)) if v
+        )
+        callback = f"{settings.issuer or '<OPENCDP_ACCOUNTS_ISSUER>'}/accounts/social/{p.name}/callback"
+        click.echo(
+            f"{p.name}  {settings.social_labels[p.name]!r}  {p.issuer}  trusted for: {trust or 'nothing'}"
+        )
+        click.echo(f"    callback: {callback}")
+        if check:
+            try:
+                asyncio.run(discovery.keys(p))
+                click.echo("    discovery and keys: ok")
+            except SocialLoginError as exc:
+                failed += 1
+                click.echo(f"    discovery and keys: FAILED: {exc}")
+    if failed:
+        raise click.ClickException(f"{failed} provider(s) cannot be reached or are not usable")
