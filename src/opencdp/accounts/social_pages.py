@@ -199,7 +199,7 @@ async def _signed_in(
     """Log the events, start the SSO session (exactly as a password sign-in does) and go on: to
     the relying party's authorization request when the sign-in began there."""
     await service.log(rows)
-    token = sessions.start(service.engine, account.id, service.session_lifetime)
+    token = await run_in_threadpool(sessions.start, service.engine, account.id, service.session_lifetime)
     response = redirect(safe_next(next_url))
     response.set_cookie(
         sessions.COOKIE,

@@ -644,9 +644,9 @@ accounts = sa.Table(
     metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     #: NULL for an account made by a social login whose provider gave no address it vouches for
-    #: (0019); PostgreSQL and SQLite both let several rows have NULL in a unique column
+    #: (0020); PostgreSQL and SQLite both let several rows have NULL in a unique column
     sa.Column("email", sa.String(320), nullable=True, unique=True),
-    #: NULL for an account that signs in only through social logins (0019)
+    #: NULL for an account that signs in only through social logins (0020)
     sa.Column("password_hash", sa.String(200), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("email_verified_at", UTCDateTime, nullable=True),
@@ -732,7 +732,7 @@ account_signing_keys = sa.Table(
     sa.Column("retired_at", UTCDateTime, nullable=True),
 )
 
-#: Social logins linked to an account (0019): the provider's name and its subject, nothing about
+#: Social logins linked to an account (0020): the provider's name and its subject, nothing about
 #: the person (their claims reach the profile as events). `proof` says how the link was proven:
 #: `signup` (the account was made by this login), `session` (linked while signed in) or
 #: `verified_email` (the provider vouched for the account's verified address).
