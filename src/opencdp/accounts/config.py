@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from opencdp.accounts.profiling import QUESTIONS
 from opencdp.accounts.social import SocialProvider
 from opencdp.accounts.social_config import social_from_env
 from opencdp.config import ConfigError
@@ -103,6 +104,10 @@ class AccountSettings:
     #: social logins offered on the hosted pages (accounts/social_config.py), and their labels
     social: tuple[SocialProvider, ...] = ()
     social_labels: dict[str, str] = field(default_factory=dict)
+    #: progressive profiling: questions asked one per sign-in, in this order (accounts/profiling.py)
+    ask: tuple[str, ...] = ()
+    #: a skipped question is asked again after this many days
+    ask_again_days: int = 90
 
     @property
     def enabled(self) -> bool:
@@ -123,6 +128,11 @@ class AccountSettings:
         default_port = {"none": 25, "starttls": 587, "ssl": 465}[security]
         purposes = os.environ.get("OPENCDP_ACCOUNTS_PURPOSES", "")
         social, social_labels = social_from_env()
+        ask = tuple(q.strip() for q in os.environ.get("OPENCDP_ACCOUNTS_ASK", "").split(",") if q.strip())
+        if unknown := [q for q in ask if q not in QUESTIONS]:
+            raise ConfigError(
+                f"OPENCDP_ACCOUNTS_ASK: unknown question {unknown[0]!r} (one of {', '.join(QUESTIONS)})"
+            )
         return cls(
             issuer=issuer,
             brand=Brand(
@@ -152,4 +162,6 @@ class AccountSettings:
             in {"1", "true", "yes"},
             social=social,
             social_labels=social_labels,
+            ask=ask,
+            ask_again_days=_int("OPENCDP_ACCOUNTS_ASK_AGAIN_DAYS", 90),
         )

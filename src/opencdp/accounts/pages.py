@@ -16,7 +16,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from opencdp.accounts import links, mail, policy, sessions, social_pages, store
+from opencdp.accounts import links, mail, policy, sessions, signin, social_pages, store
 from opencdp.accounts.claims import profile_of
 from opencdp.accounts.passwords import HasherBusy
 from opencdp.accounts.service import AccountsService
@@ -31,7 +31,6 @@ from opencdp.accounts.web import (
     redirect,
     render,
     safe_next,
-    secure_cookies,
     service_of,
     texts_for,
 )
@@ -219,20 +218,7 @@ async def login(
     if not account.verified:  # only said to someone who knows the password
         await _mail(request, service, account.email, "verify", _link(service, links.VERIFY, account))
         return _login_page(request, service, next, email=email, note=texts("verify_first"), status=403)
-    # a commit (and on SQLite an fsync): on a thread, not on the event loop the collector shares
-    token = await run_in_threadpool(sessions.start, service.engine, account.id, service.session_lifetime)
-    await service.log([service.events().track(account.id, "Signed In", {"method": "password"})])
-    response = redirect(safe_next(next))
-    response.set_cookie(
-        sessions.COOKIE,
-        token,
-        max_age=int(service.session_lifetime.total_seconds()),
-        httponly=True,
-        samesite="lax",  # sent on the top-level navigation from a relying party to /accounts/authorize
-        secure=secure_cookies(request, service),
-        path=PREFIX,
-    )
-    return response
+    return await signin.first_step_passed(request, service, account, next, "password")
 
 
 # --- forgot and reset -----------------------------------------------------------------------

@@ -25,6 +25,8 @@ class AccountsService:
         self.keys = SigningKeys(cdp.engine, cdp.settings)
         self.provider = Provider(cdp.engine, self.keys, cdp.processor.rules, settings)
         self.throttle = SignInThrottle()
+        #: wrong second-factor codes, apart from passwords: a right password never clears it
+        self.code_throttle = SignInThrottle()
         self._events: AccountEvents | None = None
         #: social logins' discovery documents and keys, cached for every provider
         self.social_discovery = Discovery()

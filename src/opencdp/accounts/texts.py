@@ -63,6 +63,51 @@ ENGLISH = {
     "If you did not ask for it, ignore this e-mail: your password stays as it is.\n",
     "form_expired": "This form was open too long or came from elsewhere. Reload the page and try again.",
     "error_title": "That did not work",
+    # the second factor (accounts/second_factor_pages.py)
+    "code_title": "Enter your code",
+    "code_intro": "Open your authenticator app and enter the 6-digit code it shows for {brand}. "
+    "Lost your phone? Enter one of your recovery codes instead.",
+    "code": "Code",
+    "code_wrong": "That code is not right, or it was used already. Wait for the next one.",
+    "code_throttled": "Too many wrong codes. Try again in {minutes} minutes.",
+    "code_expired": "This sign-in took too long. Please sign in again.",
+    "verify_code": "Continue",
+    "factor_heading": "Two-step sign-in",
+    "factor_off": "Two-step sign-in is off: your password alone signs you in.",
+    "factor_on": "Two-step sign-in is on: signing in asks for a code from your app. "
+    "Recovery codes left: {left}.",
+    "factor_start": "Set up two-step sign-in",
+    "factor_setup_title": "Set up two-step sign-in",
+    "factor_setup_intro": "Add this key to an authenticator app (open the link on your phone, or "
+    "type the key), then enter the code the app shows.",
+    "factor_key": "Key",
+    "factor_link": "Add to your authenticator app",
+    "factor_confirm": "Switch it on",
+    "factor_enabled_title": "Two-step sign-in is on",
+    "factor_recovery_intro": "Keep these recovery codes somewhere safe: each signs you in once "
+    "without your phone. They are shown only now.",
+    "factor_disable": "Switch two-step sign-in off",
+    "factor_disable_intro": "Enter a current code from your app (or a recovery code) to switch it off.",
+    "factor_disabled": "Two-step sign-in is off.",
+    # progressive profiling (accounts/profiling.py)
+    "more_title": "One more thing",
+    "more_skip": "Skip",
+    "more_save": "Save",
+    "ask_first_name": "What is your first name?",
+    "why_first_name": "So that we can greet you by name in our e-mails and on our sites.",
+    "ask_last_name": "What is your last name?",
+    "why_last_name": "So that parcels and letters reach you.",
+    "ask_country": "Which country do you live in?",
+    "why_country": "So that we show you prices, delivery times and offers for where you are.",
+    "ask_city": "Which city do you live in?",
+    "why_city": "So that we can tell you about events and shops near you.",
+    "ask_birthday": "When is your birthday?",
+    "why_birthday": "So that we can send you something on your birthday.",
+    "answer_empty": "Enter an answer, or skip the question.",
+    "answer_too_long": "That answer is too long.",
+    "answer_date": "Enter a date such as 1990-04-21.",
+    "more_note": "You can skip this: we ask only one question at a time, and only once in a while.",
+    "preferences_link": "Your preferences, surveys and data",
 }
 
 

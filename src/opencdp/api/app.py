@@ -17,7 +17,7 @@ from opencdp.access.ratelimit import RateLimit, TokenBuckets
 from opencdp.access.throttle import SignInThrottle
 from opencdp.accounts import endpoints as account_endpoints
 from opencdp.accounts import pages as account_pages
-from opencdp.accounts import preference_pages
+from opencdp.accounts import preference_pages, profiling_pages, second_factor_pages
 from opencdp.accounts import social_pages as account_social_pages
 from opencdp.accounts.config import AccountSettings
 from opencdp.accounts.service import AccountsService
@@ -107,6 +107,8 @@ def create_app(cdp: OpenCDP, account_settings: AccountSettings | None = None) ->
     app.include_router(account_endpoints.pages)
     app.include_router(account_pages.router)
     app.include_router(account_social_pages.router)
+    app.include_router(second_factor_pages.router)
+    app.include_router(profiling_pages.router)
     add_docs(app)
     app.add_middleware(decide.DecideFastPath)  # innermost: guarded, CORS'd and timed as any route
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)

@@ -32,9 +32,13 @@ from opencdp.process.processor import PROCESSOR, Processor, read_checkpoint
 from opencdp.profiles.reader import find_profile_id, resolve_profile_id
 from opencdp.store.dialect import lock_for_processing, purge_deleted_content
 from opencdp.store.schema import (
+    account_challenges,
     account_codes,
     account_logins,
+    account_recovery_codes,
+    account_second_factors,
     account_sessions,
+    account_skipped_questions,
     account_tokens,
     accounts,
     audience_sync_members,
@@ -296,6 +300,10 @@ class _Erasure:
                 (account_logins, account_logins.c.account_id),
                 (account_codes, account_codes.c.account_id),
                 (account_tokens, account_tokens.c.account_id),
+                (account_second_factors, account_second_factors.c.account_id),
+                (account_recovery_codes, account_recovery_codes.c.account_id),
+                (account_challenges, account_challenges.c.account_id),
+                (account_skipped_questions, account_skipped_questions.c.account_id),
                 (accounts, accounts.c.id),
             ):
                 conn.execute(table.delete().where(column.in_(account_ids)))

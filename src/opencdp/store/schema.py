@@ -747,6 +747,52 @@ account_logins = sa.Table(
     sa.Column("last_used_at", UTCDateTime, nullable=False),
 )
 
+# --- Second factor and progressive profiling (0021): credentials and page state only ---
+
+#: A customer's TOTP secret, sealed like destination secrets. `confirmed_at` is None while set-up
+#: waits for the first code; `last_step` is the newest time step accepted, so a code (or an older
+#: one) is never accepted twice.
+account_second_factors = sa.Table(
+    "account_second_factors",
+    metadata,
+    sa.Column("account_id", sa.String(40), primary_key=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("confirmed_at", UTCDateTime, nullable=True),
+    sa.Column("last_step", sa.BigInteger, nullable=True),
+)
+
+#: Recovery codes (SHA-256 of each, 80 random bits), shown once at set-up, each usable once.
+account_recovery_codes = sa.Table(
+    "account_recovery_codes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.String(40), nullable=False, index=True),
+    sa.Column("code_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("used_at", UTCDateTime, nullable=True),
+)
+
+#: A sign-in between its password and its code: `id` is the SHA-256 of the cookie; minutes long.
+account_challenges = sa.Table(
+    "account_challenges",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(40), nullable=False, index=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("method", sa.String(40), nullable=False),
+    sa.Column("next_url", sa.Text, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+#: Progressive profiling: a question the customer skipped, and when (asked again only later).
+account_skipped_questions = sa.Table(
+    "account_skipped_questions",
+    metadata,
+    sa.Column("account_id", sa.String(40), primary_key=True),
+    sa.Column("question", sa.String(40), primary_key=True),
+    sa.Column("skipped_at", UTCDateTime, nullable=False),
+)
+
 DERIVED_TABLES = (
     identities,
     identity_edges,
