@@ -158,7 +158,9 @@ def confirm(
     """Switch the second factor on with the first code from the app: the recovery codes (shown
     once, only their hashes are kept), or None when the code is wrong or there is no set-up."""
     secret = _secret(engine, settings, account_id, confirmed=False)
-    step = None if secret is None else _matching_step(secret, _clean(code), now or time.time())
+    step = (
+        None if secret is None else _matching_step(secret, _clean(code), time.time() if now is None else now)
+    )
     if step is None:
         return None
     codes = [_recovery_code() for _ in range(RECOVERY_CODES)]
@@ -186,7 +188,9 @@ def check(
     cleaned = _clean(code)
     if len(cleaned) == DIGITS:
         secret = _secret(engine, settings, account_id, confirmed=True)
-        step = None if secret is None else _matching_step(secret, cleaned, now or time.time())
+        step = (
+            None if secret is None else _matching_step(secret, cleaned, time.time() if now is None else now)
+        )
         if step is None:
             return None
         with engine.begin() as conn:

@@ -87,7 +87,12 @@ async def code_step(request: Request, code: Code = "", csrf_token: Token = "") -
         )
         return _too_many(page, wait)
     how = await run_in_threadpool(
-        second_factor.check, service.engine, service.cdp.settings, challenge.account_id, code
+        second_factor.check,
+        service.engine,
+        service.cdp.settings,
+        challenge.account_id,
+        code,
+        service.clock(),
     )
     account = store.find(service.engine, account_id=challenge.account_id)
     if how is None or account is None or account.disabled:
@@ -171,7 +176,9 @@ async def factor_confirm(request: Request, code: Code = "", csrf_token: Token = 
     if wait:
         error = texts("code_throttled", minutes=math.ceil(wait / 60))
         return _too_many(_factor_page(request, service, session, setup=setup, error=error, status=429), wait)
-    codes = second_factor.confirm(service.engine, service.cdp.settings, session.account_id, code)
+    codes = second_factor.confirm(
+        service.engine, service.cdp.settings, session.account_id, code, service.clock()
+    )
     if codes is None:
         service.code_throttle.failed(_address(request), session.account_id)
         return _factor_page(request, service, session, setup=setup, error=texts("code_wrong"), status=400)
@@ -194,7 +201,7 @@ async def factor_disable(request: Request, code: Code = "", csrf_token: Token = 
     if wait:
         error = texts("code_throttled", minutes=math.ceil(wait / 60))
         return _too_many(_factor_page(request, service, session, error=error, status=429), wait)
-    how = second_factor.check(service.engine, service.cdp.settings, session.account_id, code)
+    how = second_factor.check(service.engine, service.cdp.settings, session.account_id, code, service.clock())
     if how is None:
         service.code_throttle.failed(_address(request), session.account_id)
         return _factor_page(request, service, session, error=texts("code_wrong"), status=400)

@@ -5,6 +5,8 @@ the log writer that turns what customers do into events."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +29,8 @@ class AccountsService:
         self.throttle = SignInThrottle()
         #: wrong second-factor codes, apart from passwords: a right password never clears it
         self.code_throttle = SignInThrottle()
+        #: the time second-factor codes are checked against (seconds since the epoch)
+        self.clock: Callable[[], float] = time.time
         self._events: AccountEvents | None = None
         #: social logins' discovery documents and keys, cached for every provider
         self.social_discovery = Discovery()
