@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from opencdp.accounts import second_factor, store
 from opencdp.store.schema import account_recovery_codes, account_second_factors, events
 from opencdp.system import OpenCDP
-from tests.accounts_helpers import Provider, form_token, idp, login, signed_up
+from tests.accounts_helpers import Party, Provider, form_token, idp, login, sign_in_at, signed_up
 
 __all__ = ["idp"]
 T0 = 1_800_000_000.0  # a time at the very start of a 30-second step
@@ -136,6 +136,11 @@ def test_set_up_sign_in_with_a_code_and_switch_off(idp: Provider) -> None:
     other, signed_in = _code_step(idp, "ada@example.com", code_at(secret, T0 + 30))
     assert signed_in.status_code == 303 and signed_in.headers["location"] == "/accounts/account"
     assert other.get("/accounts/account").status_code == 200
+    # relying parties learn how the customer signed in (RFC 8176 `amr`)
+    client, secret_of_client = idp.client("shop")
+    party = Party.of(idp, client, secret_of_client)
+    claims = party.id_token_claims(party.fetch_token(sign_in_at(party, other)))
+    assert claims["amr"] == ["pwd", "otp", "mfa"]
     # the challenge ended with the sign-in: posting the form again does nothing
     assert other.get("/accounts/login/code").status_code == 400
 

@@ -151,7 +151,7 @@ async def authorize(request: Request) -> Response:
         session = current_session(request, service)
         principal = None
         if session is not None and (account := store.find(service.engine, account_id=session.account_id)):
-            principal = Principal(account, session.sid, session.auth_time)
+            principal = Principal(account, session.sid, session.auth_time, session.amr)
         try:
             grant = provider.get_consent_grant(oauth_request, end_user=principal)
         except OAuth2Error as error:

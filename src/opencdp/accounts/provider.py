@@ -111,6 +111,7 @@ class Principal:
     account: Account
     sid: str
     auth_time: datetime
+    amr: tuple[str, ...] = ("pwd",)
 
     def get_user_id(self) -> str:
         return self.account.id
@@ -127,6 +128,7 @@ class Code(AuthorizationCodeMixin):
     code_challenge: str | None
     code_challenge_method: str | None
     auth_time: datetime
+    amr: tuple[str, ...] = ("pwd",)
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -144,7 +146,7 @@ class Code(AuthorizationCodeMixin):
         return None
 
     def get_amr(self) -> list[str]:
-        return ["pwd"]
+        return list(self.amr)
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
                     code_challenge=data.get("code_challenge"),
                     code_challenge_method=data.get("code_challenge_method"),
                     auth_time=user.auth_time,
+                    amr=" ".join(user.amr),
                     expires_at=now + timedelta(seconds=CODE_SECONDS),
                 )
             )
@@ -235,6 +238,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
             row.code_challenge,
             row.code_challenge_method,
             row.auth_time,
+            tuple((row.amr or "pwd").split()),
         )
 
     def delete_authorization_code(self, authorization_code: Code) -> None:
@@ -244,7 +248,9 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         account = store.find(self.server.engine, account_id=authorization_code.account_id)
         if account is None or account.disabled:
             return None
-        return Principal(account, authorization_code.sid, authorization_code.auth_time)
+        return Principal(
+            account, authorization_code.sid, authorization_code.auth_time, authorization_code.amr
+        )
 
 
 class RefreshGrant(grants.RefreshTokenGrant):

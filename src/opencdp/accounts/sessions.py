@@ -29,6 +29,8 @@ class AccountSession:
     email: str
     csrf_token: str
     auth_time: datetime
+    #: authentication methods (RFC 8176), e.g. ("pwd",) or ("pwd", "otp", "mfa")
+    amr: tuple[str, ...] = ("pwd",)
 
     def csrf_matches(self, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(self.csrf_token.encode(), str(token).encode())
@@ -38,7 +40,13 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def start(engine: sa.Engine, account_id: str, lifetime: timedelta, now: datetime | None = None) -> str:
+def start(
+    engine: sa.Engine,
+    account_id: str,
+    lifetime: timedelta,
+    now: datetime | None = None,
+    amr: tuple[str, ...] = ("pwd",),
+) -> str:
     """A new session for the account; returns the cookie value."""
     now = now or datetime.now(UTC)
     token = secrets.token_urlsafe(32)
@@ -51,6 +59,7 @@ def start(engine: sa.Engine, account_id: str, lifetime: timedelta, now: datetime
                 account_id=account_id,
                 csrf_token=secrets.token_urlsafe(32),
                 auth_time=now,
+                amr=" ".join(amr),
                 last_seen_at=now,
                 expires_at=now + lifetime,
             )
@@ -79,7 +88,8 @@ def load(engine: sa.Engine, token: str | None, now: datetime | None = None) -> A
             conn.execute(
                 account_sessions.update().where(account_sessions.c.id == key).values(last_seen_at=now)
             )
-    return AccountSession(row.sid, row.account_id, row.email or "", row.csrf_token, row.auth_time)
+    amr = tuple((row.amr or "pwd").split())
+    return AccountSession(row.sid, row.account_id, row.email or "", row.csrf_token, row.auth_time, amr)
 
 
 def sid_of(engine: sa.Engine, token: str | None) -> str | None:

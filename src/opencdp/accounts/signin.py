@@ -50,7 +50,8 @@ async def start_session(
 ) -> Response:
     """The SSO session, `Signed In` in the log, and the way on: to `next_url`, or by the one
     question this sign-in asks (when one is due)."""
-    token = sessions.start(service.engine, account.id, service.session_lifetime)
+    amr = ("pwd", "otp", "mfa") if properties.get("second_factor") else ("pwd",)
+    token = sessions.start(service.engine, account.id, service.session_lifetime, amr=amr)
     await service.log([service.events().track(account.id, "Signed In", properties)])
     target = safe_next(next_url)
     settings = service.settings

@@ -18,6 +18,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # how a session was signed in, for the ID token's `amr` ("pwd otp mfa" after a code)
+    op.add_column("account_sessions", sa.Column("amr", sa.String(40), nullable=True))
+    op.add_column("account_codes", sa.Column("amr", sa.String(40), nullable=True))
     op.create_table(
         "account_second_factors",
         sa.Column("account_id", sa.String(40), nullable=False),
@@ -64,3 +67,5 @@ def downgrade() -> None:
     op.drop_index("ix_account_recovery_codes_account_id", table_name="account_recovery_codes")
     op.drop_table("account_recovery_codes")
     op.drop_table("account_second_factors")
+    op.drop_column("account_codes", "amr")
+    op.drop_column("account_sessions", "amr")
