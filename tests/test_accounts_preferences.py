@@ -8,12 +8,17 @@ from __future__ import annotations
 import re
 
 import httpx
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
-from opencdp.accounts import store
+from opencdp.accounts import second_factor, store
 from opencdp.accounts.survey_store import save_survey
+from opencdp.store.schema import account_recovery_codes, account_second_factors
 from tests.accounts_helpers import Provider, idp, signed_up
 
 __all__ = ["idp"]
+T0 = 1_800_000_000.0
 SURVEY = {
     "name": "style",
     "title": "Your style",
@@ -86,9 +91,17 @@ def test_signed_in_customers_see_and_change_their_own_preferences(idp: Provider)
 
 def test_erasure_from_the_signed_in_centre_ends_the_account(idp: Provider) -> None:
     browser, account_id = _customer(idp, "cat@example.com")
+    engine, settings = idp.cdp.engine, idp.cdp.settings
+    setup = second_factor.begin(engine, settings, account_id, "cat@example.com", "Shop")
+    assert second_factor.confirm(
+        engine, settings, account_id, TOTP(setup.secret, 6, SHA1(), 30).generate(T0).decode(), T0
+    )
     page = browser.get("/accounts/preferences/erase")
     assert page.status_code == 200
     erased = browser.post("/accounts/preferences/erase", data={"csrf": _csrf(page.text), "confirm": "erase"})
     assert erased.status_code == 200 and "erased" in erased.text
     assert store.find(idp.cdp.engine, account_id=account_id) is None
+    with engine.connect() as conn:  # the second factor went with the account
+        for table in (account_second_factors, account_recovery_codes):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0
     assert browser.get("/accounts/preferences").status_code == 303  # signed out with it
