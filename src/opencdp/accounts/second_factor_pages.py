@@ -98,7 +98,7 @@ async def code_step(request: Request, code: Code = "", csrf_token: Token = "") -
     if how is None or account is None or account.disabled:
         service.code_throttle.failed(_address(request), challenge.account_id)
         return _code_page(request, service, challenge, error=texts("code_wrong"), status=400)
-    if not challenges.end(service.engine, challenge):  # a second post of the same form
+    if not await run_in_threadpool(challenges.end, service.engine, challenge):  # posted twice
         raise AccountProblem(texts("code_expired"))
     service.code_throttle.succeeded(_address(request), challenge.account_id)
     properties = {"method": challenge.method, "second_factor": how}

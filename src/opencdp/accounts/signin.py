@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from opencdp.accounts import challenges, profiling, second_factor, sessions
 from opencdp.accounts.service import AccountsService
@@ -25,8 +26,11 @@ async def first_step_passed(
     request: Request, service: AccountsService, account: Account, next_url: str, method: str
 ) -> Response:
     """The password (or another first factor) was right: a session, or the code form first."""
-    if second_factor.enabled(service.engine, account.id):
-        token = challenges.start(service.engine, account.id, method, safe_next(next_url))
+    # reads and commits on a thread, not on the event loop the collector shares
+    if await run_in_threadpool(second_factor.enabled, service.engine, account.id):
+        token = await run_in_threadpool(
+            challenges.start, service.engine, account.id, method, safe_next(next_url)
+        )
         response = redirect(CODE_PAGE)
         response.set_cookie(
             challenges.COOKIE,
@@ -51,12 +55,17 @@ async def start_session(
     """The SSO session, `Signed In` in the log, and the way on: to `next_url`, or by the one
     question this sign-in asks (when one is due)."""
     amr = ("pwd", "otp", "mfa") if properties.get("second_factor") else ("pwd",)
-    token = sessions.start(service.engine, account.id, service.session_lifetime, amr=amr)
+    token = await run_in_threadpool(
+        sessions.start, service.engine, account.id, service.session_lifetime, None, amr
+    )
     await service.log([service.events().track(account.id, "Signed In", properties)])
     target = safe_next(next_url)
     settings = service.settings
     rules = service.cdp.processor.rules
-    if profiling.due(service.engine, rules, account.id, settings.ask, settings.ask_again_days):
+    due = await run_in_threadpool(
+        profiling.due, service.engine, rules, account.id, settings.ask, settings.ask_again_days
+    )
+    if due:
         target = f"{MORE_PAGE}?next={quote(target, safe='')}"
     response = redirect(target)
     response.set_cookie(

@@ -665,7 +665,7 @@ account_sessions = sa.Table(
     sa.Column("account_id", sa.String(40), nullable=False, index=True),
     sa.Column("csrf_token", sa.String(64), nullable=False),
     sa.Column("auth_time", UTCDateTime, nullable=False),
-    #: how the customer signed in (RFC 8176, space-separated: "pwd", "pwd otp mfa"); None: "pwd" (0019)
+    #: how the customer signed in (RFC 8176, space-separated: "pwd", "pwd otp mfa"); None: "pwd" (0020)
     sa.Column("amr", sa.String(40), nullable=True),
     sa.Column("last_seen_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
