@@ -19,6 +19,8 @@ import httpx
 import pytest
 import uvicorn
 from authlib.integrations.httpx_client import OAuth2Client
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
@@ -119,6 +121,11 @@ def running_provider(cdp: OpenCDP, port: int | None = None, **settings: Any) -> 
 def idp(cdp: OpenCDP) -> Iterator[Provider]:
     with running_provider(cdp) as provider:
         yield provider
+
+
+def code_at(secret: bytes, at: float) -> str:
+    """The authenticator app's code at `at` (cryptography's TOTP, as the app computes it)."""
+    return TOTP(secret, 6, SHA1(), 30).generate(at).decode()
 
 
 def form_token(html: str) -> str:

@@ -11,20 +11,14 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from cryptography.hazmat.primitives.hashes import SHA1
-from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
 from opencdp.accounts import second_factor, store
 from opencdp.store.schema import account_recovery_codes, account_second_factors, events
 from opencdp.system import OpenCDP
-from tests.accounts_helpers import Party, Provider, form_token, idp, login, sign_in_at, signed_up
+from tests.accounts_helpers import Party, Provider, code_at, form_token, idp, login, sign_in_at, signed_up
 
 __all__ = ["idp"]
 T0 = 1_800_000_000.0  # a time at the very start of a 30-second step
-
-
-def code_at(secret: bytes, at: float) -> str:
-    return TOTP(secret, 6, SHA1(), 30).generate(at).decode()
 
 
 def test_codes_skew_replay_and_recovery_codes(cdp: OpenCDP) -> None:

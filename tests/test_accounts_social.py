@@ -17,14 +17,23 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from opencdp.accounts import linking, store
+from opencdp.accounts import linking, second_factor, store
 from opencdp.accounts.social import SocialProvider
 from opencdp.privacy.erasure import erase_person
 from opencdp.profiles.reader import get_profile
 from opencdp.store.schema import account_logins, events, sources
 from opencdp.system import OpenCDP
 from opencdp.ui.profile_view import account_links
-from tests.accounts_helpers import Party, Provider, form_token, login, query_of, running_provider, signed_up
+from tests.accounts_helpers import (
+    Party,
+    Provider,
+    code_at,
+    form_token,
+    login,
+    query_of,
+    running_provider,
+    signed_up,
+)
 from tests.serverproc import free_port
 from tests.social_provider import (
     ALICE,
@@ -199,6 +208,32 @@ def test_a_verified_trusted_email_links_to_the_verified_password_account(idp: Pr
 
 
 @SQLITE_ONLY
+@SQLITE_ONLY
+def test_a_social_sign_in_asks_for_the_second_factor_too(idp: Provider) -> None:
+    """A linked login is no way around the account's second factor."""
+    t0 = 1_800_000_000.0
+    idp.app.state.accounts.clock = lambda: t0
+    signed_up(idp, idp.browser(), "alice@example.com")
+    account = store.find(idp.cdp.engine, email="alice@example.com")
+    assert account is not None
+    engine, settings = idp.cdp.engine, idp.cdp.settings
+    setup = second_factor.begin(engine, settings, account.id, "alice@example.com", "Shop")
+    assert second_factor.confirm(engine, settings, account.id, code_at(setup.secret, t0), t0)
+
+    browser = idp.browser()
+    back = social(idp, browser, ALICE)
+    assert back.status_code == 303 and back.headers["location"] == "/accounts/login/code"
+    assert account_of(idp, ALICE_SUB).id == account.id  # linked by the verified e-mail…
+    assert browser.get("/accounts/account").status_code == 303  # …but not signed in without the code
+    page = browser.get("/accounts/login/code")
+    done = browser.post(
+        "/accounts/login/code",
+        data={"csrf_token": form_token(page.text), "code": code_at(setup.secret, t0 + 30)},
+    )
+    assert done.status_code == 303 and signed_in_as(browser) == "alice@example.com"
+    assert ("Signed In", {"method": "social:testnet", "second_factor": "totp"}) in tracked(idp, account.id)
+
+
 def test_an_unverified_or_untrusted_email_never_links(idp: Provider) -> None:
     victim = idp.browser()
     signed_up(idp, victim, "alice@example.com", name="The real Alice")

@@ -24,7 +24,7 @@ import orjson
 from fastapi import APIRouter, Form, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from opencdp.accounts import linking, sessions, store
+from opencdp.accounts import linking, signin, store
 from opencdp.accounts.linking import LinkRefused
 from opencdp.accounts.service import AccountsService
 from opencdp.accounts.social import (
@@ -194,23 +194,19 @@ def _identify(service: AccountsService, identity: SocialIdentity, account_id: st
 
 
 async def _signed_in(
-    request: Request, service: AccountsService, account: Account, rows: list[dict[str, Any]], next_url: str
+    request: Request,
+    service: AccountsService,
+    account: Account,
+    rows: list[dict[str, Any]],
+    next_url: str,
+    method: str,
 ) -> Response:
-    """Log the events, start the SSO session (exactly as a password sign-in does) and go on: to
-    the relying party's authorization request when the sign-in began there."""
+    """Log the events, then finish exactly as a password sign-in does (`signin`): the code step
+    first when the account has a second factor (a linked login is no way around it), then the SSO
+    session and `Signed In`, and on — to the relying party's authorization request when the
+    sign-in began there."""
     await service.log(rows)
-    token = await run_in_threadpool(sessions.start, service.engine, account.id, service.session_lifetime)
-    response = redirect(safe_next(next_url))
-    response.set_cookie(
-        sessions.COOKIE,
-        token,
-        max_age=int(service.session_lifetime.total_seconds()),
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookies(request, service),
-        path=PREFIX,
-    )
-    return response
+    return await signin.first_step_passed(request, service, account, next_url, method)
 
 
 async def _sign_in(
@@ -218,7 +214,8 @@ async def _sign_in(
 ) -> Response:
     engine, events, texts = service.engine, service.events(), texts_for(request, service)
     name = identity.provider.name
-    method = {"method": identity.provider.source}
+    source = identity.provider.source
+    method = {"method": source}
     for _attempt in range(2):
         login = linking.find_login(engine, name, identity.subject)
         if login is not None:  # a returning customer
@@ -226,8 +223,8 @@ async def _sign_in(
             if account is None or account.disabled:
                 return _message(request, service, texts("social_failed", provider=_label(service, name)), 403)
             await run_in_threadpool(linking.touch, engine, login)
-            rows = [_identify(service, identity, account.id), events.track(account.id, "Signed In", method)]
-            return await _signed_in(request, service, account, rows, next_url)
+            rows = [_identify(service, identity, account.id)]
+            return await _signed_in(request, service, account, rows, next_url, source)
         email = identity.linkable_email()  # verified, and from a provider trusted for addresses
         existing = store.find(engine, email=email) if email else None
         if existing is not None:
@@ -247,17 +244,15 @@ async def _sign_in(
                 events.track(
                     existing.id, "Account Linked", {"provider": name, "method": linking.VERIFIED_EMAIL}
                 ),
-                events.track(existing.id, "Signed In", method),
             ]
-            return await _signed_in(request, service, existing, rows, next_url)
+            return await _signed_in(request, service, existing, rows, next_url, source)
         account = await run_in_threadpool(linking.sign_up, engine, name, identity.subject, email)
         if account is not None:
             rows = [
                 _identify(service, identity, account.id),
                 events.track(account.id, "Signed Up", method),
-                events.track(account.id, "Signed In", method),
             ]
-            return await _signed_in(request, service, account, rows, next_url)
+            return await _signed_in(request, service, account, rows, next_url, source)
         # made meanwhile by a second callback (or the address was taken meanwhile): look again
     return _message(request, service, texts("social_failed", provider=_label(service, name)), 409)
 
