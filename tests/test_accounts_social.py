@@ -208,7 +208,6 @@ def test_a_verified_trusted_email_links_to_the_verified_password_account(idp: Pr
 
 
 @SQLITE_ONLY
-@SQLITE_ONLY
 def test_a_social_sign_in_asks_for_the_second_factor_too(idp: Provider) -> None:
     """A linked login is no way around the account's second factor."""
     t0 = 1_800_000_000.0
@@ -234,6 +233,7 @@ def test_a_social_sign_in_asks_for_the_second_factor_too(idp: Provider) -> None:
     assert ("Signed In", {"method": "social:testnet", "second_factor": "totp"}) in tracked(idp, account.id)
 
 
+@SQLITE_ONLY
 def test_an_unverified_or_untrusted_email_never_links(idp: Provider) -> None:
     victim = idp.browser()
     signed_up(idp, victim, "alice@example.com", name="The real Alice")
