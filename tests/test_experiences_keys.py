@@ -28,6 +28,9 @@ PUBLIC = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/preferences/style.css"),  # the preference centre's stylesheet
+    ("GET", "/accounts/style.css"),  # the hosted login's stylesheet (brand colours)
+    ("OPTIONS", "/accounts/token"),  # CORS preflights of browser apps: no body, no data
+    ("OPTIONS", "/accounts/userinfo"),
     ("GET", "/api/health"),  # liveness for load balancers: status and lag, no personal data
     ("GET", "/opencdp.js"),  # the first-party script websites load
     ("HEAD", "/opencdp.js"),
@@ -36,6 +39,10 @@ PUBLIC = {
 #: The preference centre: customers' pages opened by their link's token (a key opens nothing there:
 #: a wrong token is "not found", whatever else the request carries).
 LINK_GATED_PREFIX = "/preferences/"
+#: The customer login (OpenID provider, hosted pages): customers' sessions and tokens, never API
+#: keys. Switched off here (no issuer), so with any key every one of them refuses: 404, or the
+#: "not switched on" page (400) for the browser-facing authorize and logout.
+CUSTOMER_FACE = ("/accounts/", "/.well-known/")
 DECIDE_PATH = "/v1/decide"
 
 
@@ -89,6 +96,8 @@ def test_public_key_opens_nothing_but_decide(client: TestClient, cdp: OpenCDP) -
             response = client.request(method, url, **kwargs)
             if path.startswith(LINK_GATED_PREFIX) and path != "/preferences/style.css":
                 refused = response.status_code == 404 and "not valid" in response.text
+            elif path.startswith(CUSTOMER_FACE):
+                refused = response.status_code in (400, 404) and "@" not in response.text
             else:
                 refused = response.status_code in (401, 403) or (
                     # dashboard pages: a key is no session, they send the browser to sign in
