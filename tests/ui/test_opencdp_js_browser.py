@@ -175,6 +175,7 @@ def test_decide_request_and_decisions(page: tuple[Any, list[dict[str, Any]], lis
 def test_analytics_js_ids_are_used(page: tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]) -> None:
     p, decides, _tracked = page
     p.goto(SITE + "/blank-first")
+    p.wait_for_selector("#boots")  # this page's own decision is in before the list is cleared
     p.evaluate(
         """() => { localStorage.setItem("ajs_anonymous_id", JSON.stringify("ajs-anon"));
                    document.cookie = "ajs_user_id=" + encodeURIComponent(JSON.stringify("user-7")); }"""
