@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from opencdp.log.intake import backlog as intake_backlog
 from opencdp.process.derived import queued
 from opencdp.process.processor import read_checkpoint
 from opencdp.store import failures
@@ -62,9 +63,12 @@ def processing_lag(conn: sa.Connection, now: datetime | None = None) -> dict[str
     oldest = conn.execute(
         sa.select(events.c.received_at).where(events.c.id > checkpoint).order_by(events.c.id).limit(1)
     ).scalar()
+    waiting_in_intake, oldest_in_intake = intake_backlog(conn.engine)  # SQLite under `serve`
+    if oldest_in_intake is not None and (oldest is None or oldest_in_intake < oldest):
+        oldest = oldest_in_intake
     lag = ((now or datetime.now(UTC)) - oldest).total_seconds() if oldest is not None else 0.0
     return {
-        "events_waiting": int(count),
+        "events_waiting": int(count) + waiting_in_intake,
         "lag_seconds": round(max(lag, 0.0), 3),
         "checkpoint": checkpoint,
         # PostgreSQL: touched profiles whose computed traits and memberships a worker will refresh

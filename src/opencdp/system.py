@@ -12,6 +12,7 @@ from opencdp.collect.writer import LogWriter
 from opencdp.config import Settings
 from opencdp.identity.identifiers import IdentityRules
 from opencdp.log.append import LogAppender
+from opencdp.log.intake import Intake, intake_path
 from opencdp.privacy.suppression import Suppressor
 from opencdp.process.loop import ProcessorLoop
 from opencdp.process.processor import Processor
@@ -56,11 +57,22 @@ class OpenCDP:
                 )
             )
         self.appender = LogAppender(self.engine.dialect.name, self.suppressor)
-        self.writer = LogWriter(self.engine, self.appender, on_commit=self.loop.notify if self.loop else None)
+        #: SQLite with the processor child: the collector commits to the intake (log/intake.py)
+        path = intake_path(self.engine)
+        self.intake = (
+            Intake(path, settings.sqlite_synchronous)
+            if path and settings.intake and separate_process and processing
+            else None
+        )
+        self.writer = LogWriter(
+            self.engine, self.appender, on_commit=self.loop.notify if self.loop else None, intake=self.intake
+        )
         self._started = False
 
     def start(self) -> None:
         if not self._started:
+            if self.intake is not None:  # after a crash: what was acknowledged is in the log first
+                self._drain_intake()
             self.writer.start()
             if self.loop:
                 self.loop.start()
@@ -71,8 +83,15 @@ class OpenCDP:
     def stop(self) -> None:
         if self._started:
             self.writer.close()
+            if self.intake is not None:  # what was acknowledged is in the log when `serve` ends
+                self._drain_intake()
+                self.intake.close()
             if self.loop:
                 self.loop.stop()
             if self.deliveries:
                 self.deliveries.stop()
             self._started = False
+
+    def _drain_intake(self) -> None:
+        while self.processor.move_intake():
+            pass

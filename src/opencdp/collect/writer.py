@@ -9,6 +9,7 @@ request is answered before its events are durable. PostgreSQL gains the same way
 from __future__ import annotations
 
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from opencdp import logs
 from opencdp.log.append import LogAppender
+from opencdp.log.intake import Intake
 from opencdp.store.write_turns import WriteTurns
 
 log = logs.get("opencdp.writer")
@@ -36,8 +38,12 @@ class LogWriter:
         appender: LogAppender,
         max_rows_per_commit: int = 5000,
         on_commit: Callable[[], None] | None = None,
+        intake: Intake | None = None,
     ) -> None:
         self._on_commit = on_commit
+        #: SQLite under `serve`: commit to the intake (log/intake.py), which the processor moves
+        #: into the log, instead of waiting for the main file's write lock
+        self._intake = intake
         self._engine = engine
         self._appender = appender
         self._turns = WriteTurns(engine)
@@ -126,10 +132,16 @@ class LogWriter:
     def write(self, rows: list[dict[str, Any]], checked_version: int | None = None) -> None:
         """Append rows in one transaction, now, on the calling thread."""
         try:
-            with self._turns.turn(), self._engine.begin() as conn:
-                self._appender.append(conn, rows, checked_version)
+            if self._intake is not None:
+                self._intake.append(rows, checked_version)
+            else:
+                with self._turns.turn(), self._engine.begin() as conn:
+                    self._appender.append(conn, rows, checked_version)
         except sa.exc.OperationalError as exc:  # disk full, database locked, server gone
             self._failure = str(exc.orig or exc).splitlines()[0][:200]
+            raise
+        except sqlite3.OperationalError as exc:  # the intake: disk full, locked
+            self._failure = str(exc).splitlines()[0][:200]
             raise
         self._failure = None
         self.commits += 1

@@ -92,8 +92,18 @@ class _SQLiteTime:
 def insert_sqlite(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
     """Insert (skipping stored `(source_id, message_id)`); returns the number of rows inserted.
     The caller holds the log lock."""
+    return conn.exec_driver_sql(_SQLITE_INSERT, sqlite_values(rows)).rowcount
+
+
+def insert_sqlite_values(conn: sa.Connection, values: Sequence[tuple[Any, ...]]) -> int:
+    """`insert_sqlite` of rows already in stored form (`sqlite_values`, in `COLUMNS` order)."""
+    return conn.exec_driver_sql(_SQLITE_INSERT, list(values)).rowcount
+
+
+def sqlite_values(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rows as the tuples SQLite stores (`COLUMNS` order): times as text, the payload as JSON."""
     received, sent, original, timestamp = _SQLiteTime(), _SQLiteTime(), _SQLiteTime(), _SQLiteTime()
-    values = [
+    return [
         (
             row["source_id"],
             row["message_id"],
@@ -109,7 +119,6 @@ def insert_sqlite(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
         )
         for row in rows
     ]
-    return conn.exec_driver_sql(_SQLITE_INSERT, values).rowcount
 
 
 def lock_and_insert_postgresql(

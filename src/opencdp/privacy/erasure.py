@@ -314,6 +314,7 @@ def erase_person(
 ) -> dict[str, int]:
     """Remove the person from every table and suppress their identifiers. Returns counts only."""
     processor = Processor(engine, rules)
+    processor.move_intake()  # what `serve` acknowledged is in the log (log/intake.py)
     processor.run_through(processor.newest_event_id())  # the person's profile as of the request
     pid = find_profile_id(engine, rules, kind, value)
     with engine.begin() as conn:
@@ -337,6 +338,11 @@ def erase_person(
         }
         suppress(conn, erasure.person)
         record(conn, actor, "privacy.erase", "profile", erasure.pid, counts)
+    # events still in the log's intake (log/intake.py) are checked against the new list as they
+    # move: the person's are dropped, and deleted from the intake with the rest
+    while processor.move_intake():
+        pass
+    processor.checkpoint_intake()
     purge_deleted_content(engine)
     return counts
 

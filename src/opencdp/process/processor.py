@@ -9,6 +9,7 @@ profiles.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,9 @@ from opencdp.activation.forwarding import emit as forward
 from opencdp.identity.graph import edge_rule
 from opencdp.identity.identifiers import Identifier, IdentityRules
 from opencdp.journeys.triggers import on_events as journey_events
+from opencdp.log.intake import MOVE_LIMIT, Intake, intake_path
 from opencdp.log.lock import suppression_version
+from opencdp.privacy.suppression import Suppressor
 from opencdp.process.chunk import Chunk
 from opencdp.process.derived import enqueue, queued, refresh_queued, update_derived_state
 from opencdp.process.rejections import apply_pending, has_pending, recompute_pairs
@@ -101,6 +104,10 @@ class Processor:
         #: (PostgreSQL has no database-wide write lock; a worker that finds the identity step busy
         #: would read for nothing)
         self.read_before_lock = engine.dialect.name == "sqlite"
+        #: SQLite: where `serve`'s collector commits; moved into the log before each chunk
+        self._intake_path = intake_path(engine)
+        self._intake: Intake | None = None
+        self._suppressor = Suppressor(engine, self.rules)
 
     def run_once(self) -> int:
         """Process up to one chunk; returns how many events were applied (0: caught up)."""
@@ -126,6 +133,36 @@ class Processor:
                     break
             time.sleep(0.01)  # the rest is being refreshed by another worker right now
         return total
+
+    def move_intake(self, rounds: int = 4) -> int:
+        """SQLite: move what `serve`'s collector committed to the intake into the event log
+        (log/intake.py), at most `rounds` moves of MOVE_LIMIT rows; returns the rows moved."""
+        if self._intake_path is None or not os.path.exists(self._intake_path):
+            return 0
+        if self._intake is None:
+            self._intake = Intake(self._intake_path)
+        total = 0
+        for _ in range(rounds):
+            moved = self._intake.move(self.engine, self.turns, self._suppressor)
+            total += moved
+            if moved < MOVE_LIMIT:
+                break
+        return total
+
+    def checkpoint_intake(self) -> None:
+        """Empty the intake's write-ahead log (after an erasure: no old copy of a row stays)."""
+        if self._intake_path is not None and os.path.exists(self._intake_path):
+            if self._intake is None:
+                self._intake = Intake(self._intake_path)
+            self._intake.checkpoint()
+
+    def intake_pending(self) -> int:
+        """Rows in the intake not yet moved into the log (0 without an intake)."""
+        if self._intake_path is None or not os.path.exists(self._intake_path):
+            return 0
+        if self._intake is None:
+            self._intake = Intake(self._intake_path)
+        return self._intake.pending()
 
     def next_chunk_size(self) -> int:
         """`chunk_size`, or fewer events where a chunk must not hold SQLite's write lock longer
@@ -160,6 +197,8 @@ class Processor:
         clock = time.perf_counter()
         prepared: _Prepared | None = None
         if self.read_before_lock:
+            if self.move_intake():
+                clock = _stage("intake", clock)
             with self.engine.connect() as conn:
                 prepared = self._prepare(conn, read_checkpoint(conn))
                 if not prepared.batch and not has_pending(conn):

@@ -29,10 +29,11 @@ from opencdp.store.dialect import take_write_lock
 class WriteTurns:
     """One queue per database file; each user needs its own instance (its own file description)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine | None, path: str | None = None) -> None:
+        """Turns at `engine`'s database, or at the SQLite file `path` (the log's intake)."""
         self._fds: tuple[int, int] | None = None
         self._engine = engine
-        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        database = engine.url.database if engine is not None and engine.dialect.name == "sqlite" else path
         usable = database and database != ":memory:" and not database.startswith("file:")
         self._path = database if usable else None
 
@@ -67,6 +68,7 @@ class WriteTurns:
     def transaction(self) -> Iterator[sa.Connection]:
         """A write transaction at our turn, holding SQLite's write lock from its first statement.
         Never nest two (in one thread they would wait for each other)."""
+        assert self._engine is not None, "a transaction needs the engine's turns"
         with self.turn(), self._engine.begin() as conn:
             take_write_lock(conn)
             yield conn
