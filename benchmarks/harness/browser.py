@@ -29,6 +29,10 @@ class UnexpectedAnswer(Exception):
     names the step and shows the start of the body."""
 
 
+class Refused(UnexpectedAnswer):
+    """The server shed the request (503 with Retry-After): admission control doing its job."""
+
+
 @dataclass
 class Answer:
     status: int
@@ -41,6 +45,8 @@ class Answer:
         return values[0] if values else None
 
     def expect(self, step: str, status: int) -> Answer:
+        if self.status == 503 and status != 503 and self.header("retry-after"):
+            raise Refused(f"{step}: 503 (busy, retry after {self.header('retry-after')} s)")
         if self.status != status:
             raise UnexpectedAnswer(f"{step}: {self.status} instead of {status}: {self.gist()!r}")
         return self
@@ -65,6 +71,10 @@ def hidden_fields(page: bytes) -> dict[str, str]:
     return {name: html.unescape(value) for name, value in _HIDDEN.findall(page.decode(errors="replace"))}
 
 
+#: a connection idle this long is replaced before the next request
+IDLE_RECONNECT_S = 4.0
+
+
 class Browser:
     """One browser: a keep-alive connection and a cookie jar. `forget()` makes it a new browser
     (no cookies) on the same connection."""
@@ -74,6 +84,7 @@ class Browser:
         self.host = f"{HOST}:{port}"
         self.conn = RawConnection(port)
         self.cookies: dict[str, str] = {}
+        self.last_used = time.monotonic()
 
     def forget(self) -> None:
         self.cookies.clear()
@@ -91,11 +102,15 @@ class Browser:
         headers = {"User-Agent": USER_AGENT, "Accept": "text/html,application/json", **extra}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if time.monotonic() - self.last_used > IDLE_RECONNECT_S:  # as browsers do: the server
+            self.conn.close()  # closes keep-alive connections idle for 5 s (uvicorn's default)
+            self.conn = RawConnection(self.port)
         began = time.perf_counter()
         status, head, answer = self.conn.exchange(
             RawConnection.prepare(method, path, body, headers, self.host)
         )
         seconds = time.perf_counter() - began
+        self.last_used = time.monotonic()
         for cookie in header_values(head, "set-cookie"):
             pair, _, attributes = cookie.partition(";")
             name, _, value = pair.strip().partition("=")

@@ -27,7 +27,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from harness.browser import Browser, UnexpectedAnswer, hidden_fields
+from harness.browser import Browser, Refused, UnexpectedAnswer, hidden_fields
 from harness.mailbox import Mailbox
 from harness.scratch import HOST, Scratch, cli
 
@@ -191,6 +191,18 @@ class Customer:
         answers = (authorize, page, posted, coded, token)
         return {step: answer.seconds for step, answer in zip(STEPS, answers, strict=True)}
 
+    def password_sign_in(self, email: str) -> dict[str, float]:
+        """A login and nothing else: the sign-in page, then the password (no OpenID round trip)."""
+        browser = self.browser
+        browser.forget()
+        page = browser.get("/accounts/login").expect(STEPS[1], 200)
+        fields = hidden_fields(page.body)
+        if "csrf_token" not in fields:
+            raise UnexpectedAnswer(f"{STEPS[1]}: no CSRF token in the form: {fields}")
+        posted = browser.post_form("/accounts/login", {"email": email, "password": PASSWORD, **fields})
+        posted.expect(STEPS[2], 303)
+        return {STEPS[1]: page.seconds, STEPS[2]: posted.seconds}
+
     def check_id_token(self, tokens: dict[str, Any], nonce: str) -> None:
         """As a relying party must: signed by a key of the JWKS, ours, fresh, with our nonce."""
         if not tokens.get("access_token") or not tokens.get("id_token"):
@@ -224,6 +236,10 @@ class SignIns:
     errors: Counter[str] = field(default_factory=Counter)
     first_errors: dict[str, str] = field(default_factory=dict)  # kind ("step: status"): first message
     stop: threading.Event = field(default_factory=threading.Event)
+    #: "flow" (the whole OpenID flow) or "password" (sign-in page and password only)
+    kind: str = "flow"
+    #: requests the server shed with 503 + Retry-After (admission control), by step
+    refused: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -264,7 +280,13 @@ class SignIns:
                 email = emails[(n + flows * self.browsers) % len(emails)]
                 flows += 1
                 try:
-                    steps = customer.sign_in(email)
+                    steps = (
+                        customer.sign_in(email) if self.kind == "flow" else customer.password_sign_in(email)
+                    )
+                except Refused as exc:
+                    with self._lock:
+                        self.refused[str(exc).partition(":")[0]] += 1
+                    continue
                 except UnexpectedAnswer as exc:
                     self._error(str(exc).partition(":")[0], str(exc))
                     continue

@@ -23,6 +23,13 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _niceness(name: str, default: int) -> int:
+    value = _int(name, default)
+    if not 0 <= value <= 19:
+        raise ConfigError(f"{name} must be between 0 and 19, got {value}")
+    return value
+
+
 def _positive(name: str, default: int) -> int:
     value = _int(name, default)
     if value < 1:
@@ -104,6 +111,12 @@ class Settings:
     max_nesting_depth: int = 32
     body_timeout_seconds: float = 10.0  # a request body must arrive whole within this
     process_in_server: bool = True
+    #: SQLite, `serve` with its processor child: the collector commits to the log's intake, a
+    #: file of its own, so that acknowledging never waits for processing (log/intake.py)
+    intake: bool = True
+    #: the processor child's niceness (0-19): when collection and processing both want the cores,
+    #: the server's answers go first; processing catches up when they are free
+    processor_niceness: int = 5
     #: `serve` also sends what the outbox holds (OPENCDP_DELIVER_IN_SERVER=0 leaves it to `worker`)
     deliver_in_server: bool = True
     #: events per processing transaction: larger chunks amortise per-chunk work (derived state,
@@ -158,6 +171,8 @@ class Settings:
             health_max_lag_seconds=_int("OPENCDP_HEALTH_MAX_LAG_SECONDS", 60),
             process_in_server=os.environ.get("OPENCDP_PROCESS_IN_SERVER", "1").lower()
             not in {"0", "false", "no"},
+            intake=os.environ.get("OPENCDP_INTAKE", "1").lower() not in {"0", "false", "no"},
+            processor_niceness=_niceness("OPENCDP_PROCESSOR_NICENESS", 5),
             deliver_in_server=os.environ.get("OPENCDP_DELIVER_IN_SERVER", "1").lower()
             not in {"0", "false", "no"},
             process_chunk_size=_positive("OPENCDP_PROCESS_CHUNK_SIZE", 1000),

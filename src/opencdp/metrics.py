@@ -78,6 +78,16 @@ class _Metrics:
         self.processed = Counter(
             "opencdp_processor_events", "Events the processor applied", registry=self.registry
         )
+        self.admission_wait = Histogram(
+            "opencdp_customer_face_wait_seconds",
+            "How long customer-face requests (sign-in pages, OpenID endpoints) waited for a turn",
+            registry=self.registry,
+        )
+        self.admission_refused = Counter(
+            "opencdp_customer_face_refused",
+            "Customer-face requests answered 503 because too many were waiting (accounts/admission.py)",
+            registry=self.registry,
+        )
 
 
 @functools.cache
@@ -113,6 +123,14 @@ def record_processed(events: int) -> None:
     """The processor applied `events` more events (call once per committed chunk)."""
     if events > 0:
         _metrics().processed.inc(events)
+
+
+def record_admission_wait(seconds: float) -> None:
+    _metrics().admission_wait.observe(max(seconds, 0.0))
+
+
+def record_admission_refused() -> None:
+    _metrics().admission_refused.inc()
 
 
 # --- Multiprocess mode -------------------------------------------------------------------------

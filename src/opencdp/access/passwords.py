@@ -8,9 +8,13 @@ sign-ins cannot lock staff out, and neither can take more than its slots of memo
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -20,6 +24,19 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 def hasher() -> PasswordHasher:
     """The dashboard's: argon2-cffi's defaults (argon2id, 64 MiB, 3 passes), about 50 ms a sign-in."""
     return PasswordHasher()
+
+
+T = TypeVar("T")
+#: the hasher threads' niceness: hashing yields the cores to collection whenever both want them
+HASHER_NICENESS = 19
+
+
+def _lower_priority() -> None:
+    """Linux schedules threads one by one: this hasher thread alone becomes nice. (Elsewhere the
+    call would renice the whole process, so it is left out there.)"""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHER_NICENESS)
 
 
 class HasherBusy(Exception):
@@ -39,6 +56,18 @@ class HashGate:
         self._semaphore = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self._admitted = 0  # computing or waiting
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` in a slot, on one of the gate's own threads of low CPU priority: a
+        sign-in flood gets the cores only when collection and the rest leave them idle."""
+        with self.slot():
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        self.slots, thread_name_prefix="opencdp-hasher", initializer=_lower_priority
+                    )
+            return self._pool.submit(work, *args).result()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
@@ -60,8 +89,7 @@ class HashGate:
 
 def verify(hasher: PasswordHasher, gate: HashGate, digest: str, password: str) -> bool:
     """True when `password` matches `digest`; a malformed digest is a mismatch."""
-    with gate.slot():
-        try:
-            return hasher.verify(digest, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+    try:
+        return gate.run(hasher.verify, digest, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False

@@ -99,6 +99,9 @@ class AccountSettings:
     link_hours: int = 24
     #: argon2 computations at once for customer passwords (each ~19 MiB and one core for ~20 ms)
     hash_slots: int = 2
+    #: customer-face requests worked on at once, and how many more may wait (accounts/admission.py)
+    concurrency: int = 2
+    queue: int = 64
     #: Mark cookies `Secure` even on plain HTTP (behind a TLS proxy)
     secure_cookies: bool = False
     #: social logins offered on the hosted pages (accounts/social_config.py), and their labels
@@ -158,6 +161,8 @@ class AccountSettings:
             session_hours=_int("OPENCDP_ACCOUNTS_SESSION_HOURS", 24 * 14),
             link_hours=_int("OPENCDP_ACCOUNTS_LINK_HOURS", 24),
             hash_slots=_int("OPENCDP_ACCOUNTS_HASH_SLOTS", 2),
+            concurrency=_int("OPENCDP_ACCOUNTS_CONCURRENCY", 2),
+            queue=_int("OPENCDP_ACCOUNTS_QUEUE", 64, 0),
             secure_cookies=os.environ.get("OPENCDP_ACCOUNTS_SECURE_COOKIES", "0").lower()
             in {"1", "true", "yes"},
             social=social,

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Form, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from opencdp.accounts import links, mail, policy, sessions, signin, social_pages, store
+from opencdp.accounts.admission import paused
 from opencdp.accounts.claims import profile_of
 from opencdp.accounts.passwords import HasherBusy
 from opencdp.accounts.service import AccountsService
@@ -58,13 +59,14 @@ async def _mail(request: Request, service: AccountsService, to: str, kind: str, 
     texts = texts_for(request, service)
     # a failure is logged by mail.send; the page must not say whether a mail went to an account
     with contextlib.suppress(mail.MailNotSent):
-        await mail.send(
-            service.settings.smtp,
-            service.settings.brand.name,
-            to,
-            texts(f"{kind}_subject"),
-            texts(f"{kind}_body", link=link),
-        )
+        async with paused(request.scope):  # the SMTP exchange is waiting, not work
+            await mail.send(
+                service.settings.smtp,
+                service.settings.brand.name,
+                to,
+                texts(f"{kind}_subject"),
+                texts(f"{kind}_body", link=link),
+            )
 
 
 def _link(service: AccountsService, purpose: str, account: Account) -> str:

@@ -51,8 +51,7 @@ class Passwords:
             self._waiting -= 1
 
     def hash(self, password: str) -> str:
-        with self.gate.slot():
-            return self.hasher.hash(password)
+        return self.gate.run(self.hasher.hash, password)
 
     def verify(self, digest: str | None, password: str) -> bool:
         """True when the password matches; with no digest (unknown e-mail) a dummy hash is

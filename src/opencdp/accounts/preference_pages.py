@@ -27,6 +27,7 @@ from fastapi.routing import APIRoute
 
 from opencdp.access.audit import record
 from opencdp.accounts import sessions
+from opencdp.accounts.admission import paused
 from opencdp.accounts.claims import profile_of
 from opencdp.accounts.preference_links import PATH, LinkInvalid, PreferenceLink, open_link, revoke_links
 from opencdp.accounts.preferences import (
@@ -200,17 +201,22 @@ def style() -> Response:
     return Response(CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
 
 
-async def _applied(cdp: OpenCDP, seconds: float = 2.0) -> None:
+async def _applied(request: Request, cdp: OpenCDP, seconds: float = 2.0) -> None:
     """Wait (briefly) until processing has applied what was just logged, so the page shown next
     reflects it; the change is safe in the log either way."""
 
+    processor = cdp.processor
+
+    def applied() -> bool:  # under `serve` (SQLite) new events first wait in the log's intake
+        return processor.intake_pending() == 0 and processor.checkpoint() >= processor.newest_event_id()
+
     def wait() -> None:
-        newest = cdp.processor.newest_event_id()
         deadline = time.monotonic() + seconds
-        while cdp.processor.checkpoint() < newest and time.monotonic() < deadline:
+        while not applied() and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    await run_in_threadpool(wait)
+    async with paused(request.scope):  # waiting, not work: the next customer's request goes ahead
+        await run_in_threadpool(wait)
 
 
 def _survey_closed() -> HTMLResponse:
@@ -257,7 +263,7 @@ def _entry(path: str, opened_by: Callable[..., Opened]) -> None:
         rows = preference_events(cdp.engine, opened.profile_id, shown, consent, interests, channel)
         if rows:
             await asyncio.wrap_future(cdp.writer.submit(rows))
-            await _applied(cdp)
+            await _applied(request, cdp)
         return RedirectResponse(f"{opened.base}?saved=1", status_code=303)
 
     @router.get(path + "/surveys/{name}")
@@ -283,7 +289,7 @@ def _entry(path: str, opened_by: Callable[..., Opened]) -> None:
         if answers:
             rows = survey_events(cdp.engine, opened.profile_id, survey, answers)
             await asyncio.wrap_future(cdp.writer.submit(rows))
-            await _applied(cdp)
+            await _applied(request, cdp)
         return _page(
             "preferences/message.html", title="Thank you", message="Your answers are saved.", back=opened.base
         )

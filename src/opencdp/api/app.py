@@ -19,6 +19,7 @@ from opencdp.accounts import endpoints as account_endpoints
 from opencdp.accounts import pages as account_pages
 from opencdp.accounts import preference_pages, profiling_pages, second_factor_pages
 from opencdp.accounts import social_pages as account_social_pages
+from opencdp.accounts.admission import CustomerFaceAdmission
 from opencdp.accounts.config import AccountSettings
 from opencdp.accounts.service import AccountsService
 from opencdp.api import (
@@ -78,7 +79,8 @@ def create_app(cdp: OpenCDP, account_settings: AccountSettings | None = None) ->
     app.state.rate_limits = TokenBuckets(limit) if limit else None
     app.state.sign_in_throttle = SignInThrottle()
     # issue 16: customer accounts, the OpenID provider (on when OPENCDP_ACCOUNTS_ISSUER is set)
-    app.state.accounts = AccountsService(cdp, account_settings or AccountSettings.from_env())
+    accounts_settings = account_settings or AccountSettings.from_env()
+    app.state.accounts = AccountsService(cdp, accounts_settings)
     app.include_router(collect.router)
     app.include_router(browser.router)
     app.include_router(decide.router)
@@ -111,6 +113,9 @@ def create_app(cdp: OpenCDP, account_settings: AccountSettings | None = None) ->
     app.include_router(profiling_pages.router)
     add_docs(app)
     app.add_middleware(decide.DecideFastPath)  # innermost: guarded, CORS'd and timed as any route
+    app.add_middleware(
+        CustomerFaceAdmission, concurrency=accounts_settings.concurrency, queue=accounts_settings.queue
+    )
     app.add_middleware(BodyGuard, timeout_seconds=cdp.settings.body_timeout_seconds)
     app.add_middleware(Cors, origins=cdp.settings.cors_origins)  # /v1/* only
     app.add_middleware(metrics.RequestTimer)  # outermost: times everything, BodyGuard's 408s too

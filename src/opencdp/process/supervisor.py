@@ -87,6 +87,9 @@ def _run_child(settings: Settings, reader: multiprocessing.connection.Connection
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stop = SharedFlag(stop_value)
     _stop_with_parent(stop)
+    if settings.processor_niceness:  # when the cores are contended, answering requests goes first
+        with contextlib.suppress(OSError):
+            os.nice(settings.processor_niceness)
     logs.configure(settings.log_level, settings.log_format)
     engine = open_database(settings)
     deliveries = None

@@ -46,8 +46,7 @@ gate = HashGate()
 
 
 def hash_password(password: str) -> str:
-    with gate.slot():
-        return hasher().hash(password)
+    return gate.run(hasher().hash, password)
 
 
 def _verify(digest: str, password: str) -> bool:
