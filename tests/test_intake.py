@@ -163,3 +163,28 @@ def test_without_a_processor_child_the_writer_appends_to_the_log(tmp_path: Path)
     assert off.intake is None
     system.engine.dispose()
     off.engine.dispose()
+
+
+def test_the_decide_path_sees_a_page_view_in_the_intake_once_before_and_after_the_move(
+    engine: sa.Engine,
+) -> None:
+    from opencdp.personalise.log_tail import LogTail
+
+    tail = LogTail(engine.dialect, window=1000)
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    intake = _intake_for(engine)
+    page = {"type": "page", "anonymousId": "visitor-1", "name": "Shoes", "properties": {"path": "/shoes"}}
+    intake.append(_rows(engine, [page, {**page, "anonymousId": "someone-else"}]), 0)
+
+    def seen() -> list[str | None]:
+        with engine.connect() as conn:
+            return [e.name for e in tail.events_for(conn, "visitor-1", None, since)]
+
+    assert seen() == ["Shoes"]  # still in the intake
+    processor = Processor(engine, RULES)
+    processor.move_intake()
+    assert seen() == ["Shoes"]  # in the log now, not yet processed: once, not twice
+    intake.append(_rows(engine, [{**page, "name": "Boots"}]), 0)
+    assert seen() == ["Shoes", "Boots"]
+    processor.run_until_caught_up()
+    assert seen() == []  # processed: the profile's events answer from here on

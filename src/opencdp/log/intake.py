@@ -199,10 +199,62 @@ def _attached(conn: sa.Connection, path: str) -> Iterator[None]:
         raw.execute("DETACH DATABASE intake")
 
 
-def _moved(conn: sa.Connection, instance: str) -> int:
-    value = conn.exec_driver_sql("SELECT value FROM settings WHERE name = ?", (MARK,)).scalar()
-    moved_instance, _, last = (value or "").partition(":")
+def moved_through(mark: str | None, instance: str) -> int:
+    """The last intake id the mark says is in the log (0: none, or the mark of another file)."""
+    moved_instance, _, last = (mark or "").partition(":")
     return int(last) if moved_instance == instance and last.isdigit() else 0
+
+
+def _moved(conn: sa.Connection, instance: str) -> int:
+    return moved_through(
+        conn.exec_driver_sql("SELECT value FROM settings WHERE name = ?", (MARK,)).scalar(), instance
+    )
+
+
+def stored_time(text: str) -> datetime:
+    """A time as the log stores it on SQLite (naive UTC text), as an aware datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+class IntakeReader:
+    """A read-only view of the intake for readers that must see the newest events before they
+    are moved (the decide API's live session). Reopens when the file is replaced."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._inode: int | None = None
+        self.instance = ""
+
+    def _connection(self) -> sqlite3.Connection | None:
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            self.close()
+            return None
+        if self._conn is None or inode != self._inode:
+            self.close()
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+            try:
+                row = conn.execute("SELECT instance FROM intake_instance").fetchone()
+            except sqlite3.OperationalError:  # created a moment ago: no tables yet
+                conn.close()
+                return None
+            self._conn, self._inode, self.instance = conn, inode, row[0] if row else ""
+        return self._conn
+
+    def rows(self, sql: str, params: Sequence[Any]) -> list[Any] | None:
+        """The rows of a query on the intake; None when there is no intake."""
+        conn = self._connection()
+        return None if conn is None else conn.execute(sql, params).fetchall()
+
+    def moved_through(self, mark: str | None) -> int:
+        return moved_through(mark, self.instance)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def _mark(conn: sa.Connection, instance: str, upto: int) -> None:
