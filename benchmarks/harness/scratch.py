@@ -9,6 +9,7 @@ cannot skew a run.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import http.client
 import os
@@ -26,6 +27,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from opencdp.config import Settings
+from opencdp.log.intake import MARK as INTAKE_MARK
+from opencdp.log.intake import IntakeReader, intake_path, moved_through
 
 HOST = "127.0.0.1"  # the only address the benchmarks ever talk to
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -276,16 +279,32 @@ class LogWatcher:
 
     def __init__(self, url: str) -> None:
         self.engine = sa.create_engine(url)
+        self.intake = IntakeReader(path) if (path := intake_path(self.engine)) else None
 
     def rows(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.text("select count(*) from events")).scalar_one())
+        return self.state().rows
+
+    def _intake_ids(self) -> tuple[list[int], str]:
+        """The ids waiting in the log's intake (SQLite under `serve`), read before the log: a row
+        moved in between is then in the log that is read next, and left out here by the mark."""
+        ids = self.intake.rows("SELECT id FROM intake ORDER BY id", ()) if self.intake else None
+        return ([row[0] for row in ids] if ids else []), (self.intake.instance if self.intake else "")
 
     def state(self, processor: str | None = None) -> LogState:
         """With `processor`, that processor's checkpoint (e.g. 'profiles'); otherwise the lowest of
-        all, 0 when none has started."""
+        all, 0 when none has started. Events acknowledged into the log's intake count as logged
+        and unprocessed."""
+        waiting_ids, instance = self._intake_ids()
         with self.engine.connect() as conn:
             rows = int(conn.execute(sa.text("select count(*) from events")).scalar_one())
+            if waiting_ids:
+                query = f"select value from settings where name = '{INTAKE_MARK}'"
+                mark = conn.execute(sa.text(query)).scalar()
+                moved = moved_through(mark, instance)
+                waiting = len(waiting_ids) - bisect.bisect_right(waiting_ids, moved)
+                rows += waiting
+            else:
+                waiting = 0
             if not sa.inspect(conn).has_table("processor_state"):
                 return LogState(rows, None, None)
             query = "select coalesce(min(last_event_id), 0) from processor_state"
@@ -297,10 +316,12 @@ class LogWatcher:
             behind = conn.execute(
                 sa.text("select count(*) from events where id > :checkpoint"), {"checkpoint": checkpoint}
             ).scalar_one()
-            return LogState(rows, checkpoint, int(behind))
+            return LogState(rows, checkpoint, int(behind) + waiting)
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.intake is not None:
+            self.intake.close()
 
 
 def log_state(url: str, processor: str | None = None) -> LogState:
