@@ -6,6 +6,7 @@ code step's own throttle — with the service's clock set, so no test waits for 
 from __future__ import annotations
 
 import base64
+import html
 import re
 from typing import Any
 
@@ -80,6 +81,11 @@ def _set_up(browser: httpx.Client, idp: Provider) -> tuple[bytes, list[str]]:
     assert page.status_code == 200 and "is off" in page.text
     shown = browser.post("/accounts/second-factor/setup", data={"csrf_token": form_token(page.text)})
     assert shown.status_code == 200 and 'href="otpauth://totp/' in shown.text
+    link = re.search(r'href="([^"]+)" id="otpauth"', shown.text)
+    image = re.search(r'<img src="([^"]+)"[^>]*id="otpauth-qr"', shown.text)
+    assert link and image
+    qr, uri = html.unescape(image.group(1)), html.unescape(link.group(1))
+    assert qr.startswith("data:image/svg+xml") and qr == second_factor.Setup(b"", uri).qr  # of that URI
     secret = _key(shown.text)
     token = form_token(shown.text)
     wrong = browser.post("/accounts/second-factor/confirm", data={"csrf_token": token, "code": "000001"})

@@ -81,6 +81,7 @@ ENGLISH = {
     "factor_setup_intro": "Add this key to an authenticator app (open the link on your phone, or "
     "type the key), then enter the code the app shows.",
     "factor_key": "Key",
+    "factor_qr": "QR code: scan it with your authenticator app",
     "factor_link": "Add to your authenticator app",
     "factor_confirm": "Switch it on",
     "factor_enabled_title": "Two-step sign-in is on",
