@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from opencdp.ui import (
+    views_accounts,
     views_auth,
     views_destinations,
     views_experiences,
@@ -45,6 +46,7 @@ for _views in (
     views_forms,
     views_matching,
     views_unmerge,
+    views_accounts,  # issue 16: customer login's client applications
     views_users,
 ):
     router.include_router(_views.router)
