@@ -75,6 +75,7 @@ def test_docs_and_every_main_page_load_only_from_this_server(page: Any, dashboar
         "/journeys",
         "/deliveries",
         "/forms",
+        "/customer-login",
     ]
     for path in paths:
         response = page.goto(dashboard.url + path)
