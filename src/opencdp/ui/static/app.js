@@ -20,3 +20,5 @@ document.addEventListener("click", (event) => {
     document.cookie = `opencdp_tz=${encodeURIComponent(zone)}; path=/; max-age=31536000; SameSite=Lax`;
   }
 })();
+// A nav too wide for the bar scrolls sideways: keep the current page's link in view.
+document.querySelector(".mainnav a.active")?.scrollIntoView({ block: "nearest", inline: "nearest" });
