@@ -97,8 +97,9 @@ def sign_in(page: Any, url: str, email: str = EMAIL, password: str = PASSWORD) -
 
 
 @contextmanager
-def watched_page(browser: Any) -> Iterator[Any]:
-    """A page in a fresh browser context; a script error, CSP violation or dialog fails the test."""
+def watched_page(browser: Any, confirms: list[str] | None = None) -> Iterator[Any]:
+    """A page in a fresh browser context; a script error, CSP violation or dialog fails the test.
+    With `confirms`, dialogs are the page's own confirmations: accepted, their questions kept there."""
     context = browser.new_context(viewport={"width": 1366, "height": 860}, accept_downloads=True)
     page = context.new_page()
     problems: list[str] = []
@@ -108,12 +109,18 @@ def watched_page(browser: Any) -> Iterator[Any]:
             problems.append(f"console: {message.text}")
 
     def on_dialog(dialog: Any) -> None:  # an injected alert() would end up here
+        if confirms is not None:
+            confirms.append(dialog.message)
+            dialog.accept()
+            return
         problems.append(f"dialog: {dialog.message}")
         dialog.dismiss()
 
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     page.on("console", on_console)
     page.on("dialog", on_dialog)
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
     assert problems == [], problems

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from opencdp.accounts import clients
-from tests.ui.browser_env import CHROMIUM, Dashboard, sign_in
+from tests.ui.browser_env import CHROMIUM, Dashboard, sign_in, watched_page
 
 pytestmark = [
     pytest.mark.server,
@@ -38,19 +38,8 @@ def _admin(dashboard: Dashboard) -> None:
 
 def test_register_a_client_see_it_listed_and_remove_it(browser: Any, dashboard: Dashboard) -> None:
     _admin(dashboard)
-    context = browser.new_context(viewport={"width": 1366, "height": 860})
-    page = context.new_page()
-    problems: list[str] = []
     questions: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
-
-    def confirm(dialog: Any) -> None:
-        questions.append(dialog.message)
-        dialog.accept()
-
-    page.on("dialog", confirm)
-    try:
+    with watched_page(browser, confirms=questions) as page:
         sign_in(page, dashboard.url, ADMIN, PASSWORD)
         page.get_by_role("link", name="Customer login", exact=True).click()
         expect(page.locator("#accounts-state")).to_have_text("off")
@@ -81,6 +70,3 @@ def test_register_a_client_see_it_listed_and_remove_it(browser: Any, dashboard: 
         expect(page.locator(f"#client-row-{CLIENT_ID}")).to_have_count(0)
         assert questions and questions[0].startswith("Remove the client application Browser shop")
         assert clients.get(dashboard.engine, CLIENT_ID) is None
-    finally:
-        context.close()
-    assert problems == []

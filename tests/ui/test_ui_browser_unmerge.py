@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from opencdp.store.schema import identities, identity_links
-from tests.ui.browser_env import CHROMIUM, Dashboard, sign_in
+from tests.ui.browser_env import CHROMIUM, Dashboard, sign_in, watched_page
 
 pytestmark = [
     pytest.mark.server,
@@ -60,19 +60,8 @@ def _owner(dashboard: Dashboard, value: str) -> str:
 def test_unmerge_a_link_and_allow_it_again(browser: Any, dashboard: Dashboard) -> None:
     _admin(dashboard)
     pid, link_id, device = _a_link(dashboard)
-    context = browser.new_context(viewport={"width": 1366, "height": 860})
-    page = context.new_page()
-    problems: list[str] = []
     questions: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
-
-    def confirm(dialog: Any) -> None:
-        questions.append(dialog.message)
-        dialog.accept()
-
-    page.on("dialog", confirm)
-    try:
+    with watched_page(browser, confirms=questions) as page:
         sign_in(page, dashboard.url, ADMIN, PASSWORD)
         page.goto(f"{dashboard.url}/profiles/{pid}#merges")
         link = page.locator(f"#link-{link_id}")
@@ -90,6 +79,3 @@ def test_unmerge_a_link_and_allow_it_again(browser: Any, dashboard: Dashboard) -
         assert len(questions) == 2 and questions[1].startswith("Allow ")
         assert _owner(dashboard, device) == pid
         expect(page.locator(".merges.rejections")).to_have_count(0)
-    finally:
-        context.close()
-    assert problems == []
