@@ -237,3 +237,30 @@ def test_sqlite_files_hold_no_erased_value(cdp: OpenCDP, settings: Settings) -> 
     for value in PERSON:
         assert value.encode() not in content, value
     assert b"other-299" in content
+
+
+def test_a_checkpoint_an_erasure_could_not_finish_is_owed_until_a_processor_finishes_it(
+    tmp_path: Path,
+) -> None:
+    """Under load an erasure's checkpoint may not complete (a reader stays inside the WAL): the
+    old copies stay in the WAL until a caught-up processor empties it."""
+    from opencdp.store.database import open_database
+    from opencdp.store.dialect import purge_deleted_content, retry_pending_purge
+
+    engine = open_database(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'owed.db'}"))
+    log_messages(engine, [{"type": "identify", "userId": "owed", "traits": {"n": 1}}])
+    wal = tmp_path / "owed.db-wal"
+    reader = engine.connect()
+    reader.exec_driver_sql("BEGIN")
+    reader.exec_driver_sql("SELECT count(*) FROM events").one()  # a snapshot inside the WAL
+    log_messages(engine, [{"type": "identify", "userId": "later", "traits": {"n": 2}}])
+    try:
+        assert purge_deleted_content(engine, seconds=0.2) is False
+        assert retry_pending_purge(engine, seconds=0.2) is False  # still owed while the reader stays
+    finally:
+        reader.rollback()
+        reader.close()
+    assert retry_pending_purge(engine) is True
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert retry_pending_purge(engine) is None  # nothing owed any more
+    engine.dispose()

@@ -18,6 +18,7 @@ from opencdp.process.loop import ProcessorLoop
 from opencdp.process.processor import Processor
 from opencdp.process.supervisor import ProcessorProcess
 from opencdp.store.database import open_database
+from opencdp.store.dialect import retry_pending_purge
 
 
 class OpenCDP:
@@ -86,6 +87,7 @@ class OpenCDP:
             if self.intake is not None:  # what was acknowledged is in the log when `serve` ends
                 self._drain_intake()
                 self.intake.close()
+            retry_pending_purge(self.engine)  # an erasure's checkpoint still owed
             if self.loop:
                 self.loop.stop()
             if self.deliveries:

@@ -10,8 +10,11 @@ from typing import Protocol
 
 from opencdp import logs
 from opencdp.process.processor import Processor
+from opencdp.store.dialect import retry_pending_purge
 
 log = logs.get("opencdp.processor")
+#: how often a caught-up processor tries a checkpoint an erasure still owes
+PURGE_RETRY_SECONDS = 5.0
 
 
 class Signal(Protocol):
@@ -41,6 +44,7 @@ class ProcessorLoop:
         self.on_progress = on_progress
         self.refresh_seconds = refresh_seconds
         self._next_refresh = time.monotonic() + refresh_seconds
+        self._next_purge_try = 0.0
         self.idle_seconds = idle_seconds
         self._wake: Signal = wake or threading.Event()
         self._stop: Signal = stop or threading.Event()
@@ -73,6 +77,16 @@ class ProcessorLoop:
         )
         self._predicting.start()
 
+    def _owed_purge(self) -> None:
+        """Caught up: if an erasure's checkpoint could not complete under load, try it again
+        (at most every `PURGE_RETRY_SECONDS`)."""
+        now = time.monotonic()
+        if now < self._next_purge_try:
+            return
+        self._next_purge_try = now + PURGE_RETRY_SECONDS
+        if retry_pending_purge(self.processor.engine):
+            log.info("the checkpoint an erasure owed is done: no old copy of its rows is left")
+
     def run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
@@ -80,6 +94,7 @@ class ProcessorLoop:
                 while not self._stop.is_set() and self.processor.step():
                     if self.on_progress is not None:
                         self.on_progress()
+                self._owed_purge()
                 if self.refresh_seconds > 0 and time.monotonic() >= self._next_refresh:
                     from opencdp.process.schedule import refresh_all
 

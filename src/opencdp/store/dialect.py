@@ -113,7 +113,7 @@ def take_write_lock(conn: sa.Connection) -> None:
         conn.exec_driver_sql("UPDATE settings SET value = value WHERE 0")
 
 
-def purge_deleted_content(engine: sa.Engine, seconds: float = 30.0) -> bool:
+def purge_deleted_content(engine: sa.Engine, seconds: float = 30.0, quiet: bool = False) -> bool:
     """After an erasure: make sure no copy of deleted rows stays in the database files.
 
     PostgreSQL: nothing to do here (dead tuples are reclaimed by vacuum; the files are the
@@ -136,21 +136,59 @@ def purge_deleted_content(engine: sa.Engine, seconds: float = 30.0) -> bool:
     try:
         with turns.turn():
             while True:
+                # TRUNCATE waits in the busy handler for readers: never longer than we may
+                wait_ms = int(1000 * min(1.0, max(0.0, deadline - time.monotonic())))
                 with engine.connect() as conn:
-                    busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
+                    try:
+                        busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+                    finally:
+                        conn.exec_driver_sql("PRAGMA busy_timeout=30000")
                 if not busy:
+                    if _set_purge_pending(engine, False):
+                        continue  # clearing the mark wrote to the WAL: empty it once more
                     return True
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(0.05)
+        _set_purge_pending(engine, True)
     finally:
         turns.close()
+    if quiet:
+        return False
     logs.get("opencdp.privacy").warning(
         "the write-ahead log could not be emptied after an erasure: old copies of the erased rows stay "
-        "in it until the next complete checkpoint (at the latest when the last connection closes)",
+        "in it until a complete checkpoint; the processor tries again whenever it has caught up",
         seconds=seconds,
     )
     return False
+
+
+#: a `settings` row present while an erasure's checkpoint is still owed (`purge_deleted_content`)
+PURGE_PENDING = "wal_purge_pending"
+
+
+def _set_purge_pending(engine: sa.Engine, pending: bool) -> bool:
+    """Set or clear the mark; whether a row changed."""
+    with engine.begin() as conn:
+        if pending:
+            sql = "INSERT INTO settings (name, value) VALUES (?, '1') ON CONFLICT (name) DO NOTHING"
+        else:
+            sql = "DELETE FROM settings WHERE name = ?"
+        return bool(conn.exec_driver_sql(sql, (PURGE_PENDING,)).rowcount)
+
+
+def retry_pending_purge(engine: sa.Engine, seconds: float = 1.0) -> bool | None:
+    """SQLite: if an erasure's checkpoint is still owed, try it again (briefly); None when none
+    is owed. Called by processors when they have caught up, so the owed purge happens as soon as
+    the load lets it."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as conn:
+        owed = conn.exec_driver_sql("SELECT 1 FROM settings WHERE name = ?", (PURGE_PENDING,)).first()
+    if owed is None:
+        return None
+    return purge_deleted_content(engine, seconds, quiet=True)
 
 
 def engine_options(url: str) -> dict[str, Any]:
