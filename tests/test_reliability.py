@@ -4,6 +4,7 @@ erased people who came back (through a stale cache, an event in flight, an impor
 from __future__ import annotations
 
 import base64
+import random
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,3 +265,30 @@ def test_a_checkpoint_an_erasure_could_not_finish_is_owed_until_a_processor_fini
     assert not wal.exists() or wal.stat().st_size == 0
     assert retry_pending_purge(engine) is None  # nothing owed any more
     engine.dispose()
+
+
+def test_the_purge_leaves_no_copy_a_page_rebuild_left_behind(tmp_path: Path) -> None:
+    """SQLite's secure_delete zeroes deleted cells, but a b-tree balance that moved a row earlier
+    can leave a copy in the unused middle of the page it rebuilt; the purge after an erasure must
+    remove those too (it rewrites the database)."""
+    from opencdp.store.database import open_database
+    from opencdp.store.dialect import purge_deleted_content
+
+    path = tmp_path / "ghosts.db"
+    engine = open_database(Settings(data_dir=tmp_path, database_url=f"sqlite:///{path}"))
+    rng = random.Random(1)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE scratch (id INTEGER PRIMARY KEY, u TEXT, payload TEXT)")
+        for _ in range(10_000):  # random keys: pages split and are rebuilt all the time
+            u = PERSON[0] if rng.random() < 0.05 else f"user-{rng.randrange(10**6)}"
+            conn.exec_driver_sql(
+                "INSERT INTO scratch VALUES (?, ?, ?)",
+                (rng.randrange(10**9), u, "x" * rng.randrange(50, 400) + u),
+            )
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM scratch WHERE u = ?", (PERSON[0],))
+    assert purge_deleted_content(engine)
+    engine.dispose()
+    content = b"".join(f.read_bytes() for f in (path, path.with_name(path.name + "-wal")) if f.exists())
+    assert PERSON[0].encode() not in content
+    assert b"user-" in content

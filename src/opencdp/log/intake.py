@@ -157,11 +157,14 @@ class Intake:
             with self.turns.turn():
                 conn.execute("DELETE FROM intake WHERE id <= ?", (upto,))
 
-    def checkpoint(self) -> None:
-        """Empty the intake's write-ahead log (after an erasure: no old copy of a deleted row stays)."""
+    def purge(self) -> None:
+        """After an erasure: rewrite the intake (no copy a page rebuild left behind stays, see
+        `store.dialect.purge_deleted_content`) and empty its write-ahead log."""
         if os.path.exists(self.path):
             with self._lock, self.turns.turn():
-                self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn = self._connection()
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:

@@ -342,7 +342,7 @@ def erase_person(
     # move: the person's are dropped, and deleted from the intake with the rest
     while processor.move_intake():
         pass
-    processor.checkpoint_intake()
+    processor.purge_intake()
     purge_deleted_content(engine)
     return counts
 

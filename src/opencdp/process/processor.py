@@ -149,12 +149,12 @@ class Processor:
                 break
         return total
 
-    def checkpoint_intake(self) -> None:
-        """Empty the intake's write-ahead log (after an erasure: no old copy of a row stays)."""
+    def purge_intake(self) -> None:
+        """After an erasure: no old copy of a row stays in the intake's files."""
         if self._intake_path is not None and os.path.exists(self._intake_path):
             if self._intake is None:
                 self._intake = Intake(self._intake_path)
-            self._intake.checkpoint()
+            self._intake.purge()
 
     def intake_pending(self) -> int:
         """Rows in the intake not yet moved into the log (0 without an intake)."""
