@@ -5,15 +5,13 @@ a console error here)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
 from opencdp.accounts import clients
-from tests.ui.browser_env import CHROMIUM, Dashboard, sign_in, watched_page
+from tests.ui.browser_env import CHROMIUM, Dashboard, create_user, sign_in, watched_page
 
 pytestmark = [
     pytest.mark.server,
@@ -28,12 +26,7 @@ CLIENT_ID = "browser-shop"
 
 
 def _admin(dashboard: Dashboard) -> None:
-    created = subprocess.run(
-        [sys.executable, "-m", "opencdp", "users", "create", "--email", ADMIN, "--role", "admin",
-         "--password-stdin"],
-        env=dashboard.env, input=PASSWORD + "\n", capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert created.returncode == 0 or "exists" in created.stderr, created.stderr
+    create_user(dashboard.env, ADMIN, PASSWORD, "admin")
 
 
 def test_register_a_client_see_it_listed_and_remove_it(browser: Any, dashboard: Dashboard) -> None:

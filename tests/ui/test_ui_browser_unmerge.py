@@ -4,8 +4,6 @@ the reason, and allows it again (which restores the customer as it was)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -13,7 +11,7 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from opencdp.store.schema import identities, identity_links
-from tests.ui.browser_env import CHROMIUM, Dashboard, sign_in, watched_page
+from tests.ui.browser_env import CHROMIUM, Dashboard, create_user, sign_in, watched_page
 
 pytestmark = [
     pytest.mark.server,
@@ -27,12 +25,7 @@ ADMIN, PASSWORD = "unmerge-admin@example.com", "an admin's password"
 
 
 def _admin(dashboard: Dashboard) -> None:
-    created = subprocess.run(
-        [sys.executable, "-m", "opencdp", "users", "create", "--email", ADMIN, "--role", "admin",
-         "--password-stdin"],
-        env=dashboard.env, input=PASSWORD + "\n", capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert created.returncode == 0 or "exists" in created.stderr, created.stderr
+    create_user(dashboard.env, ADMIN, PASSWORD, "admin")
 
 
 def _a_link(dashboard: Dashboard) -> tuple[str, int, str]:
